@@ -1,0 +1,470 @@
+"""Baselines: single-task networks vs one shared-bottom network (paper D's Tables 2 and 11).
+
+"DAG topology search for MTL" (Choi & Im) compares every method with two baselines on
+NYU-v2's segmentation, depth and normal tasks: one network per task ("Single-Task") and one
+network shared by all tasks with a head per task ("Shared Bottom", hard parameter sharing).
+This module trains both on the same data with the shared training loop, the shared-bottom
+network with three loss balancers (equal weights, uncertainty weighting, PCGrad), and returns
+paper D's two table layouts:
+
+* Table 11: every metric of every task, plus parameter counts;
+* Table 2: relative performance Δ per task and Δ_T (Eq. 10-11) against the single-task row,
+  and parameters relative to the shared-bottom network.
+
+Choices (the paper trains its own VGG-16-like network; these baselines use the MTAN SegNet,
+the common backbone of papers C and D's NYU-v2 comparisons): each single-task network is the
+same encoder-decoder as the shared one with one head, trained with the same schedule; the
+shared-bottom row compared with paper D is the equal-weight one (the paper's baseline).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from mtlrepro import paper_numbers
+from mtlrepro.balancing import create_balancer
+from mtlrepro.config import ConfigError, build_config, check_choice
+from mtlrepro.data import get_dataset
+from mtlrepro.metrics import LOWER_IS_BETTER, relative_performance
+from mtlrepro.models import count_parameters, create_model
+from mtlrepro.report import Claim, make_claim, same_sign
+from mtlrepro.tasks import TaskSpec, make_tasks
+from mtlrepro.train import TrainConfig, evaluate, fit, seed_everything
+
+SINGLE_TASK = "Single-Task"
+SHARED_BOTTOM = "Shared Bottom"
+BALANCER_LABELS: dict[str, str] = {
+    "equal": "equal",
+    "uncertainty": "uncertainty",
+    "pcgrad": "PCGrad",
+}
+"""Balancer name -> label used in row names, e.g. ``Shared Bottom (PCGrad)``."""
+PAPER_TASK_ORDER: tuple[str, ...] = ("segmentation", "normal", "depth")
+"""Column order of paper D's Table 2 (sem, norm, dep)."""
+PAPER_D_METRICS: dict[str, tuple[str, ...]] = {
+    "segmentation": ("miou", "pixel_acc"),
+    "depth": ("abs_err", "rel_err", "delta1", "delta2", "delta3"),
+    "normal": ("mean_angle", "median_angle", "within_11_25", "within_22_5", "within_30"),
+}
+"""The metrics paper D's Table 11 reports per task, i.e. those its Δ (Eq. 10) averages over."""
+PARAMS_TOLERANCE = 0.05
+"""Relative tolerance of the parameter-ratio claim: task heads make T single-task networks a
+little more than T times the shared trunk, so an exact T is not expected."""
+
+
+@dataclass(frozen=True)
+class BaselinesConfig:
+    """Settings of the baselines experiment (presets per profile in :data:`PRESETS`).
+
+    Attributes:
+        dataset: registered dataset name (``scenes`` embedded, ``nyuv2`` real).
+        tasks: the dense tasks to learn (at least two).
+        balancers: loss balancers of the shared-bottom network (``equal``, ``uncertainty``,
+            ``pcgrad``).
+        widths: SegNet stage widths before ``width_mult``.
+        width_mult: channel multiplier of the SegNet.
+        convs_per_stage: conv blocks per SegNet stage.
+        epochs: training epochs of every network.
+        batch_size: samples per step.
+        lr: Adam learning rate.
+        lr_schedule: ``none`` / ``step`` / ``plateau`` (see :class:`~mtlrepro.train.TrainConfig`).
+        lr_step_size: epochs between step decays.
+        lr_factor: decay factor.
+        eval_every: validate every this many epochs.
+        n_train: training images (``None``: the dataset preset's).
+        seed: seed of data order, initialisation and PCGrad's task order.
+        threads: torch CPU threads (``None``: leave torch's default).
+        figure_samples: test images shown in the sample-predictions figure.
+    """
+
+    dataset: str = "scenes"
+    tasks: tuple[str, ...] = ("segmentation", "depth", "normal")
+    balancers: tuple[str, ...] = ("equal", "uncertainty", "pcgrad")
+    widths: tuple[int, ...] = (64, 128, 256, 512, 512)
+    width_mult: float = 1.0
+    convs_per_stage: int = 2
+    epochs: int = 200
+    batch_size: int = 8
+    lr: float = 1e-4
+    lr_schedule: str = "step"
+    lr_step_size: int = 150
+    lr_factor: float = 0.5
+    eval_every: int = 10
+    n_train: int | None = None
+    seed: int = 0
+    threads: int | None = None
+    figure_samples: int = 4
+
+    def __post_init__(self) -> None:
+        """Check the choices that the builders below do not check themselves."""
+        if len(self.tasks) < 2:
+            raise ConfigError(f"BaselinesConfig.tasks needs at least two tasks; got {self.tasks!r}")
+        for name in self.balancers:
+            check_choice("balancer", name, tuple(BALANCER_LABELS))
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # seconds: a two-stage slim SegNet, a few dozen images, one epoch
+    "smoke": {
+        "widths": (8, 16),
+        "epochs": 1,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "eval_every": 1,
+        "lr_schedule": "none",
+        "figure_samples": 2,
+    },
+    # minutes on 2 CPU cores (see README: measured time of the notebook)
+    "cpu": {
+        "widths": (64, 128, 256),
+        "width_mult": 0.25,
+        "epochs": 8,
+        "batch_size": 16,
+        "lr": 2e-3,
+        "lr_schedule": "step",
+        "lr_step_size": 6,
+        "lr_factor": 0.3,
+        "eval_every": 2,
+    },
+    # MTAN SegNet on NYU-v2 with paper C's schedule (batch 8, 200 epochs, lr halved at 150)
+    "paper": {"dataset": "nyuv2"},
+}
+
+
+def baselines_config(profile: str, **overrides: Any) -> BaselinesConfig:
+    """The profile's preset with ``overrides`` (``None`` values are ignored) applied."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return build_config(BaselinesConfig, PRESETS, profile, given)
+
+
+@dataclass
+class RunResult:
+    """One trained network.
+
+    Attributes:
+        row: table row it contributes to (``Single-Task`` or ``Shared Bottom (<balancer>)``).
+        tasks: tasks the network learns.
+        parameters: its parameter count (heads included).
+        history: the training loop's tidy history with a ``run`` column.
+        test: task -> metric -> value on the test split.
+        predictions: task -> displayable prediction on the figure's test images.
+    """
+
+    row: str
+    tasks: tuple[str, ...]
+    parameters: int
+    history: pd.DataFrame
+    test: dict[str, dict[str, float]]
+    predictions: dict[str, torch.Tensor]
+
+
+@dataclass
+class BaselinesResult:
+    """Everything the notebook shows: configuration, runs and the figure's test samples."""
+
+    config: BaselinesConfig
+    profile: str
+    task_specs: dict[str, TaskSpec]
+    runs: list[RunResult] = field(default_factory=list)
+    sample_images: torch.Tensor | None = None
+    sample_targets: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> list[str]:
+        """Table rows in order: single-task first, then each shared-bottom balancer."""
+        return list(dict.fromkeys(run.row for run in self.runs))
+
+    def row_scores(self, row: str) -> dict[str, dict[str, float]]:
+        """Task -> metric -> test value of one row (single-task rows gather their networks)."""
+        return {task: run.test[task] for run in self.runs if run.row == row for task in run.tasks}
+
+    def row_parameters(self, row: str) -> int:
+        """Parameters of a row: the sum over its networks."""
+        return sum(run.parameters for run in self.runs if run.row == row)
+
+    @property
+    def shared_parameters(self) -> int:
+        """Parameters of the shared-bottom network (the unit of paper D's "# of Param")."""
+        return next(run.parameters for run in self.runs if run.row != SINGLE_TASK)
+
+
+def shared_row(balancer: str) -> str:
+    """Row name of the shared-bottom network trained with ``balancer``."""
+    return f"{SHARED_BOTTOM} ({BALANCER_LABELS[balancer]})"
+
+
+def run_baselines(
+    config: BaselinesConfig,
+    profile: str,
+    *,
+    log_dir: str | Path | None = None,
+    progress: bool = True,
+) -> BaselinesResult:
+    """Train the single-task networks and the shared-bottom network with each balancer.
+
+    Args:
+        config: experiment settings (see :func:`baselines_config`).
+        profile: profile the data comes from (``smoke``, ``cpu`` or ``paper``).
+        log_dir: folder for the dvclive logs (one sub-folder per network), or ``None``.
+        progress: show the training progress bars.
+
+    Returns:
+        The runs with their histories, test metrics and sample predictions.
+    """
+    data_overrides: dict[str, Any] = {"tasks": config.tasks}
+    if config.n_train is not None:
+        data_overrides["n_train"] = config.n_train
+    train_set = get_dataset(config.dataset, "train", profile, **data_overrides)
+    val_set = get_dataset(config.dataset, "val", profile, tasks=config.tasks)
+    test_set = get_dataset(config.dataset, "test", profile, tasks=config.tasks)
+    specs = {name: train_set.task_specs[name] for name in config.tasks}
+    samples = test_set.batch(torch.arange(min(config.figure_samples, len(test_set))))
+    result = BaselinesResult(
+        config,
+        profile,
+        specs,
+        sample_images=samples["image"],
+        sample_targets={t: samples[t] for t in config.tasks},
+    )
+    plan = [(SINGLE_TASK, (task,), "equal") for task in config.tasks]
+    plan += [(shared_row(b), config.tasks, b) for b in config.balancers]
+    for row, tasks, balancer_name in plan:
+        slug = "single-" + tasks[0] if row == SINGLE_TASK else "shared-" + balancer_name
+        train_config = TrainConfig(
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            lr_schedule=config.lr_schedule,
+            lr_step_size=config.lr_step_size,
+            lr_factor=config.lr_factor,
+            eval_every=config.eval_every,
+            seed=config.seed,
+            threads=config.threads,
+            progress=progress,
+            log_dir=None if log_dir is None else str(Path(log_dir) / slug),
+        )
+        result.runs.append(
+            _train_one(
+                row,
+                slug,
+                tasks,
+                balancer_name,
+                specs,
+                config,
+                train_config,
+                train_set,
+                val_set,
+                test_set,
+                samples,
+            )
+        )
+    return result
+
+
+def _train_one(
+    row: str,
+    slug: str,
+    tasks: tuple[str, ...],
+    balancer_name: str,
+    specs: Mapping[str, TaskSpec],
+    config: BaselinesConfig,
+    train_config: TrainConfig,
+    train_set: Any,
+    val_set: Any,
+    test_set: Any,
+    samples: Mapping[str, torch.Tensor],
+) -> RunResult:
+    """Build, train and test one network; see :func:`run_baselines`."""
+    seed_everything(config.seed)  # identical initial trunks for every network of a seed
+    model = create_model(
+        "segnet",
+        [specs[t] for t in tasks],
+        widths=config.widths,
+        width_mult=config.width_mult,
+        convs_per_stage=config.convs_per_stage,
+    )
+    task_objects = make_tasks(specs[t] for t in tasks)
+    balancer = create_balancer(balancer_name, tasks)
+    trained = fit(model, task_objects, train_set, val_set, balancer, train_config)
+    test = evaluate(trained.model, task_objects, test_set, train_config.eval_batch_size)
+    model.eval()
+    with torch.no_grad():
+        device = next(model.parameters()).device
+        raw = model(samples["image"].to(device))
+    predictions = {t: task_objects[t].predict(raw[t]).cpu() for t in tasks}
+    history = trained.history.assign(run=slug, row=row)
+    return RunResult(row, tasks, count_parameters(model), history, test, predictions)
+
+
+# --------------------------------------------------------------------------------------------
+# Tables (paper D's layouts)
+# --------------------------------------------------------------------------------------------
+def metrics_table(result: BaselinesResult) -> pd.DataFrame:
+    """Paper D's Table 11 layout: every test metric per row, and parameter counts.
+
+    Columns ``<task>/<metric>`` in task order, then ``params_M`` (millions) and
+    ``params_rel`` (relative to the equal-weight shared-bottom network, as paper D prints).
+    """
+    records = []
+    for row in result.rows:
+        scores = result.row_scores(row)
+        record: dict[str, Any] = {"method": row}
+        for task in result.config.tasks:
+            for metric, value in scores[task].items():
+                record[f"{task}/{metric}"] = value
+        params = result.row_parameters(row)
+        record["params_M"] = params / 1e6
+        record["params_rel"] = params / result.shared_parameters
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def delta_table(result: BaselinesResult) -> pd.DataFrame:
+    """Paper D's Table 2 layout: Δ per task and Δ_T (Eq. 10-11, in %) against Single-Task.
+
+    A task's Δ averages the metrics paper D reports for it (:data:`PAPER_D_METRICS`; all of
+    the task's metrics for other tasks).  A metric whose single-task value is exactly 0 has no
+    relative change; it is left out of every row and named in the ``excluded`` column (this
+    happens only for untrained smoke-profile networks).  Parameters are relative to the
+    shared-bottom network.
+    """
+    reference = result.row_scores(SINGLE_TASK)
+    used = {
+        task: [m for m in PAPER_D_METRICS.get(task, tuple(values)) if values[m] != 0]
+        for task, values in reference.items()
+    }
+    excluded = sorted(
+        f"{task}/{m}"
+        for task, values in reference.items()
+        for m in values
+        if m in PAPER_D_METRICS.get(task, tuple(values)) and m not in used[task]
+    )
+    order = [t for t in PAPER_TASK_ORDER if t in result.config.tasks]
+    order += [t for t in result.config.tasks if t not in order]
+    records = []
+    for row in result.rows:
+        scores = {
+            t: {m: v for m, v in s.items() if m in used[t]}
+            for t, s in result.row_scores(row).items()
+        }
+        deltas = relative_performance(scores, reference, LOWER_IS_BETTER)
+        record: dict[str, Any] = {"method": row}
+        record.update({f"delta_{task}": deltas[task] for task in order})
+        record["delta_all"] = deltas["all"]
+        record["params_rel"] = result.row_parameters(row) / result.shared_parameters
+        record["excluded"] = ", ".join(excluded)
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def paper_table2() -> pd.DataFrame:
+    """Paper D's own Table 2 rows ``Single-Task`` and ``Shared Bottom`` (for side by side)."""
+    rows = []
+    for row in (SINGLE_TASK, SHARED_BOTTOM):
+        record: dict[str, Any] = {"method": f"paper D: {row}"}
+        for task in PAPER_TASK_ORDER:
+            record[f"delta_{task}"] = paper_numbers.value("D", "Table 2", row, task, "delta")
+        record["delta_all"] = paper_numbers.value("D", "Table 2", row, "all", "delta")
+        record["params_rel"] = paper_numbers.value("D", "Table 2", row, "", "params")
+        rows.append(record)
+    return pd.DataFrame.from_records(rows)
+
+
+def training_history(result: BaselinesResult) -> pd.DataFrame:
+    """All runs' histories in one tidy frame (column ``run`` tells them apart)."""
+    return pd.concat([run.history for run in result.runs], ignore_index=True)
+
+
+def sample_predictions(result: BaselinesResult) -> dict[str, dict[str, torch.Tensor]]:
+    """Row -> task -> prediction on the figure's test images (single-task rows gathered)."""
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for run in result.runs:
+        out.setdefault(run.row, {}).update(run.predictions)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Claims
+# --------------------------------------------------------------------------------------------
+def claims(result: BaselinesResult) -> list[Claim]:
+    """Paper D's Table 2 pattern for Single-Task vs Shared Bottom, checked on our numbers.
+
+    BL1-BL3: the sign of the equal-weight shared-bottom network's Δ per task (paper: −7.6 sem,
+    +7.5 norm, +5.2 dep); BL4: the sign of its Δ_T (+1.7); BL5: single-task networks need about
+    T times the parameters of the shared one (3.00 vs 1.00). Verdicts come from our numbers.
+    """
+    ours = delta_table(result).set_index("method")
+    row = shared_row("equal")
+    if row not in ours.index:
+        raise ConfigError("the claims compare the equal-weight shared-bottom run; add 'equal'")
+    common = dict(profile=result.profile, dataset=result.config.dataset)
+    out = []
+    names = {"segmentation": "semantic segmentation", "normal": "surface normals", "depth": "depth"}
+    for i, task in enumerate(t for t in PAPER_TASK_ORDER if t in result.config.tasks):
+        paper = paper_numbers.value("D", "Table 2", SHARED_BOTTOM, task, "delta")
+        measured = float(ours.loc[row, f"delta_{task}"])
+        word = "loses to" if paper < 0 else "beats"
+        out.append(
+            make_claim(
+                f"BL{i + 1}",
+                f"Shared bottom {word} single-task on {names[task]} (sign of Δ)",
+                paper,
+                round(measured, 2),
+                same_sign(paper, measured),
+                **common,
+                details=f"Δ_{task} in % (Eq. 10) of '{row}' vs '{SINGLE_TASK}'; same sign",
+            )
+        )
+    paper_all = paper_numbers.value("D", "Table 2", SHARED_BOTTOM, "all", "delta")
+    measured_all = float(ours.loc[row, "delta_all"])
+    out.append(
+        make_claim(
+            "BL4",
+            "Shared bottom beats single-task on average over tasks (sign of Δ_T)",
+            paper_all,
+            round(measured_all, 2),
+            same_sign(paper_all, measured_all),
+            **common,
+            details="Δ_T in % (Eq. 11); same sign",
+        )
+    )
+    paper_ratio = paper_numbers.value(
+        "D", "Table 2", SINGLE_TASK, "", "params"
+    ) / paper_numbers.value("D", "Table 2", SHARED_BOTTOM, "", "params")
+    measured_ratio = float(ours.loc[SINGLE_TASK, "params_rel"])
+    holds = math.isclose(measured_ratio, paper_ratio, rel_tol=PARAMS_TOLERANCE)
+    out.append(
+        make_claim(
+            "BL5",
+            "Single-task networks need T times the shared-bottom parameters",
+            paper_ratio,
+            round(measured_ratio, 3),
+            holds,
+            **common,
+            details=f"ratio of parameter counts; within {PARAMS_TOLERANCE:.0%} of the paper's",
+        )
+    )
+    return out
+
+
+def summary_metrics(result: BaselinesResult) -> dict[str, Any]:
+    """Nested numbers for ``metrics.json`` (read by ``dvc metrics show``)."""
+    deltas = delta_table(result).set_index("method")
+    return {
+        "profile": result.profile,
+        "config": {
+            k: list(v) if isinstance(v, tuple) else v for k, v in asdict(result.config).items()
+        },
+        "delta": {
+            row: deltas.loc[row].drop(["params_rel", "excluded"]).to_dict() for row in deltas.index
+        },
+        "params": {row: result.row_parameters(row) for row in result.rows},
+        "test": {row: result.row_scores(row) for row in result.rows},
+    }

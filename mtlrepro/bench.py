@@ -1,0 +1,265 @@
+"""Benchmarks: the shared training loop's overhead and the scenes generator's throughput.
+
+``python -m mtlrepro.bench [--out results/benchmarks] [--steps N] [--repeats R] [--quick]``
+writes two CSV files (atomically) into ``--out``:
+
+* ``train_loop.csv`` -- :func:`mtlrepro.train.fit` (progress bar on, ``"equal"`` balancer)
+  against a bare hand-written PyTorch loop on the same model (same initial weights), the
+  same batches in the same order and the same optimiser (Adam), in one process with
+  interleaved repeats (the order alternates) after one untimed warm-up of each; columns
+  ``shared_loop_s`` and ``bare_loop_s`` are the medians over repeats, ``ratio`` their
+  quotient (target :data:`TARGET_RATIO`).
+* ``scenes_generator.csv`` -- :func:`mtlrepro.data.scenes.scenes_images_per_second` at
+  64×64, median over repeats, with the target :data:`TARGET_IMAGES_PER_S`.
+
+Both files also record the settings and the torch thread count.  Timings vary from run to
+run and machine to machine: these files describe one measurement, they are not reproducible
+byte for byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from mtlrepro.balancing import create_balancer
+from mtlrepro.config import check_range
+from mtlrepro.data import get_dataset
+from mtlrepro.data.base import TensorDataset
+from mtlrepro.data.scenes import scenes_images_per_second
+from mtlrepro.models import count_parameters, create_model
+from mtlrepro.tasks import Task, make_tasks
+from mtlrepro.train import TrainConfig, epoch_batches, fit
+
+TARGET_RATIO = 1.03
+"""The shared loop may take at most 3 % longer than the bare loop."""
+TARGET_IMAGES_PER_S = 300.0
+"""Generator target at 64×64: the ``cpu`` profile's 2,800 images in under about 10 s."""
+BENCH_TASKS: tuple[str, ...] = ("segmentation", "depth", "normal")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What the benchmark runs.
+
+    Attributes:
+        steps: optimiser steps per timed run.
+        repeats: timed runs of each loop (interleaved) and generator measurements.
+        batch_size: samples per step.
+        n_train: training images (``scenes``, ``smoke`` profile image size).
+        widths: SegNet stage widths of the benchmarked model.
+        generator_images: images per generator measurement.
+    """
+
+    steps: int = 300
+    repeats: int = 5
+    batch_size: int = 8
+    n_train: int = 96
+    widths: tuple[int, ...] = (16, 32, 64)
+    generator_images: int = 128
+
+    def __post_init__(self) -> None:
+        """Check ranges (``ConfigError`` otherwise)."""
+        for name in ("steps", "repeats", "batch_size", "n_train", "generator_images"):
+            check_range(f"BenchSettings.{name}", getattr(self, name), 1, integer=True)
+
+
+QUICK = BenchSettings(
+    steps=6, repeats=1, batch_size=4, n_train=16, widths=(4, 8), generator_images=8
+)
+"""Seconds-long settings for the tests (the numbers mean little)."""
+
+
+def bare_loop(
+    model: nn.Module,
+    tasks: Mapping[str, Task],
+    dataset: TensorDataset,
+    batches: Sequence[Tensor],
+    lr: float,
+) -> None:
+    """The hand-written reference: Adam on the plain sum of the tasks' mean losses.
+
+    Args:
+        model: the model to train (in place).
+        tasks: task name -> task.
+        dataset: training data (``dataset.batch(index)``).
+        batches: the sample indices of each step's batch.
+        lr: Adam's learning rate.
+    """
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for index in batches:
+        batch = dataset.batch(index)
+        optimizer.zero_grad(set_to_none=True)
+        preds = model(batch["image"])
+        loss = sum(task.loss(preds[name], batch[name]).mean() for name, task in tasks.items())
+        loss.backward()
+        optimizer.step()
+
+
+def _timed(run: Callable[[], object]) -> float:
+    """Wall-clock seconds of ``run()``."""
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def bench_train_loop(settings: BenchSettings) -> pd.DataFrame:
+    """Time :func:`~mtlrepro.train.fit` against :func:`bare_loop` (see the module doc).
+
+    Args:
+        settings: steps, repeats and sizes.
+
+    Returns:
+        One row: settings, ``shared_loop_s``, ``bare_loop_s``, ``ratio``, ``target``.
+    """
+    dataset = get_dataset("scenes", "train", "smoke", n_train=settings.n_train, tasks=BENCH_TASKS)
+    tasks = make_tasks(dataset.task_specs)
+    torch.manual_seed(0)
+    initial = create_model("segnet", dataset.task_specs, widths=settings.widths)
+    config = TrainConfig(
+        epochs=1,
+        batch_size=settings.batch_size,
+        lr=1e-3,
+        seed=0,
+        device="cpu",
+        progress=True,
+    )
+    per_epoch = len(epoch_batches(len(dataset), config.batch_size, config.seed, 1))
+    epochs = math.ceil(settings.steps / per_epoch)
+    config = TrainConfig(**{**config.__dict__, "epochs": epochs, "max_steps": settings.steps})
+    batches = [
+        index
+        for epoch in range(1, epochs + 1)
+        for index in epoch_batches(len(dataset), config.batch_size, config.seed, epoch)
+    ][: settings.steps]
+
+    def shared() -> None:
+        model = copy.deepcopy(initial)
+        fit(model, tasks, dataset, None, create_balancer("equal", list(tasks)), config)
+
+    def bare() -> None:
+        bare_loop(copy.deepcopy(initial), tasks, dataset, batches, config.lr)
+
+    shared()  # warm-up (allocator, lazy initialisation), not timed
+    bare()
+    times: dict[str, list[float]] = {"shared": [], "bare": []}
+    for repeat in range(settings.repeats):
+        order = (("shared", shared), ("bare", bare))
+        for name, run in order if repeat % 2 == 0 else order[::-1]:
+            times[name].append(_timed(run))
+    shared_s, bare_s = statistics.median(times["shared"]), statistics.median(times["bare"])
+    return pd.DataFrame(
+        [
+            {
+                "comparison": "fit (progress bar, equal balancer) vs bare PyTorch loop",
+                "model": f"segnet widths={list(settings.widths)}",
+                "parameters": count_parameters(initial),
+                "tasks": "+".join(tasks),
+                "image_size": "x".join(str(s) for s in dataset.image_size),
+                "batch_size": settings.batch_size,
+                "steps": settings.steps,
+                "repeats": settings.repeats,
+                "torch_threads": torch.get_num_threads(),
+                "shared_loop_s": shared_s,
+                "bare_loop_s": bare_s,
+                "ratio": shared_s / bare_s,
+                "target": TARGET_RATIO,
+            }
+        ]
+    )
+
+
+def bench_generator(settings: BenchSettings) -> pd.DataFrame:
+    """Median images/s of the scenes generator at 64×64 over ``settings.repeats`` runs.
+
+    Args:
+        settings: images per run and repeats.
+    """
+    rates = [
+        scenes_images_per_second(settings.generator_images, 64, 64) for _ in range(settings.repeats)
+    ]
+    return pd.DataFrame(
+        [
+            {
+                "generator": "scenes",
+                "image_size": "64x64",
+                "images": settings.generator_images,
+                "repeats": settings.repeats,
+                "images_per_s": statistics.median(rates),
+                "target": TARGET_IMAGES_PER_S,
+            }
+        ]
+    )
+
+
+def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``path`` via a temporary file and a rename.
+
+    Args:
+        frame: the table.
+        path: destination CSV file (its folder is created).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def run(out: str | Path, settings: BenchSettings) -> dict[str, pd.DataFrame]:
+    """Run both benchmarks and write ``train_loop.csv`` and ``scenes_generator.csv``.
+
+    Args:
+        out: output folder.
+        settings: what to run.
+
+    Returns:
+        File stem -> the table written.
+    """
+    tables = {
+        "train_loop": bench_train_loop(settings),
+        "scenes_generator": bench_generator(settings),
+    }
+    for stem, frame in tables.items():
+        write_csv_atomic(frame, Path(out) / f"{stem}.csv")
+    return tables
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command-line entry point (``python -m mtlrepro.bench --help``).
+
+    Args:
+        argv: arguments (default: ``sys.argv[1:]``).
+    """
+    parser = argparse.ArgumentParser(prog="python -m mtlrepro.bench", description=__doc__)
+    parser.add_argument("--out", default="results/benchmarks", help="output folder")
+    parser.add_argument("--steps", type=int, default=None, help="optimiser steps per run")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs of each loop")
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke settings")
+    args = parser.parse_args(argv)
+    base = QUICK if args.quick else BenchSettings()
+    overrides = {k: v for k, v in (("steps", args.steps), ("repeats", args.repeats)) if v}
+    settings = BenchSettings(**{**base.__dict__, **overrides})
+    tables = run(args.out, settings)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        for stem, frame in tables.items():
+            print(f"{stem}:\n{frame.to_string(index=False)}\n")
+
+
+if __name__ == "__main__":
+    main()

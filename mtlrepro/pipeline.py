@@ -1,0 +1,420 @@
+"""Run one paper notebook for the DVC pipeline, reproducibly.
+
+``python -m mtlrepro.pipeline run 00_baselines`` reads ``params.yaml`` (the top-level
+``profile`` plus the notebook's own section, named by :func:`section_name`), checks every
+parameter against the notebook's ``parameters`` cell, executes ``notebooks/00_baselines.ipynb``
+with papermill (kernel ``python3``, working directory = the notebook's folder, as in
+JupyterLab) with ``output_dir="results/00_baselines"``, then normalises the executed notebook
+(:func:`finalize_notebook`) and renders it to HTML (:func:`render_html`).
+
+Results are all-or-nothing: the previous ``results/<name>/`` is moved aside during the run and
+put back if the notebook fails or is interrupted, so a failed run leaves no half-written
+result.  The executed notebook carries no timestamps, durations, absolute repository paths or
+random ids, so a re-run with the same inputs gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import logging
+import os
+import re
+import shutil
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import papermill
+import yaml
+from nbconvert import HTMLExporter
+from papermill.exceptions import PapermillExecutionError
+
+from mtlrepro.config import ConfigError, check_profile
+from mtlrepro.report import REPO_ROOT, atomic_write_text
+
+KERNEL_NAME = "python3"
+
+# Notebook-level papermill metadata that changes on every run (kept: parameters, version, ...).
+_VOLATILE_NOTEBOOK_KEYS = (
+    "start_time",
+    "end_time",
+    "duration",
+    "input_path",
+    "output_path",
+    "environment_variables",
+)
+_VOLATILE_CELL_KEYS = ("start_time", "end_time", "duration")
+_WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+# tqdm's "[elapsed<remaining, rate]" field, e.g. "[00:01<00:00, 8.12it/s]".
+_PROGRESS_RE = re.compile(r"\[(\d+:)?\d+:\d\d(<[^,\]]*)?,[^\]]*/[^\]]*\]")
+# ipykernel compiles cells to /tmp/ipykernel_<pid>/<hash>.py: the pid changes every run.
+_IPYKERNEL_RE = re.compile(r"(/[\w.-]+)*/ipykernel_\d+/")
+_ADDRESS_RE = re.compile(r" at 0x[0-9a-fA-F]+")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_VOLATILE_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt", b"tIME"})
+_SCALARS = (str, int, float, bool, type(None))
+# nbconvert's log, quiet below errors (it warns on every figure that lacks alt text).
+_NBCONVERT_LOG = logging.getLogger(f"{__name__}.nbconvert")
+_NBCONVERT_LOG.setLevel(logging.ERROR)
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised an error while the pipeline executed it."""
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def section_name(notebook: str) -> str:
+    """The ``params.yaml`` section of a notebook: its name without the ``NN_`` order prefix.
+
+    Args:
+        notebook: notebook name, e.g. ``"00_baselines"`` (-> ``"baselines"``).
+    """
+    return re.sub(r"^\d+_", "", notebook)
+
+
+def notebook_parameters(path: str | Path) -> dict[str, str]:
+    """The parameters declared in a notebook's ``parameters`` cell: name -> default (source).
+
+    Args:
+        path: the notebook file.
+    """
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    if not any("parameters" in cell.metadata.get("tags", []) for cell in nb.cells):
+        raise ConfigError(f"notebook {path} has no cell tagged 'parameters'")
+    declared = papermill.inspect_notebook(str(path))
+    return {name: info["default"] for name, info in declared.items()}
+
+
+def check_parameters(
+    notebook: str, parameters: Mapping[str, Any], allowed: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Validate parameters for a notebook: known names, plain values, a valid profile.
+
+    Args:
+        notebook: the notebook's name (for messages).
+        parameters: name -> value to inject.
+        allowed: the notebook's declared parameters (see :func:`notebook_parameters`).
+    """
+    unknown = sorted(set(parameters) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"unknown parameter(s) {', '.join(unknown)} for notebook {notebook}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+    for key, value in parameters.items():
+        plain = isinstance(value, _SCALARS) or (
+            isinstance(value, list) and all(isinstance(v, _SCALARS) for v in value)
+        )
+        if not plain:
+            raise ConfigError(
+                f"parameter {key} of notebook {notebook} must be a plain scalar or a list of "
+                f"scalars; got {value!r}"
+            )
+    if "profile" in parameters:
+        check_profile(parameters["profile"])
+    return dict(parameters)
+
+
+def load_params(
+    params_path: str | Path, notebook: str, *, section: str | None = None
+) -> dict[str, Any]:
+    """Parameters of one notebook from ``params.yaml``: top-level ``profile`` + its section.
+
+    Args:
+        params_path: the YAML file.
+        notebook: the notebook's name.
+        section: the section to read; default :func:`section_name` of ``notebook``.
+    """
+    path = Path(params_path)
+    if not path.is_file():
+        raise ConfigError(f"parameter file {path} does not exist")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    key = section or section_name(notebook)
+    own = data.get(key) or {}
+    if not isinstance(own, Mapping):
+        raise ConfigError(f"{path}: section {key!r} must be a mapping of parameter -> value")
+    for reserved in ("profile", "output_dir"):
+        if reserved in own:
+            raise ConfigError(
+                f"{path}: section {key!r} may not set {reserved!r} "
+                "(profile is top-level; output_dir is set by the pipeline)"
+            )
+    parameters = {"profile": data["profile"]} if "profile" in data else {}
+    parameters.update(own)
+    return parameters
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def strip_png_metadata(data: bytes) -> bytes:
+    """A PNG without its text and time chunks (e.g. matplotlib's ``Software`` version string).
+
+    Bytes that are not a PNG are returned unchanged.
+
+    Args:
+        data: the PNG file content.
+    """
+    if not data.startswith(_PNG_SIGNATURE):
+        return data
+    chunks = [_PNG_SIGNATURE]
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        end = pos + 12 + length  # length, type, data, CRC
+        if data[pos + 4 : pos + 8] not in _PNG_VOLATILE_CHUNKS:
+            chunks.append(data[pos:end])
+        pos = end
+    return b"".join(chunks)
+
+
+def _normalise_text(text: str, root: Path) -> str:
+    """Replace run-specific strings: the repo root, ipykernel temp paths, object addresses."""
+    prefix = re.escape(str(root))
+    text = re.sub(prefix + r"/", "", text)
+    text = re.sub(prefix + r"(?![\w.-])", ".", text)
+    text = _IPYKERNEL_RE.sub("<ipykernel>/", text)
+    return _ADDRESS_RE.sub(" at 0x...", text)
+
+
+def _clean_stream(text: str) -> str:
+    """Stream text as a terminal would leave it, minus progress-bar lines."""
+    lines = []
+    for line in text.split("\n"):
+        segments = [s for s in line.split("\r") if s]
+        shown = segments[-1] if segments else ""
+        if not _PROGRESS_RE.search(shown):
+            lines.append(shown)
+    return "\n".join(lines)
+
+
+def _clean_output(output: Any, root: Path) -> Any | None:
+    """A normalised copy of one cell output, or ``None`` if nothing stable remains."""
+    if output.output_type == "stream":
+        text = _normalise_text(_clean_stream(output.text), root)
+        if not text.strip():
+            return None
+        output.text = text
+    elif output.output_type in ("display_data", "execute_result"):
+        data = output.data
+        data.pop(_WIDGET_MIME, None)
+        for mime in list(data):
+            if mime.startswith("text/") and isinstance(data[mime], str):
+                data[mime] = _normalise_text(data[mime], root)
+            elif mime == "image/png":
+                png = strip_png_metadata(base64.b64decode(data[mime]))
+                data[mime] = base64.b64encode(png).decode("ascii")
+        if not data:
+            return None
+    elif output.output_type == "error":
+        output.evalue = _normalise_text(output.evalue, root)
+        output.traceback = [_normalise_text(line, root) for line in output.traceback]
+    return output
+
+
+def finalize_notebook(path: str | Path, *, root: Path = REPO_ROOT) -> Path:
+    """Strip run-specific content from an executed notebook, in place (atomically).
+
+    Removes papermill start/end times, durations and input/output paths, the per-cell
+    ``execution`` timestamps and widget state; gives every cell a content-derived id
+    (papermill's injected cell gets a random one); drops progress-bar lines from streams;
+    makes paths under ``root`` relative, masks ipykernel temp paths and object addresses;
+    removes text/time chunks from PNG outputs.  Parameters, papermill version and cell
+    status stay, so the notebook still says how it was run.
+
+    Args:
+        path: the executed notebook.
+        root: the repository root, replaced by relative paths in outputs.
+    """
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    run_meta = nb.metadata.get("papermill", {})
+    for key in _VOLATILE_NOTEBOOK_KEYS:
+        run_meta.pop(key, None)
+    nb.metadata.pop("widgets", None)
+    nb.nbformat_minor = max(nb.nbformat_minor, 5)
+    seen: dict[str, int] = {}
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        for key in _VOLATILE_CELL_KEYS:
+            cell.metadata.get("papermill", {}).pop(key, None)
+        digest = hashlib.sha256(f"{cell.cell_type}\n{cell.source}".encode()).hexdigest()[:12]
+        seen[digest] = seen.get(digest, 0) + 1
+        cell["id"] = digest if seen[digest] == 1 else f"{digest}-{seen[digest]}"
+        if cell.cell_type == "code":
+            outputs = (_clean_output(o, root) for o in cell.outputs)
+            cell.outputs = [o for o in outputs if o is not None]
+    nbformat.validate(nb)
+    return atomic_write_text(path, nbformat.writes(nb).rstrip("\n") + "\n")
+
+
+def render_html(path: str | Path) -> Path:
+    """Render a notebook to ``<same name>.html`` beside it (nbconvert ``lab`` template).
+
+    nbconvert's warning about images without alternative text (the ``lab`` template cannot
+    carry one; it inserts a generic ``alt``) is not shown.
+
+    Args:
+        path: the (finalised) notebook.
+    """
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    exporter = HTMLExporter(template_name="lab", log=_NBCONVERT_LOG)
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": path.stem}})
+    return atomic_write_text(path.with_suffix(".html"), body)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _output_dir_parameter(folder: Path) -> str:
+    """``folder`` as the notebook's ``output_dir``: relative to the repo root when inside it."""
+    try:
+        return folder.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(folder)
+
+
+@contextmanager
+def _staged(final: Path) -> Iterator[None]:
+    """Move ``final`` aside while the body runs; restore it if the body raises.
+
+    A backup left by a run that was killed is restored first.
+    """
+    backup = final.with_name(f".{final.name}.previous")
+    if backup.exists():
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(backup, final)
+    if final.exists():
+        os.rename(final, backup)
+    final.mkdir(parents=True)
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(final, ignore_errors=True)
+        if backup.exists():
+            os.rename(backup, final)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def run_notebook(
+    name: str,
+    parameters: Mapping[str, Any],
+    results_root: str | Path = "results",
+    *,
+    notebooks_dir: str | Path = "notebooks",
+    kernel_name: str = KERNEL_NAME,
+    progress_bar: bool = True,
+    start_timeout: int = 60,
+) -> Path:
+    """Execute ``<notebooks_dir>/<name>.ipynb`` into ``<results_root>/<name>/`` with papermill.
+
+    Writes ``<name>.ipynb`` (finalised) and ``<name>.html`` next to the files the notebook
+    writes itself.  On failure the previous result folder is restored (or none is left) and
+    :class:`NotebookFailed` is raised with the notebook's error and traceback.
+
+    Args:
+        name: notebook name without extension, e.g. ``"00_baselines"``.
+        parameters: values for the notebook's parameters (``output_dir`` is set here).
+        results_root: the results folder (relative paths: to the working directory).
+        notebooks_dir: the folder holding the notebooks.
+        kernel_name: Jupyter kernel to execute with.
+        progress_bar: show papermill's per-cell progress bar on stderr.
+        start_timeout: seconds to wait for the kernel to start.
+    """
+    notebook = Path(notebooks_dir).resolve() / f"{name}.ipynb"
+    if not notebook.is_file():
+        available = sorted(p.stem for p in notebook.parent.glob("*.ipynb"))
+        raise ConfigError(
+            f"notebook {notebook} does not exist; available: {', '.join(available) or 'none'}"
+        )
+    declared = notebook_parameters(notebook)
+    if "output_dir" not in declared:
+        raise ConfigError(f"notebook {name} must declare output_dir in its parameters cell")
+    if "output_dir" in parameters:
+        raise ConfigError("output_dir is set by the pipeline; do not pass it")
+    params = check_parameters(name, parameters, declared)
+    final = Path(results_root).resolve() / name
+    params["output_dir"] = _output_dir_parameter(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final / f".{name}.partial.ipynb"
+    executed = final / f"{name}.ipynb"
+    with _staged(final):
+        try:
+            papermill.execute_notebook(
+                str(notebook),
+                str(partial),
+                parameters=params,
+                kernel_name=kernel_name,
+                progress_bar=progress_bar,
+                cwd=str(notebook.parent),
+                start_timeout=start_timeout,
+                # The kernel's own log (e.g. its TCP-without-encryption warning) is noise here.
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            )
+        except PapermillExecutionError as err:
+            raise NotebookFailed(
+                f"notebook {name} failed in cell In [{err.exec_count}] with "
+                f"{err.ename}: {err.evalue}{err}"
+                f"results folder {final} was left as it was before the run"
+            ) from err
+        finalize_notebook(partial)
+        os.replace(partial, executed)
+        render_html(executed)
+    return final
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m mtlrepro.pipeline run NOTEBOOK [options]``.
+
+    Args:
+        argv: arguments without the program name (default: ``sys.argv[1:]``).
+    """
+    parser = argparse.ArgumentParser(prog="python -m mtlrepro.pipeline", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="execute one notebook into RESULTS/NOTEBOOK/")
+    run.add_argument("notebook", help="notebook name without .ipynb, e.g. 00_baselines")
+    run.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file")
+    run.add_argument("--section", default=None,
+                     help="params.yaml section (default: notebook name without the NN_ prefix)")
+    run.add_argument("--profile", default=None, help="override the profile (smoke, cpu, paper)")
+    run.add_argument("--results", type=Path, default=Path("results"), help="results folder")
+    run.add_argument("--notebooks", type=Path, default=Path("notebooks"),
+                     help="notebooks folder")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+    try:
+        parameters = load_params(args.params, args.notebook, section=args.section)
+        if args.profile is not None:
+            parameters["profile"] = args.profile
+        folder = run_notebook(
+            args.notebook,
+            parameters,
+            args.results,
+            notebooks_dir=args.notebooks,
+            progress_bar=not args.no_progress,
+        )
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except NotebookFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,615 @@
+"""Where results go and how they are written: tables, metrics, claims and the results index.
+
+One module decides where outputs go (:func:`resolve_output_dir`) and writes every result file
+atomically (temporary file in the same folder, then :func:`os.replace`) with deterministic
+formatting, so a re-run with the same inputs reproduces the committed files byte for byte.
+
+Files of one notebook run, in ``results/<NN_name>/``:
+
+* ``tableN_*.csv`` + ``tableN_*.md`` -- :func:`write_table`
+* ``metrics.json`` -- :func:`write_metrics`
+* ``claims.csv`` -- :func:`write_claims` (the claims scorecard rows; verdicts come from numbers)
+* ``figN_*.png`` -- :func:`mtlrepro.plots.save_figure`
+
+``results/README.md`` (index + claims scorecard) is built by :func:`build_results_index`, also
+from the command line: ``python -m mtlrepro.report index results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import astuple, dataclass, fields
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mtlrepro.config import ConfigError
+
+REPO_ROOT: Path = Path(__file__).resolve().parent.parent
+"""The repository root: the parent of the ``mtlrepro`` package folder."""
+
+SCRATCH_DIR_NAME = ".scratch"
+"""Git-ignored folder under the repo root for outputs of notebooks run with their defaults."""
+
+METRICS_FILE = "metrics.json"
+CLAIMS_FILE = "claims.csv"
+BENCHMARKS_DIR = "benchmarks"
+INDEX_FILE = "README.md"
+
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced"
+NOT_APPLICABLE = "not applicable"
+VERDICTS: tuple[str, ...] = (REPRODUCED, NOT_REPRODUCED, NOT_APPLICABLE)
+
+# Permissions for new files (mkstemp would give 0600): read/write per the process umask.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NUMBER_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then rename.
+
+    The parent folder is created if needed.  Readers see either the old or the new content,
+    never a partial file; on error the temporary file is removed.
+
+    Args:
+        path: destination file.
+        data: the complete new content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8, ``\\n`` line endings kept as given) to ``path`` atomically.
+
+    Args:
+        path: destination file.
+        text: the complete new content.
+    """
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def resolve_output_dir(path: str | Path | None, notebook: str) -> Path:
+    """The folder a notebook writes its outputs to, created if missing.
+
+    With ``path=None`` (a notebook run with its default parameters, e.g. interactively or by a
+    notebook test runner) this is the git-ignored scratch folder ``<repo>/.scratch/<notebook>/``,
+    so that such runs never overwrite committed results; the pipeline passes the real folder.
+    A relative ``path`` is taken relative to the repository root, not the working directory,
+    so the same parameter value means the same folder from JupyterLab and from the pipeline.
+
+    Args:
+        path: the output folder, or ``None`` for the scratch folder.
+        notebook: the notebook's name (e.g. ``"00_baselines"``), used for the scratch folder.
+    """
+    if not _NAME_RE.match(notebook):
+        raise ConfigError(f"notebook name {notebook!r} must be a plain file name without '/'")
+    if path is None:
+        folder = REPO_ROOT / SCRATCH_DIR_NAME / notebook
+    else:
+        folder = Path(path)
+        if not folder.is_absolute():
+            folder = REPO_ROOT / folder
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _check_name(name: str, what: str) -> str:
+    """Validate an output file stem (no folder, no extension)."""
+    if not _NAME_RE.match(name) or name.endswith((".csv", ".md", ".png", ".json")):
+        raise ConfigError(
+            f"{what} name {name!r} must be a plain file stem without folder or extension, "
+            "e.g. 'table2_nyuv2'"
+        )
+    return name
+
+
+# --------------------------------------------------------------------------- tables, metrics
+
+
+def _markdown_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` ready for tabulate: ``None`` for missing values, ``|`` escaped."""
+    out = df.astype(object)
+    for column in out.columns:
+        escaped = [v.replace("|", "\\|") if isinstance(v, str) else v for v in out[column]]
+        out[column] = pd.Series(escaped, index=out.index, dtype=object)
+    return out.where(df.notna(), None)
+
+
+def table_markdown(df: pd.DataFrame, *, floatfmt: str = ".4g") -> str:
+    """A DataFrame as a GitHub Markdown table (missing values as ``—``), ending in a newline.
+
+    Args:
+        df: the table; a non-default index is written as leading column(s).
+        floatfmt: format spec for floats (``".4g"``: four significant digits).
+    """
+    if not isinstance(df.index, pd.RangeIndex):
+        df = df.reset_index()
+    text = _markdown_frame(df).to_markdown(index=False, floatfmt=floatfmt, missingval="—")
+    return text + "\n"
+
+
+def write_table(
+    df: pd.DataFrame,
+    out_dir: str | Path,
+    name: str,
+    *,
+    floatfmt: str = ".4g",
+    csv_float_format: str = "%.6g",
+) -> dict[str, Path]:
+    """Write a table as ``<name>.csv`` and ``<name>.md`` (atomically, deterministic formatting).
+
+    Display the DataFrame in the notebook yourself; this only writes the files.
+
+    Args:
+        df: the table; a non-default index is written as leading column(s).
+        out_dir: the output folder (see :func:`resolve_output_dir`).
+        name: file stem named after the paper item, e.g. ``"table2_nyuv2"``.
+        floatfmt: float format spec for the Markdown file (``".4g"``: 4 significant digits).
+        csv_float_format: printf-style float format for the CSV (``"%.6g"`` keeps 6
+            significant digits, which hides last-bit noise of floating-point sums).
+
+    Returns:
+        ``{"csv": path, "md": path}``.
+    """
+    _check_name(name, "table")
+    if not isinstance(df, pd.DataFrame):
+        raise ConfigError(f"write_table needs a pandas DataFrame; got {type(df).__name__}")
+    frame = df if isinstance(df.index, pd.RangeIndex) else df.reset_index()
+    out = Path(out_dir)
+    csv_text = frame.to_csv(index=False, float_format=csv_float_format, lineterminator="\n")
+    paths = {
+        "csv": atomic_write_text(out / f"{name}.csv", csv_text),
+        "md": atomic_write_text(out / f"{name}.md", table_markdown(frame, floatfmt=floatfmt)),
+    }
+    return paths
+
+
+def _jsonable(value: Any, digits: int, where: str) -> Any:
+    """``value`` with floats rounded to ``digits`` significant digits and only JSON types."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v, digits, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v, digits, f"{where}[{i}]") for i, v in enumerate(value)]
+    if value is None or isinstance(value, str | bool):
+        return value
+    if type(value).__name__ == "bool_":  # numpy bool
+        return bool(value)
+    if isinstance(value, Integral):
+        return int(value)
+    if isinstance(value, Real):
+        number = float(value)
+        if not math.isfinite(number):
+            return None
+        rounded = float(f"{number:.{digits}g}")
+        return 0.0 if rounded == 0 else rounded
+    raise ConfigError(
+        f"metrics value at {where} has type {type(value).__name__}; allowed: numbers, strings, "
+        "booleans, None, and lists/dicts of them"
+    )
+
+
+def write_metrics(metrics: Mapping[str, Any], out_dir: str | Path, *, digits: int = 6) -> Path:
+    """Write ``metrics.json``: sorted keys, floats rounded to ``digits`` significant digits.
+
+    Non-finite floats are written as ``null``.  Include what makes the file self-describing
+    (profile, dataset, seed, config) in ``metrics`` itself.
+
+    Args:
+        metrics: nested mapping of JSON-able values (numpy scalars are accepted).
+        out_dir: the output folder.
+        digits: significant digits kept for floats.
+    """
+    data = _jsonable(metrics, digits, "metrics")
+    text = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False)
+    return atomic_write_text(Path(out_dir) / METRICS_FILE, text + "\n")
+
+
+# --------------------------------------------------------------------------- claims
+
+
+def verdict(holds: bool | None) -> str:
+    """The verdict word for a claim check.
+
+    Args:
+        holds: ``True`` if our numbers support the claim, ``False`` if they do not, ``None`` if
+            the claim cannot be tested at this profile (e.g. it needs the paper's dataset).
+    """
+    if holds is None:
+        return NOT_APPLICABLE
+    if not isinstance(holds, bool):
+        raise ConfigError(f"holds must be True, False or None; got {holds!r}")
+    return REPRODUCED if holds else NOT_REPRODUCED
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One row of a paper's claims scorecard (``claims.csv``).
+
+    Attributes:
+        claim_id: short id, unique within the paper, e.g. ``"A1"``.
+        claim: the claim in words.
+        paper_value: the paper's number (or a short description), from the paper-number files.
+        our_value: our measured number (or a short description).
+        verdict: one of :data:`VERDICTS`; build claims with :func:`make_claim` so it is computed.
+        profile: the profile the numbers come from.
+        dataset: the dataset the numbers come from.
+        details: how the verdict was decided (tolerance, compared quantities) or why n/a.
+    """
+
+    claim_id: str
+    claim: str
+    paper_value: str | float
+    our_value: str | float
+    verdict: str
+    profile: str
+    dataset: str
+    details: str = ""
+
+    def __post_init__(self) -> None:
+        """Validate the verdict and the id."""
+        if not self.claim_id or not isinstance(self.claim_id, str):
+            raise ConfigError(f"claim_id must be a non-empty string; got {self.claim_id!r}")
+        if self.verdict not in VERDICTS:
+            allowed = ", ".join(repr(v) for v in VERDICTS)
+            raise ConfigError(f"unknown verdict {self.verdict!r}; allowed: {allowed}")
+
+
+CLAIM_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Claim))
+
+
+def make_claim(
+    claim_id: str,
+    claim: str,
+    paper_value: str | float,
+    our_value: str | float,
+    holds: bool | None,
+    *,
+    profile: str,
+    dataset: str,
+    details: str = "",
+) -> Claim:
+    """Build a :class:`Claim` whose verdict is :func:`verdict` of ``holds``.
+
+    Args:
+        claim_id: short id, unique within the paper.
+        claim: the claim in words.
+        paper_value: the paper's number or description.
+        our_value: our number or description.
+        holds: result of a comparison helper (:func:`same_sign`, :func:`at_least`, ...), or
+            ``None`` when the claim is not testable at this profile.
+        profile: the profile the numbers come from.
+        dataset: the dataset the numbers come from.
+        details: how the verdict was decided, or why it is not applicable.
+    """
+    return Claim(
+        claim_id, claim, paper_value, our_value, verdict(holds), profile, dataset, details
+    )
+
+
+def _number(name: str, value: Any) -> float:
+    """``value`` as a finite float; anything else (bool, str, NaN, None) is an error."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ConfigError(f"{name} must be a number; got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ConfigError(f"{name} must be a finite number; got {value!r}")
+    return number
+
+
+def _sign(value: float, tol: float) -> int:
+    """-1, 0 or +1, with ``|value| <= tol`` counted as 0."""
+    return 0 if abs(value) <= tol else (1 if value > 0 else -1)
+
+
+def same_sign(paper: float, ours: float, *, tol: float = 0.0) -> bool:
+    """Whether our effect has the paper's sign (values within ``±tol`` count as zero).
+
+    Args:
+        paper: the paper's effect, e.g. a Δ% or a difference between two methods.
+        ours: our measured effect.
+        tol: dead zone around zero (same units as the values), >= 0.
+    """
+    tol = _number("tol", tol)
+    if tol < 0:
+        raise ConfigError(f"tol must be >= 0; got {tol}")
+    return _sign(_number("paper", paper), tol) == _sign(_number("ours", ours), tol)
+
+
+def at_least(ours: float, ref: float, tol: float = 0.0) -> bool:
+    """Whether ``ours >= ref - tol`` (e.g. "the pruned model keeps the accuracy").
+
+    Args:
+        ours: our measured value.
+        ref: the value it must reach.
+        tol: allowed shortfall, >= 0.
+    """
+    tol = _number("tol", tol)
+    if tol < 0:
+        raise ConfigError(f"tol must be >= 0; got {tol}")
+    return _number("ours", ours) >= _number("ref", ref) - tol
+
+
+def at_most(ours: float, ref: float, tol: float = 0.0) -> bool:
+    """Whether ``ours <= ref + tol`` (e.g. "the error does not grow").
+
+    Args:
+        ours: our measured value.
+        ref: the value it must not exceed.
+        tol: allowed excess, >= 0.
+    """
+    tol = _number("tol", tol)
+    if tol < 0:
+        raise ConfigError(f"tol must be >= 0; got {tol}")
+    return _number("ours", ours) <= _number("ref", ref) + tol
+
+
+def ordering_matches(
+    paper_values: Mapping[str, float], our_values: Mapping[str, float], *, tol: float = 0.0
+) -> bool:
+    """Whether our values rank the items as the paper's do (every pair compared).
+
+    For every pair of items, the sign of the difference must agree, with differences within
+    ``±tol`` counted as ties (on both sides).
+
+    Args:
+        paper_values: item (method, task, ...) -> the paper's value.
+        our_values: item -> our value; must have the same items.
+        tol: differences this small count as ties, >= 0.
+    """
+    if set(paper_values) != set(our_values):
+        raise ConfigError(
+            f"ordering_matches needs the same items; paper: {sorted(paper_values)}, "
+            f"ours: {sorted(our_values)}"
+        )
+    if len(paper_values) < 2:
+        raise ConfigError("ordering_matches needs at least two items")
+    tol = _number("tol", tol)
+    items = sorted(paper_values)
+    paper = {k: _number(f"paper_values[{k!r}]", paper_values[k]) for k in items}
+    ours = {k: _number(f"our_values[{k!r}]", our_values[k]) for k in items}
+    return all(
+        _sign(paper[a] - paper[b], tol) == _sign(ours[a] - ours[b], tol)
+        for i, a in enumerate(items)
+        for b in items[i + 1 :]
+    )
+
+
+def _format_value(value: Any, digits: int = 6) -> str:
+    """A claim value as text: floats with ``digits`` significant digits, others via ``str``."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _parse_value(text: str) -> str | float:
+    """Inverse of :func:`_format_value` for the value columns: numbers become floats."""
+    return float(text) if _NUMBER_RE.match(text.strip()) else text
+
+
+def write_claims(claims: Sequence[Claim], out_dir: str | Path) -> Path:
+    """Write ``claims.csv`` (columns :data:`CLAIM_COLUMNS`, in the given order).
+
+    Args:
+        claims: the paper's claims; ids must be unique.
+        out_dir: the output folder.
+    """
+    ids = [c.claim_id for c in claims]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ConfigError(f"duplicate claim ids: {', '.join(duplicates)}")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CLAIM_COLUMNS)
+    for claim in claims:
+        writer.writerow([_format_value(v) for v in astuple(claim)])
+    return atomic_write_text(Path(out_dir) / CLAIMS_FILE, buffer.getvalue())
+
+
+def read_claims(path: str | Path) -> list[Claim]:
+    """Read a ``claims.csv`` written by :func:`write_claims`.
+
+    Args:
+        path: the CSV file.
+    """
+    path = Path(path)
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if tuple(reader.fieldnames or ()) != CLAIM_COLUMNS:
+            raise ConfigError(
+                f"{path}: columns {reader.fieldnames} do not match {list(CLAIM_COLUMNS)}"
+            )
+        claims = []
+        for row in reader:
+            row["paper_value"] = _parse_value(row["paper_value"])
+            row["our_value"] = _parse_value(row["our_value"])
+            claims.append(Claim(**row))
+    return claims
+
+
+# --------------------------------------------------------------------------- results index
+
+
+def _natural_key(path: Path) -> list[Any]:
+    """Sort key putting ``table2`` before ``table10``."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path.name)]
+
+
+def _cell(value: Any) -> str:
+    """A value for a Markdown table cell: one line, pipes escaped, floats to 4 digits."""
+    text = _format_value(value, digits=4) if isinstance(value, float) else str(value)
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A small GitHub Markdown table from already-formatted rows."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _notebook_dirs(results_root: Path) -> list[Path]:
+    """Result folders of notebooks: sub-folders except hidden ones and ``benchmarks``."""
+    return sorted(
+        (
+            p
+            for p in results_root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and p.name != BENCHMARKS_DIR
+        ),
+        key=_natural_key,
+    )
+
+
+def _scorecard(results_root: Path, folders: Sequence[Path]) -> list[str]:
+    """The claims scorecard section: counts per notebook and verdict, then every claim."""
+    counts: list[list[Any]] = []
+    rows: list[list[Any]] = []
+    for folder in folders:
+        path = folder / CLAIMS_FILE
+        if not path.is_file():
+            continue
+        claims = read_claims(path)
+        tally = [sum(c.verdict == v for c in claims) for v in VERDICTS]
+        counts.append([f"[{folder.name}]({folder.name}/{CLAIMS_FILE})", *tally, len(claims)])
+        rows += [
+            [folder.name, c.claim_id, c.claim, c.paper_value, c.our_value, c.verdict,
+             c.profile, c.dataset, c.details]
+            for c in claims
+        ]
+    lines = ["## Claims scorecard", ""]
+    if not counts:
+        return [*lines, "No notebook has written claims yet.", ""]
+    totals = [sum(row[i] for row in counts) for i in range(1, len(VERDICTS) + 2)]
+    counts.append(["**all**", *totals])
+    lines += [_md_table(["notebook", *VERDICTS, "claims"], counts)]
+    header = ["notebook", "id", "claim", "paper", "ours", "verdict", "profile", "dataset",
+              "details"]
+    lines += [_md_table(header, rows)]
+    return lines
+
+
+def _notebook_section(results_root: Path, folder: Path) -> list[str]:
+    """The index section of one notebook folder: notebook links, tables, figures, files."""
+    name = folder.name
+    rel = folder.relative_to(results_root).as_posix()
+    lines = [f"## {name}", ""]
+    links = [
+        f"[{p.name}]({rel}/{p.name})"
+        for p in (folder / f"{name}.ipynb", folder / f"{name}.html")
+        if p.is_file()
+    ]
+    lines += ["Rendered notebook: " + (", ".join(links) if links else "not run yet"), ""]
+    other = [
+        f"[{p.name}]({rel}/{p.name})"
+        for p in (folder / METRICS_FILE, folder / CLAIMS_FILE)
+        if p.is_file()
+    ]
+    if other:
+        lines += ["Files: " + ", ".join(other), ""]
+    tables = [
+        p for p in sorted(folder.glob("*.md"), key=_natural_key) if p.with_suffix(".csv").is_file()
+    ]
+    for table in tables:
+        csv_name = table.with_suffix(".csv").name
+        lines += [f"### {table.stem} ([CSV]({rel}/{csv_name}))", ""]
+        lines += [table.read_text(encoding="utf-8").rstrip("\n"), ""]
+    for figure in sorted(folder.glob("*.png"), key=_natural_key):
+        lines += [f"### {figure.stem}", "", f"![{figure.stem}]({rel}/{figure.name})", ""]
+    return lines
+
+
+def _benchmarks_section(results_root: Path) -> list[str]:
+    """The benchmarks section: every CSV under ``results/benchmarks/`` as a table."""
+    folder = results_root / BENCHMARKS_DIR
+    files = sorted(folder.glob("*.csv"), key=_natural_key) if folder.is_dir() else []
+    if not files:
+        return []
+    lines = ["## Benchmarks", ""]
+    for path in files:
+        lines += [f"### {path.stem} ([CSV]({BENCHMARKS_DIR}/{path.name}))", ""]
+        lines += [table_markdown(pd.read_csv(path)).rstrip("\n"), ""]
+    return lines
+
+
+def build_results_index(results_root: str | Path) -> Path:
+    """Write ``<results_root>/README.md``: the claims scorecard, then one section per notebook.
+
+    Each notebook section links the rendered notebook (``.ipynb`` and ``.html``), embeds every
+    table's Markdown (linked to its CSV) and every figure (relative links); CSVs under
+    ``benchmarks/`` follow.  The output depends only on the files, so it is deterministic.
+
+    Args:
+        results_root: the results folder (``results``).
+    """
+    root = Path(results_root)
+    if not root.is_dir():
+        raise ConfigError(f"results folder {root} does not exist; run the notebooks first")
+    folders = _notebook_dirs(root)
+    lines = [
+        "# Results",
+        "",
+        "<!-- Generated by `python -m mtlrepro.report index results`; do not edit. -->",
+        "",
+        "Verdicts are computed from our numbers by each notebook (see its `claims.csv`); "
+        "a claim that does not reproduce is a finding, not a failure.",
+        "",
+    ]
+    lines += _scorecard(root, folders)
+    for folder in folders:
+        lines += _notebook_section(root, folder)
+    lines += _benchmarks_section(root)
+    text = "\n".join(lines).rstrip("\n") + "\n"
+    return atomic_write_text(root / INDEX_FILE, text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m mtlrepro.report index RESULTS_ROOT``.
+
+    Args:
+        argv: arguments without the program name (default: ``sys.argv[1:]``).
+    """
+    parser = argparse.ArgumentParser(prog="python -m mtlrepro.report", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    index = commands.add_parser("index", help="write RESULTS_ROOT/README.md")
+    index.add_argument("results_root", type=Path, help="the results folder, e.g. results")
+    args = parser.parse_args(argv)
+    try:
+        path = build_results_index(args.results_root)
+    except ConfigError as err:
+        parser.exit(2, f"error: {err}\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

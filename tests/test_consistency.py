@@ -1,0 +1,222 @@
+"""Tests for mtlrepro.consistency: interval arithmetic and the papers' internal arithmetic."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from mtlrepro import consistency as cs
+from mtlrepro import paper_numbers as pn
+from mtlrepro.consistency import Interval
+from mtlrepro.metrics import relative_performance
+
+# Float comparisons of recomputed numbers: double precision on a handful of terms.
+TOL = 1e-9
+
+# The rows that disagree with their inputs beyond rounding (the findings reported for the
+# results); pinned so that an edit of the data or of the checks cannot change them silently.
+KNOWN_FINDINGS = {
+    ("D_table2_from_table11", "AdaShare", "segmentation", "delta"),
+    ("D_table2_from_table11", "AdaShare", "normal", "delta"),
+    ("D_table3_from_table12", "Ours (M=7)", "segmentation", "delta"),
+    *(
+        ("D_table6_from_table14", row, task, "delta")
+        for row in (
+            "Ours (M=7)",
+            "w/o flow-restriction",
+            "w/o read-in/out",
+            "w/o flow-based reduction",
+            "w/o L_sq",
+        )
+        for task in ("depth", "normal")
+    ),
+    ("A_table1_average", "D-Prune", "all", "accuracy"),
+    *(
+        (check, row, "", metric)
+        for check, row in (
+            ("A_table2_hidden_sizes", "ResNet-50"),
+            ("A_table2_hidden_sizes", "NFNet-L0"),
+            ("A_table2_hidden_sizes", "VGG-11"),
+            ("A_table3_hidden_sizes", "3 tasks"),
+        )
+        for metric in ("compression", "utilisation")
+    ),
+}
+
+
+def test_printed_interval_is_the_half_unit_rounding_box() -> None:
+    box = Interval.printed(0.25, 2)
+    assert box.low == pytest.approx(0.245, abs=TOL)
+    assert box.high == pytest.approx(0.255, abs=TOL)
+    assert Interval.printed(3.0, 0) == Interval(2.5, 3.5)
+
+
+def test_interval_rejects_reversed_bounds() -> None:
+    with pytest.raises(ValueError, match="reversed"):
+        Interval(1.0, 0.0)
+
+
+def test_overlap_is_closed_at_the_boundary() -> None:
+    assert Interval(0.0, 1.0).overlaps(Interval(1.0, 2.0))
+    assert not Interval(0.0, 1.0).overlaps(Interval(1.001, 2.0))
+
+
+def test_relative_change_takes_the_extremes_over_the_box() -> None:
+    # Higher is better: (M - R)/R ranges over [11/10 - 1, 12/10 - 1] for R fixed at 10.
+    up = cs.relative_change(Interval(11.0, 12.0), Interval.point(10.0), lower_is_better=False)
+    assert (up.low, up.high) == pytest.approx((10.0, 20.0), abs=TOL)
+    down = cs.relative_change(Interval(11.0, 12.0), Interval.point(10.0), lower_is_better=True)
+    assert (down.low, down.high) == pytest.approx((-20.0, -10.0), abs=TOL)
+    # The reference box widens it: the extremes are at opposite corners.
+    both = cs.relative_change(Interval(11.0, 12.0), Interval(8.0, 10.0), lower_is_better=False)
+    assert (both.low, both.high) == pytest.approx((10.0, 50.0), abs=TOL)
+
+
+def test_relative_change_rejects_a_non_positive_reference() -> None:
+    with pytest.raises(ValueError, match="not positive"):
+        cs.relative_change(Interval.point(1.0), Interval(-0.05, 0.05), lower_is_better=False)
+
+
+def test_relative_performance_interval_points_match_a_hand_computation() -> None:
+    # Paper D Table 11, Shared Bottom against Single-Task, segmentation only (Eq. 10-11).
+    scores = {"segmentation": {"miou": Interval.point(24.1), "pixel_acc": Interval.point(57.2)}}
+    reference = {"segmentation": {"miou": Interval.point(27.5), "pixel_acc": Interval.point(58.9)}}
+    result = cs.relative_performance_interval(scores, reference, set())
+    expected = 50.0 * ((24.1 - 27.5) / 27.5 + (57.2 - 58.9) / 58.9)
+    assert result["segmentation"].low == pytest.approx(expected, abs=TOL)
+    assert result["all"].high == pytest.approx(expected, abs=TOL)
+
+
+def test_d_table2_check_has_every_method_row_and_task() -> None:
+    result = cs.paper_d_checks()
+    table2 = result[result["check"] == "D_table2_from_table11"]
+    printed = pn.table("D", "Table 2")
+    assert list(dict.fromkeys(table2["row"])) == list(dict.fromkeys(printed["row"]))
+    assert len(table2) == 11 * 4  # 11 methods x (sem, norm, dep, Delta_T)
+    assert set(table2["task"]) == {"segmentation", "normal", "depth", "all"}
+
+
+def test_shared_bottom_row_of_d_table2_is_consistent() -> None:
+    result = cs.paper_d_checks()
+    row = result[
+        (result["check"] == "D_table2_from_table11") & (result["row"] == "Shared Bottom")
+    ].set_index("task")
+    assert row.loc[["segmentation", "normal", "depth", "all"], "paper_value"].tolist() == [
+        -7.6,
+        7.5,
+        5.2,
+        1.7,
+    ]
+    assert row["consistent"].all()
+    # Point estimates from the printed inputs (hand-checked): -7.62, +7.47, +5.17, +1.67.
+    assert row.at["segmentation", "recomputed"] == pytest.approx(-7.625, abs=1e-3)
+    assert row.at["all", "recomputed"] == pytest.approx(1.672, abs=1e-3)
+
+
+def test_reference_row_recomputes_to_exactly_zero() -> None:
+    result = cs.paper_d_checks()
+    single = result[result["row"] == "Single-Task"]
+    assert len(single) == 4 + 3 + 6  # Tables 2, 3, 4
+    assert (single[["recomputed", "recomputed_low", "recomputed_high"]] == 0.0).all().all()
+
+
+def test_perturbed_absolute_input_is_detected() -> None:
+    deltas = pn.table("D", "Table 2")
+    absolute = pn.table("D", "Table 11")
+    clean = cs.relative_performance_check(deltas, absolute)
+    assert clean[clean["row"] == "Shared Bottom"]["consistent"].all()
+    hit = (absolute["row"] == "Shared Bottom") & (absolute["metric"] == "miou")
+    absolute.loc[hit, "value"] = 26.1  # printed 24.1
+    perturbed = cs.relative_performance_check(deltas, absolute).set_index(["row", "task"])
+    assert not perturbed.at[("Shared Bottom", "segmentation"), "consistent"]
+    assert perturbed.at[("Shared Bottom", "depth"), "consistent"]
+
+
+def test_perturbed_printed_delta_is_detected() -> None:
+    deltas = pn.table("D", "Table 2")
+    hit = (deltas["row"] == "Shared Bottom") & (deltas["task"] == "depth")
+    deltas.loc[hit, "value"] = 6.5  # printed +5.2; recomputed range is about [4.0, 6.3]
+    result = cs.relative_performance_check(deltas, pn.table("D", "Table 11"))
+    flagged = result[~result["consistent"]]
+    assert ("Shared Bottom", "depth") in set(zip(flagged["row"], flagged["task"], strict=True))
+
+
+@pytest.mark.parametrize(
+    ("delta_table", "absolute_table"),
+    [("Table 2", "Table 11"), ("Table 3", "Table 12"), ("Table 4", "Table 13")],
+)
+def test_point_estimate_agrees_with_metrics_relative_performance(
+    delta_table: str, absolute_table: str
+) -> None:
+    absolute = pn.table("D", absolute_table)
+    result = cs.relative_performance_check(pn.table("D", delta_table), absolute)
+    measured = absolute[absolute["task"] != ""]
+    lower = set(measured.loc[measured["lower_is_better"].astype(bool), "metric"])
+
+    def scores(row: str) -> dict[str, dict[str, float]]:
+        entries = measured[measured["row"] == row]
+        out: dict[str, dict[str, float]] = {}
+        for task, metric, value in zip(
+            entries["task"], entries["metric"], entries["value"], strict=True
+        ):
+            out.setdefault(task, {})[metric] = float(value)
+        return out
+
+    reference = scores("Single-Task")
+    for row in dict.fromkeys(result["row"]):
+        theirs = relative_performance(scores(row), reference, lower)
+        ours = result[result["row"] == row].set_index("task")["recomputed"]
+        for task, value in ours.items():
+            assert value == pytest.approx(theirs[task], abs=TOL), (row, task)
+
+
+def test_table6_findings_vanish_when_its_dep_and_norm_headers_are_swapped() -> None:
+    # Evidence for the finding: Table 6's printed columns 2-3 are (norm, dep), not (dep, norm).
+    deltas = pn.table("D", "Table 6")
+    renamed = deltas["task"].map({"depth": "normal", "normal": "depth"})
+    deltas["task"] = renamed.fillna(deltas["task"])
+    result = cs.relative_performance_check(
+        deltas, pn.table("D", "Table 14"), reference=pn.table("D", "Table 11")
+    )
+    assert result["consistent"].all()
+
+
+def test_hidden_size_definitions_of_paper_a() -> None:
+    result = cs.paper_a_checks().set_index(["check", "row", "metric"])
+    key = ("A_table2_hidden_sizes", "EfficientNet-B0")
+    assert result.at[(*key, "compression"), "recomputed"] == pytest.approx(100 * 19 / 128)
+    assert result.at[(*key, "utilisation"), "recomputed"] == pytest.approx(100 * 109 / 128)
+    # 76/128 = 59.375 exactly: printed 59.37 sits on its rounding interval's edge.
+    assert result.at[("A_table3_hidden_sizes", "1 task", "utilisation"), "consistent"]
+
+
+def test_paper_e_total_is_the_mean_of_the_nine_tasks() -> None:
+    result = cs.paper_e_checks().set_index("row")
+    independent = [53.2, 74.1, 97.8, 49.4, 99.7, 78.3, 87.7, 94.3, 77.1]
+    assert result.at["independent", "recomputed"] == pytest.approx(sum(independent) / 9)
+    assert result["consistent"].all()
+    assert len(result) == 4
+
+
+def test_all_checks_is_tidy_and_reports_exactly_the_known_findings() -> None:
+    result = cs.all_checks()
+    assert list(result.columns) == list(cs.RESULT_COLUMNS)
+    assert result["consistent"].dtype == bool
+    assert set(result["check"]) == {
+        "D_table2_from_table11",
+        "D_table3_from_table12",
+        "D_table4_from_table13",
+        "D_table6_from_table14",
+        "A_table2_hidden_sizes",
+        "A_table3_hidden_sizes",
+        "A_table1_average",
+        "E_table2_total",
+    }
+    assert (result["recomputed_low"] <= result["recomputed_high"]).all()
+    difference = result["paper_value"] - result["recomputed"]
+    pd.testing.assert_series_equal(result["difference"], difference, check_names=False)
+    flagged = result[~result["consistent"]]
+    found = set(
+        zip(flagged["check"], flagged["row"], flagged["task"], flagged["metric"], strict=True)
+    )
+    assert found == KNOWN_FINDINGS

@@ -1,0 +1,276 @@
+"""Tests of mtlrepro.report: atomic writes, output folders, tables, metrics, claims, index."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mtlrepro import report
+from mtlrepro.config import ConfigError
+from mtlrepro.report import (
+    NOT_APPLICABLE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    Claim,
+    at_least,
+    at_most,
+    atomic_write_bytes,
+    atomic_write_text,
+    build_results_index,
+    make_claim,
+    ordering_matches,
+    read_claims,
+    resolve_output_dir,
+    same_sign,
+    verdict,
+    write_claims,
+    write_metrics,
+    write_table,
+)
+
+
+def _claim(claim_id: str, holds: bool | None, ours: float = 1.5) -> Claim:
+    """A claim with fixed words, for scorecard tests."""
+    return make_claim(claim_id, f"claim {claim_id} | with a pipe", 2.0, ours, holds,
+                      profile="smoke", dataset="scenes", details="d")
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def test_atomic_write_replaces_content_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "file.txt"
+    atomic_write_text(target, "old\n")
+    atomic_write_bytes(target, b"new\n")
+    assert target.read_bytes() == b"new\n"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["file.txt"]
+    assert target.stat().st_mode & 0o777 != 0o600  # not mkstemp's private mode
+
+
+def test_atomic_write_failure_keeps_old_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "file.txt"
+    atomic_write_text(target, "old\n")
+
+    def fail(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_text(target, "new\n")
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.txt"]
+
+
+# --------------------------------------------------------------------------- output folders
+
+
+def test_repo_root_is_parent_of_package() -> None:
+    assert (report.REPO_ROOT / "mtlrepro" / "report.py").is_file()
+
+
+def test_default_output_dir_is_scratch_never_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report, "REPO_ROOT", tmp_path)
+    folder = resolve_output_dir(None, "00_baselines")
+    assert folder == tmp_path / ".scratch" / "00_baselines"
+    assert folder.is_dir()
+    assert not (tmp_path / "results").exists()
+
+
+def test_relative_output_dir_is_relative_to_repo_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.chdir(tmp_path)
+    folder = resolve_output_dir("results/00_baselines", "00_baselines")
+    assert folder == tmp_path / "repo" / "results" / "00_baselines"
+    assert folder.is_dir()
+    assert resolve_output_dir(str(tmp_path / "abs"), "x") == tmp_path / "abs"
+
+
+def test_output_dir_rejects_notebook_names_with_folders() -> None:
+    with pytest.raises(ConfigError, match="plain file name"):
+        resolve_output_dir(None, "../escape")
+
+
+# --------------------------------------------------------------------------- tables, metrics
+
+
+def test_write_table_round_trips_csv_and_markdown(tmp_path: Path) -> None:
+    df = pd.DataFrame(
+        {"method": ["single-task", "a|b"], "miou": [45.25, float("nan")], "params": [10, 20]}
+    )
+    paths = write_table(df, tmp_path, "table2_nyuv2")
+    assert paths == {"csv": tmp_path / "table2_nyuv2.csv", "md": tmp_path / "table2_nyuv2.md"}
+    back = pd.read_csv(paths["csv"])
+    pd.testing.assert_frame_equal(back, df, check_dtype=False)
+    md = paths["md"].read_text()
+    assert md.splitlines()[0].split("|")[1].strip() == "method"
+    assert "45.25" in md and "a\\|b" in md and "—" in md  # NaN shown as a dash
+    first = {k: p.read_bytes() for k, p in paths.items()}
+    write_table(df, tmp_path, "table2_nyuv2")
+    assert {k: p.read_bytes() for k, p in paths.items()} == first
+
+
+def test_write_table_keeps_a_named_index_as_column(tmp_path: Path) -> None:
+    df = pd.DataFrame({"miou": [1.0, 2.0]}, index=pd.Index(["a", "b"], name="method"))
+    paths = write_table(df, tmp_path, "table1_x")
+    assert list(pd.read_csv(paths["csv"]).columns) == ["method", "miou"]
+
+
+@pytest.mark.parametrize("name", ["table1.csv", "sub/table1", ""])
+def test_write_table_rejects_names_with_folder_or_extension(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match="file stem"):
+        write_table(pd.DataFrame({"a": [1]}), tmp_path, name)
+
+
+def test_write_metrics_sorts_keys_and_rounds_floats(tmp_path: Path) -> None:
+    metrics = {
+        "b": 1 / 3,
+        "a": {"y": np.float32(0.1), "x": [np.int64(1), 2.0000000001, True]},
+        "diverged": float("nan"),
+        "profile": "smoke",
+    }
+    path = write_metrics(metrics, tmp_path)
+    text = path.read_text()
+    assert text.index('"a"') < text.index('"b"') < text.index('"diverged"')
+    assert json.loads(text) == {
+        "a": {"x": [1, 2.0, True], "y": 0.1},  # float32 0.1 rounded to 6 significant digits
+        "b": 0.333333,
+        "diverged": None,
+        "profile": "smoke",
+    }
+
+
+def test_write_metrics_rejects_objects(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="metrics.model"):
+        write_metrics({"model": object()}, tmp_path)
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def test_verdict_maps_holds_to_words() -> None:
+    assert verdict(True) == REPRODUCED
+    assert verdict(False) == NOT_REPRODUCED
+    assert verdict(None) == NOT_APPLICABLE
+    with pytest.raises(ConfigError):
+        verdict("yes")  # type: ignore[arg-type]
+
+
+def test_same_sign_follows_the_numbers() -> None:
+    assert same_sign(-2.0, -0.5)
+    assert not same_sign(-2.0, 0.5)  # flipping our number flips the verdict
+    assert same_sign(3.0, 0.1)
+    assert not same_sign(3.0, 0.1, tol=0.2)  # within the dead zone counts as zero
+    assert same_sign(0.0, 0.1, tol=0.2)
+
+
+def test_at_least_and_at_most_respect_tolerance() -> None:
+    assert at_least(44.0, 45.0, tol=1.0)
+    assert not at_least(43.9, 45.0, tol=1.0)
+    assert at_most(0.51, 0.5, tol=0.01)
+    assert not at_most(0.52, 0.5, tol=0.01)
+    with pytest.raises(ConfigError, match="tol"):
+        at_least(1.0, 1.0, tol=-1.0)
+
+
+def test_ordering_matches_compares_every_pair() -> None:
+    paper = {"equal": 40.0, "pcgrad": 42.0, "uncertainty": 41.0}
+    assert ordering_matches(paper, {"equal": 30.0, "pcgrad": 35.0, "uncertainty": 31.0})
+    assert not ordering_matches(paper, {"equal": 31.5, "pcgrad": 35.0, "uncertainty": 31.0})
+    assert ordering_matches(paper, {"equal": 30.0, "pcgrad": 35.0, "uncertainty": 31.0}, tol=0.5)
+    assert not ordering_matches(paper, {"equal": 30.0, "pcgrad": 35.0, "uncertainty": 30.2},
+                                tol=0.5)  # a tie in ours where the paper has an order
+    with pytest.raises(ConfigError, match="same items"):
+        ordering_matches(paper, {"equal": 1.0, "pcgrad": 2.0})
+
+
+@pytest.mark.parametrize("bad", [None, "45.0", float("nan"), True])
+def test_comparisons_need_finite_numbers(bad: object) -> None:
+    with pytest.raises(ConfigError, match="number"):
+        at_least(bad, 1.0)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="number"):
+        same_sign(1.0, bad)  # type: ignore[arg-type]
+
+
+def test_claim_rejects_a_typed_in_verdict() -> None:
+    with pytest.raises(ConfigError, match="unknown verdict"):
+        Claim("A1", "words", 1.0, 1.0, "probably", "smoke", "scenes")
+
+
+def test_claims_round_trip(tmp_path: Path) -> None:
+    claims = [_claim("A1", True), _claim("A2", None, ours=0.123456789),
+              make_claim("A3", "text values", "fig. 3", "see fig3_x.png", False,
+                         profile="cpu", dataset="vehicles")]
+    path = write_claims(claims, tmp_path)
+    back = read_claims(path)
+    assert back[0] == claims[0]
+    assert back[1].our_value == pytest.approx(0.123457, abs=1e-12)  # 6 significant digits
+    assert back[2] == claims[2]
+    with pytest.raises(ConfigError, match="duplicate claim ids: A1"):
+        write_claims([_claim("A1", True), _claim("A1", False)], tmp_path)
+
+
+# --------------------------------------------------------------------------- results index
+
+
+def _fake_results(root: Path) -> None:
+    """A tiny results tree: two notebook folders, a benchmark, and a hidden leftover."""
+    a = root / "00_alpha"
+    a.mkdir(parents=True)
+    for suffix in (".ipynb", ".html"):
+        (a / f"00_alpha{suffix}").write_text("x")
+    for stem in ("table10_late", "table2_early", "table1_first"):
+        write_table(pd.DataFrame({"method": ["m"], "miou": [1.5]}), a, stem)
+    (a / "fig3_curves.png").write_bytes(b"png")
+    write_metrics({"profile": "smoke"}, a)
+    write_claims([_claim("A1", True), _claim("A2", False)], a)
+    b = root / "01_beta"
+    b.mkdir()
+    write_claims([_claim("B1", None), _claim("B2", True)], b)
+    (root / "benchmarks").mkdir()
+    pd.DataFrame({"model": ["segnet"], "ms": [12.5]}).to_csv(root / "benchmarks" / "latency.csv",
+                                                             index=False)
+    (root / ".00_alpha.previous").mkdir()
+
+
+def test_results_index_has_scorecard_links_and_is_deterministic(tmp_path: Path) -> None:
+    _fake_results(tmp_path)
+    path = build_results_index(tmp_path)
+    text = path.read_text()
+    assert text.index("## Claims scorecard") < text.index("## 00_alpha") < text.index("## 01_beta")
+    assert "| **all** | 2 | 1 | 1 | 4 |" in text  # reproduced, not reproduced, n/a, total
+    assert "| 00_alpha | A2 | claim A2 \\| with a pipe | 2 | 1.5 | not reproduced |" in text
+    assert "[00_alpha.ipynb](00_alpha/00_alpha.ipynb), [00_alpha.html](00_alpha/00_alpha.html)" \
+        in text
+    assert text.index("table1_first") < text.index("table2_early") < text.index("table10_late")
+    assert "### table2_early ([CSV](00_alpha/table2_early.csv))" in text
+    assert "![fig3_curves](00_alpha/fig3_curves.png)" in text
+    assert "### latency ([CSV](benchmarks/latency.csv))" in text and "12.5" in text
+    assert ".previous" not in text and str(tmp_path) not in text
+    assert build_results_index(tmp_path).read_text() == text
+
+
+def test_results_index_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _fake_results(tmp_path)
+    assert report.main(["index", str(tmp_path)]) == 0
+    assert (tmp_path / "README.md").is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        report.main(["index", str(tmp_path / "missing")])
+    assert exit_info.value.code == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_claim_values_written_with_six_significant_digits(tmp_path: Path) -> None:
+    path = write_claims([_claim("A1", True, ours=math.pi)], tmp_path)
+    assert "3.14159" in path.read_text() and "3.141592" not in path.read_text()
