@@ -122,13 +122,18 @@ class FixedWeights(Weighting):
         self.register_buffer("values", torch.tensor(list(self.fixed.values())), persistent=False)
 
     def terms(self, task_losses: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """``λ_t · L_t`` per task.
+        """``λ_t · L_t`` per task (``L_t`` itself when ``λ_t = 1``: no extra autograd node).
 
         Args:
             task_losses: task name -> scalar loss; exactly this weighting's tasks.
         """
         self._require_tasks(task_losses)
-        return {name: self.fixed[name] * task_losses[name] for name in self.task_names}
+        return {
+            name: task_losses[name]
+            if self.fixed[name] == 1.0
+            else self.fixed[name] * task_losses[name]
+            for name in self.task_names
+        }
 
     def weights(self) -> dict[str, Tensor]:
         """Task name -> ``λ_t`` as a scalar tensor."""
@@ -415,7 +420,7 @@ class Balancer(nn.Module):
         if self.gradient == "sum":
             (total if extra_loss is None else total + extra_loss).backward()
         else:
-            if extra_loss is not None:
+            if extra_loss is not None and extra_loss.requires_grad:
                 extra_loss.backward(retain_graph=True)
             shared = model.shared_parameters()
             shared_ids = {id(p) for p in shared}

@@ -6,9 +6,12 @@ writes two CSV files (atomically) into ``--out``:
 * ``train_loop.csv`` -- :func:`mtlrepro.train.fit` (progress bar on, ``"equal"`` balancer)
   against a bare hand-written PyTorch loop on the same model (same initial weights), the
   same batches in the same order and the same optimiser (Adam), in one process with
-  interleaved repeats (the order alternates) after one untimed warm-up of each; columns
-  ``shared_loop_s`` and ``bare_loop_s`` are the medians over repeats, ``ratio`` their
-  quotient (target :data:`TARGET_RATIO`).
+  interleaved repeats (the order alternates) after one untimed warm-up of each.  Two rows:
+  ``clock="wall"`` (``time.perf_counter``) and ``clock="cpu"`` (``time.process_time``, less
+  sensitive to other processes on a shared machine); ``shared_loop_s`` and ``bare_loop_s``
+  are medians over repeats, ``ratio`` their quotient (target :data:`TARGET_RATIO`).  Torch
+  runs on ``--threads`` threads (default 1: with two intra-op threads, any other busy process
+  on a two-core machine stalls both loops by large, random factors).
 * ``scenes_generator.csv`` -- :func:`mtlrepro.data.scenes.scenes_images_per_second` at
   64×64, median over repeats, with the target :data:`TARGET_IMAGES_PER_S`.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import math
 import os
 import statistics
@@ -60,18 +64,20 @@ class BenchSettings:
         n_train: training images (``scenes``, ``smoke`` profile image size).
         widths: SegNet stage widths of the benchmarked model.
         generator_images: images per generator measurement.
+        threads: ``torch.set_num_threads`` for the training-loop benchmark.
     """
 
     steps: int = 300
-    repeats: int = 5
+    repeats: int = 7
     batch_size: int = 8
     n_train: int = 96
     widths: tuple[int, ...] = (16, 32, 64)
     generator_images: int = 128
+    threads: int = 1
 
     def __post_init__(self) -> None:
         """Check ranges (``ConfigError`` otherwise)."""
-        for name in ("steps", "repeats", "batch_size", "n_train", "generator_images"):
+        for name in ("steps", "repeats", "batch_size", "n_train", "generator_images", "threads"):
             check_range(f"BenchSettings.{name}", getattr(self, name), 1, integer=True)
 
 
@@ -108,11 +114,11 @@ def bare_loop(
         optimizer.step()
 
 
-def _timed(run: Callable[[], object]) -> float:
-    """Wall-clock seconds of ``run()``."""
-    start = time.perf_counter()
+def _timed(run: Callable[[], object]) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of ``run()``."""
+    wall, cpu = time.perf_counter(), time.process_time()
     run()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def bench_train_loop(settings: BenchSettings) -> pd.DataFrame:
@@ -122,7 +128,8 @@ def bench_train_loop(settings: BenchSettings) -> pd.DataFrame:
         settings: steps, repeats and sizes.
 
     Returns:
-        One row: settings, ``shared_loop_s``, ``bare_loop_s``, ``ratio``, ``target``.
+        Two rows (``clock`` wall and cpu): settings, ``shared_loop_s``, ``bare_loop_s``,
+        ``ratio``, ``target``.
     """
     dataset = get_dataset("scenes", "train", "smoke", n_train=settings.n_train, tasks=BENCH_TASKS)
     tasks = make_tasks(dataset.task_specs)
@@ -138,7 +145,7 @@ def bench_train_loop(settings: BenchSettings) -> pd.DataFrame:
     )
     per_epoch = len(epoch_batches(len(dataset), config.batch_size, config.seed, 1))
     epochs = math.ceil(settings.steps / per_epoch)
-    config = TrainConfig(**{**config.__dict__, "epochs": epochs, "max_steps": settings.steps})
+    config = dataclasses.replace(config, epochs=epochs, max_steps=settings.steps)
     batches = [
         index
         for epoch in range(1, epochs + 1)
@@ -152,18 +159,26 @@ def bench_train_loop(settings: BenchSettings) -> pd.DataFrame:
     def bare() -> None:
         bare_loop(copy.deepcopy(initial), tasks, dataset, batches, config.lr)
 
-    shared()  # warm-up (allocator, lazy initialisation), not timed
-    bare()
-    times: dict[str, list[float]] = {"shared": [], "bare": []}
-    for repeat in range(settings.repeats):
-        order = (("shared", shared), ("bare", bare))
-        for name, run in order if repeat % 2 == 0 else order[::-1]:
-            times[name].append(_timed(run))
-    shared_s, bare_s = statistics.median(times["shared"]), statistics.median(times["bare"])
-    return pd.DataFrame(
-        [
+    times: dict[str, list[tuple[float, float]]] = {"shared": [], "bare": []}
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    try:
+        shared()  # warm-up (allocator, lazy initialisation), not timed
+        bare()
+        for repeat in range(settings.repeats):
+            order = (("shared", shared), ("bare", bare))
+            for name, run in order if repeat % 2 == 0 else order[::-1]:
+                times[name].append(_timed(run))
+    finally:
+        torch.set_num_threads(previous_threads)
+    rows = []
+    for k, clock in enumerate(("wall", "cpu")):
+        shared_s = statistics.median(t[k] for t in times["shared"])
+        bare_s = statistics.median(t[k] for t in times["bare"])
+        rows.append(
             {
                 "comparison": "fit (progress bar, equal balancer) vs bare PyTorch loop",
+                "clock": clock,
                 "model": f"segnet widths={list(settings.widths)}",
                 "parameters": count_parameters(initial),
                 "tasks": "+".join(tasks),
@@ -171,14 +186,14 @@ def bench_train_loop(settings: BenchSettings) -> pd.DataFrame:
                 "batch_size": settings.batch_size,
                 "steps": settings.steps,
                 "repeats": settings.repeats,
-                "torch_threads": torch.get_num_threads(),
+                "torch_threads": settings.threads,
                 "shared_loop_s": shared_s,
                 "bare_loop_s": bare_s,
                 "ratio": shared_s / bare_s,
                 "target": TARGET_RATIO,
             }
-        ]
-    )
+        )
+    return pd.DataFrame(rows)
 
 
 def bench_generator(settings: BenchSettings) -> pd.DataFrame:
@@ -250,11 +265,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", default="results/benchmarks", help="output folder")
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps per run")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs of each loop")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke settings")
     args = parser.parse_args(argv)
     base = QUICK if args.quick else BenchSettings()
-    overrides = {k: v for k, v in (("steps", args.steps), ("repeats", args.repeats)) if v}
-    settings = BenchSettings(**{**base.__dict__, **overrides})
+    given = (("steps", args.steps), ("repeats", args.repeats), ("threads", args.threads))
+    overrides = {k: v for k, v in given if v is not None}
+    settings = dataclasses.replace(base, **overrides)
     tables = run(args.out, settings)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         for stem, frame in tables.items():

@@ -201,7 +201,7 @@ class Hooks:
     """
 
     def extra_loss(
-        self, model: nn.Module, batch: Mapping[str, Tensor], preds: Any
+        self, model: nn.Module, batch: Mapping[str, Tensor], preds: Mapping[str, Tensor]
     ) -> Tensor | None:
         """An additional scalar loss for this step (added to the balanced loss), or ``None``.
 
@@ -424,7 +424,11 @@ def iterate_batches(dataset: Dataset, batches: Sequence[Tensor]) -> Iterator[dic
         for index in batches:
             yield fast(index)
     else:
-        yield from DataLoader(dataset, batch_sampler=[b.tolist() for b in batches])
+        # its own generator: a DataLoader otherwise draws a seed from torch's global RNG
+        loader_rng = torch.Generator().manual_seed(0)
+        yield from DataLoader(
+            dataset, batch_sampler=[b.tolist() for b in batches], generator=loader_rng
+        )
 
 
 def _to_device(batch: Mapping[str, Tensor], device: torch.device) -> dict[str, Tensor]:
@@ -675,13 +679,13 @@ def _open_live(log_dir: str, params: Mapping[str, Any], rows: Sequence[Mapping[s
 
 
 def _log_rows(live: Any, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Log history rows to dvclive, epoch by epoch (``step`` = epoch), then write the summary."""
-    if not rows:
-        return
-    for row in rows:
+    """Log history rows to dvclive (``step`` = epoch), writing the summary after each epoch
+    exactly as the epoch-by-epoch logging of an uninterrupted run does."""
+    for k, row in enumerate(rows):
         live.step = row["epoch"]
         live.log_metric(f"{row['split']}/{row['task']}/{row['metric']}", row["value"])
-    live.make_summary()
+        if k + 1 == len(rows) or rows[k + 1]["epoch"] != row["epoch"]:
+            live.make_summary()
 
 
 # --------------------------------------------------------------------------------------------
@@ -700,7 +704,8 @@ def fit(
 
     Per epoch: train on the epoch's batches (:func:`train_step`); record the mean train log;
     evaluate ``val_set`` every ``eval_every`` epochs and after the last; call the hooks'
-    ``end_of_epoch``; step the lr schedule; log to dvclive; write the checkpoint.
+    ``end_of_epoch``; step the lr schedule; rebuild the optimiser if a hook asked; log to
+    dvclive; write the checkpoint.
 
     Args:
         model: multi-task model (moved to the chosen device; with ``resume`` its weights are
@@ -739,7 +744,7 @@ def fit(
         params |= {"balancer": balancer.describe(), "hooks": [type(h).__name__ for h in hooks]}
         live = _open_live(config.log_dir, params, state.rows)
 
-    steps_per_epoch = len(epoch_batches(len(train_set), config.batch_size, config.seed, 1))
+    steps_per_epoch = max(1, len(train_set) // config.batch_size)  # as in epoch_batches
     total = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total = min(total, config.max_steps)
@@ -835,7 +840,7 @@ def _end_epoch(
     epoch: int,
     means: StepLog,
 ) -> None:
-    """Record the epoch: train means, evaluation, hooks, optimiser rebuild, lr schedule."""
+    """Record the epoch: train means, evaluation, hooks, lr schedule, optimiser rebuild."""
     config = state.config
     state.epoch = epoch
     for task, values in means.items():
@@ -847,12 +852,12 @@ def _end_epoch(
                 state.log(metric, value, task=task, split="val")
     for hook in hooks:
         hook.end_of_epoch(model, epoch, state)
-    if state.rebuild_optimizer:
-        _rebuild_optimizer(state, model, balancer)
     if isinstance(state.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         state.scheduler.step(sum(means[task]["loss"] for task in tasks))
     elif state.scheduler is not None:
         state.scheduler.step()
+    if state.rebuild_optimizer:
+        _rebuild_optimizer(state, model, balancer)
 
 
 def _val_at(rows: Sequence[Mapping[str, Any]], step: int) -> dict[str, dict[str, float]]:

@@ -28,7 +28,7 @@ def test_jupyterlab_lists_the_notebooks_through_its_rest_api(tmp_path):
     command = [
         sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
         f"--IdentityProvider.token={token}", f"--notebook-dir={ROOT / 'notebooks'}",
-        "--ServerApp.open_browser=False",
+        "--ServerApp.open_browser=False", "--allow-root",  # CI machines run as root
     ]
     env = {"JUPYTER_RUNTIME_DIR": str(tmp_path), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
            "PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path)}

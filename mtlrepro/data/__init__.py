@@ -9,10 +9,18 @@ from __future__ import annotations
 from typing import Any
 
 from mtlrepro.config import DEFAULT_PROFILE, check_choice, check_profile
-from mtlrepro.data import scenes
+from mtlrepro.data import nyuv2, scenes
 from mtlrepro.data.base import DATASETS, SPLITS, TensorDataset
 
-__all__ = ["DATASETS", "SPLITS", "TensorDataset", "dataset_names", "get_dataset", "scenes"]
+__all__ = [
+    "DATASETS",
+    "SPLITS",
+    "TensorDataset",
+    "dataset_names",
+    "get_dataset",
+    "nyuv2",
+    "scenes",
+]
 
 
 def get_dataset(

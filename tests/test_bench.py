@@ -1,0 +1,43 @@
+"""Tests of mtlrepro.bench: the quick mode writes both CSV files with their key columns."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from mtlrepro.bench import TARGET_IMAGES_PER_S, TARGET_RATIO, BenchSettings, main
+from mtlrepro.config import ConfigError
+
+
+def test_quick_mode_writes_csvs_with_ratio_and_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MTLREPRO_CACHE_DIR", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    out = tmp_path / "benchmarks"
+    main(["--quick", "--out", str(out)])
+    assert torch.get_num_threads() == threads  # the benchmark restores the thread count
+
+    loop = pd.read_csv(out / "train_loop.csv")
+    assert loop["clock"].tolist() == ["wall", "cpu"]
+    for row in loop.itertuples():
+        assert row.shared_loop_s > 0 and row.bare_loop_s > 0
+        assert math.isclose(row.ratio, row.shared_loop_s / row.bare_loop_s, rel_tol=1e-9)
+        assert row.target == TARGET_RATIO
+
+    generator = pd.read_csv(out / "scenes_generator.csv")
+    assert generator["image_size"].tolist() == ["64x64"]
+    assert generator["images_per_s"].iloc[0] > 0
+    assert generator["target"].iloc[0] == TARGET_IMAGES_PER_S
+
+    assert sorted(p.name for p in out.iterdir()) == ["scenes_generator.csv", "train_loop.csv"]
+    assert "ratio" in capsys.readouterr().out
+
+
+def test_bench_settings_are_validated() -> None:
+    with pytest.raises(ConfigError, match="steps"):
+        BenchSettings(steps=0)
