@@ -152,7 +152,7 @@ class RunResult:
         row: table row it contributes to (``Single-Task`` or ``Shared Bottom (<balancer>)``).
         tasks: tasks the network learns.
         parameters: its parameter count (heads included).
-        history: the training loop's tidy history with a ``run`` column.
+        history: the training loop's tidy history with a ``run`` column (the row name).
         test: task -> metric -> value on the test split.
         predictions: task -> displayable prediction on the figure's test images.
     """
@@ -299,7 +299,7 @@ def _train_one(
         device = next(model.parameters()).device
         raw = model(samples["image"].to(device))
     predictions = {t: task_objects[t].predict(raw[t]).cpu() for t in tasks}
-    history = trained.history.assign(run=slug, row=row)
+    history = trained.history.assign(run=row)
     return RunResult(row, tasks, count_parameters(model), history, test, predictions)
 
 

@@ -26,7 +26,6 @@ import argparse
 import copy
 import dataclasses
 import math
-import os
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +42,7 @@ from mtlrepro.data import get_dataset
 from mtlrepro.data.base import TensorDataset
 from mtlrepro.data.scenes import scenes_images_per_second
 from mtlrepro.models import count_parameters, create_model
+from mtlrepro.report import atomic_write_text
 from mtlrepro.tasks import Task, make_tasks
 from mtlrepro.train import TrainConfig, epoch_batches, fit
 
@@ -219,23 +219,6 @@ def bench_generator(settings: BenchSettings) -> pd.DataFrame:
     )
 
 
-def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` to ``path`` via a temporary file and a rename.
-
-    Args:
-        frame: the table.
-        path: destination CSV file (its folder is created).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def run(out: str | Path, settings: BenchSettings) -> dict[str, pd.DataFrame]:
     """Run both benchmarks and write ``train_loop.csv`` and ``scenes_generator.csv``.
 
@@ -251,7 +234,7 @@ def run(out: str | Path, settings: BenchSettings) -> dict[str, pd.DataFrame]:
         "scenes_generator": bench_generator(settings),
     }
     for stem, frame in tables.items():
-        write_csv_atomic(frame, Path(out) / f"{stem}.csv")
+        atomic_write_text(Path(out) / f"{stem}.csv", frame.to_csv(index=False))
     return tables
 
 

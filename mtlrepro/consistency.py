@@ -421,3 +421,28 @@ def paper_e_checks() -> pd.DataFrame:
 def all_checks() -> pd.DataFrame:
     """Every check above, concatenated (column ``check`` names each one)."""
     return pd.concat([paper_d_checks(), paper_a_checks(), paper_e_checks()], ignore_index=True)
+
+
+def summarise(checks: pd.DataFrame) -> pd.DataFrame:
+    """Per check: how many printed numbers were recomputed, and how many disagree.
+
+    Args:
+        checks: a frame of :data:`RESULT_COLUMNS` rows (e.g. :func:`paper_d_checks`).
+
+    Returns:
+        One row per ``check`` with ``numbers``, ``consistent``, ``inconsistent`` and the
+        ``findings`` (``table/row/task`` of each inconsistent number, ``; ``-separated).
+    """
+    records = []
+    for name, group in checks.groupby("check", sort=False):
+        bad = group[~group["consistent"]]
+        records.append(
+            {
+                "check": name,
+                "numbers": len(group),
+                "consistent": int(group["consistent"].sum()),
+                "inconsistent": len(bad),
+                "findings": "; ".join(f"{r.table}/{r.row}/{r.task}" for r in bad.itertuples()),
+            }
+        )
+    return pd.DataFrame.from_records(records)

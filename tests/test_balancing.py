@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -23,22 +22,6 @@ from mtlrepro.balancing import (
 from mtlrepro.config import ConfigError
 
 TASKS = ("a", "b", "c")
-
-
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    """Seed torch's global generator before every test."""
-    torch.manual_seed(0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One torch thread for these tiny models (restored afterwards): with two intra-op
-    threads, another busy process on a two-core machine slows tiny ops down a hundredfold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _generator(seed: int = 0) -> torch.Generator:

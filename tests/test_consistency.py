@@ -220,3 +220,13 @@ def test_all_checks_is_tidy_and_reports_exactly_the_known_findings() -> None:
         zip(flagged["check"], flagged["row"], flagged["task"], flagged["metric"], strict=True)
     )
     assert found == KNOWN_FINDINGS
+
+
+def test_summary_counts_every_number_and_names_each_finding():
+    checks = cs.paper_d_checks()
+    summary = cs.summarise(checks).set_index("check")
+    assert summary["numbers"].sum() == len(checks)
+    assert (summary["consistent"] + summary["inconsistent"] == summary["numbers"]).all()
+    table2 = summary.loc["D_table2_from_table11"]
+    assert table2["inconsistent"] == 2
+    assert table2["findings"] == "Table 2/AdaShare/segmentation; Table 2/AdaShare/normal"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +29,6 @@ from mtlrepro.train import (
 NAMES = ("a", "b", "c")
 N_TRAIN, BATCH = 48, 8
 STEPS_PER_EPOCH = N_TRAIN // BATCH
-
-
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    """Seed torch's global generator before every test."""
-    torch.manual_seed(0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One torch thread for these tiny models (restored afterwards): with two intra-op
-    threads, another busy process on a two-core machine slows tiny ops down a hundredfold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class ToyModel(nn.Module):

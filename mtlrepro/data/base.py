@@ -18,8 +18,25 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mtlrepro.config import ConfigError, check_choice, check_range
 from mtlrepro.registry import Registry
 from mtlrepro.tasks import TaskSpec
+
+
+def check_task_subset(dataset: str, tasks: tuple[str, ...], allowed: tuple[str, ...]) -> None:
+    """Validate a dataset's ``tasks`` override: a non-empty subset of ``allowed``, no repeats.
+
+    Args:
+        dataset: the dataset's name, used in the messages.
+        tasks: the requested tasks.
+        allowed: the tasks the dataset provides.
+    """
+    check_range("number of tasks", len(tasks), 1, len(allowed), integer=True)
+    for task in tasks:
+        check_choice(f"{dataset} task", task, allowed)
+    if len(set(tasks)) != len(tasks):
+        raise ConfigError(f"tasks repeat a task: {tasks!r}; allowed: {allowed}")
+
 
 DATASETS: Registry = Registry("dataset")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -27,7 +44,7 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 _INTEGER_KINDS = ("segmentation", "classification")
 
 
-def _convert(value: Tensor, kind: str | None) -> Tensor:
+def convert_stored(value: Tensor, kind: str | None) -> Tensor:
     """Cast a stored tensor to the dtype documented for its kind (``None`` = the image)."""
     if kind is None:
         if value.dtype == torch.uint8:
@@ -87,7 +104,7 @@ class TensorDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         """Sample ``i``: ``"image"`` and one target per task, in the documented dtypes."""
-        return {k: _convert(v[i], self._kinds[k]) for k, v in self.tensors.items()}
+        return {k: convert_stored(v[i], self._kinds[k]) for k, v in self.tensors.items()}
 
     def batch(self, index: Tensor | Sequence[int]) -> dict[str, Tensor]:
         """A stacked batch by tensor indexing (the training loop's fast path).
@@ -97,7 +114,8 @@ class TensorDataset(torch.utils.data.Dataset):
         """
         index = torch.as_tensor(index, dtype=torch.int64)
         return {
-            k: _convert(v.index_select(0, index), self._kinds[k]) for k, v in self.tensors.items()
+            k: convert_stored(v.index_select(0, index), self._kinds[k])
+            for k, v in self.tensors.items()
         }
 
     @property

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mtlrepro.config import ConfigError, build_config, check_choice, check_range
-from mtlrepro.data.base import DATASETS, SPLITS, _convert
+from mtlrepro.data.base import DATASETS, SPLITS, check_task_subset, convert_stored
 from mtlrepro.tasks import TaskSpec
 
 # The 13-class NYU-v2 mapping of Couprie et al. (2013); MTAN's labels are its ids minus one
@@ -115,11 +115,7 @@ class NYUv2Config:
         for name in ("n_train", "n_val", "n_test"):
             if getattr(self, name) is not None:
                 check_range(name, getattr(self, name), 1, integer=True)
-        check_range("number of tasks", len(self.tasks), 1, len(NYUV2_TASKS), integer=True)
-        for task in self.tasks:
-            check_choice("nyuv2 task", task, NYUV2_TASKS)
-        if len(set(self.tasks)) != len(self.tasks):
-            raise ConfigError(f"tasks repeat a task: {self.tasks!r}; allowed: {NYUV2_TASKS}")
+        check_task_subset("nyuv2", self.tasks, NYUV2_TASKS)
 
 
 NYUV2_PRESETS: dict[str, dict[str, object]] = {
@@ -343,7 +339,7 @@ class NpyFolderDataset(torch.utils.data.Dataset):
                 )
         elif not np.isfinite(array).all():
             raise self._error(f"file {path} holds NaN or infinite values")
-        return _convert(_to_channels_first(array, kind), kind)
+        return convert_stored(_to_channels_first(array, kind), kind)
 
     def _resize(self, key: str, batch: Tensor) -> Tensor:
         """A stacked batch of field ``key`` resized to the configured size (if any)."""

@@ -45,8 +45,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from mtlrepro.config import ConfigError, build_config, check_choice, check_range
-from mtlrepro.data.base import DATASETS, SPLITS, TensorDataset
+from mtlrepro.config import build_config, check_choice, check_range
+from mtlrepro.data.base import DATASETS, SPLITS, TensorDataset, check_task_subset
 from mtlrepro.data.cache import load_or_generate
 from mtlrepro.tasks import CANONICAL_KINDS, TaskSpec
 
@@ -198,11 +198,7 @@ class ScenesConfig:
         check_range("noise_std", self.noise_std, 0.0, 0.5)
         check_range("fov_degrees", self.fov_degrees, 20.0, 120.0)
         check_range("seed", self.seed, 0, 2**63 - 1, integer=True)
-        check_range("number of tasks", len(self.tasks), 1, len(SCENES_TASKS), integer=True)
-        for task in self.tasks:
-            check_choice("scenes task", task, SCENES_TASKS)
-        if len(set(self.tasks)) != len(self.tasks):
-            raise ConfigError(f"tasks repeat a task: {self.tasks!r}; allowed: {SCENES_TASKS}")
+        check_task_subset("scenes", self.tasks, SCENES_TASKS)
 
 
 SCENES_PRESETS: dict[str, dict[str, object]] = {
