@@ -69,3 +69,14 @@ def test_dvc_repro_dry_run_succeeds():
         [str(dvc), "repro", "--dry"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_committed_results_are_up_to_date_with_the_code():
+    """A second `dvc repro` would do nothing: every stage's recorded hashes match the tree."""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    dvc = Path(sys.executable).with_name("dvc")
+    run = subprocess.run(
+        [str(dvc), "status"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0 and "up to date" in run.stdout, run.stdout[-2000:]
