@@ -41,8 +41,8 @@ def _fail(*args: object, **kwargs: object) -> None:
 
 
 def test_registry_holds_exactly_the_expected_datasets() -> None:
-    assert dataset_names() == ["nyuv2", "scenes"]
-    assert list(DATASETS) == ["nyuv2", "scenes"]
+    assert dataset_names() == ["nyuv2", "scenes", "vehicles", "vehiclex"]
+    assert list(DATASETS) == ["nyuv2", "scenes", "vehicles", "vehiclex"]
 
 
 def test_get_dataset_returns_documented_dtypes_and_shapes() -> None:
@@ -152,7 +152,11 @@ def test_default_cache_dir_is_under_the_repo_root(monkeypatch: pytest.MonkeyPatc
 @pytest.mark.parametrize(
     ("args", "overrides", "message"),
     [
-        (("faces", "train", "smoke"), {}, "unknown dataset 'faces'; allowed: 'nyuv2', 'scenes'"),
+        (
+            ("faces", "train", "smoke"),
+            {},
+            "unknown dataset 'faces'; allowed: 'nyuv2', 'scenes', 'vehicles', 'vehiclex'",
+        ),
         (("scenes", "dev", "smoke"), {}, "unknown split 'dev'; allowed: 'train', 'val', 'test'"),
         (("scenes", "train", "gpu"), {}, "unknown profile 'gpu'; allowed: 'smoke', 'cpu'"),
         (("scenes", "train", "smoke"), {"tasks": ("depth", "colour")}, "unknown scenes task"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,10 +45,17 @@ def test_stage_declares_its_params_outputs_and_notebook(name):
 def test_stage_deps_cover_every_mtlrepro_module_the_notebook_imports(name):
     notebook = _notebook_of(NOTEBOOK_STAGES[name])
     source = (ROOT / "notebooks" / f"{notebook}.ipynb").read_text()
-    imported = sorted({w for w in ("baselines", "consistency", "plots", "report") if w in source})
+    imported = sorted(
+        f"{package}.{item.split(' as ')[0].strip()}"
+        for package, items in re.findall(r"from (mtlrepro[\w.]*) import ([\w, ]+)", source)
+        for item in items.split(",")
+    )
+    assert imported, "the notebook imports nothing from mtlrepro"
     probe = (
         "import sys, importlib\n"
-        f"for m in {imported!r}: importlib.import_module('mtlrepro.' + m)\n"
+        f"for m in {imported!r}:\n"
+        "    try: importlib.import_module(m)\n"
+        "    except ModuleNotFoundError: importlib.import_module(m.rpartition('.')[0])\n"
         "import mtlrepro.pipeline\n"
         "print('\\n'.join(sorted(m.__file__ for n, m in sys.modules.items()"
         " if n.startswith('mtlrepro') and getattr(m, '__file__', None))))"

@@ -36,7 +36,7 @@ def test_first_code_cell_is_a_parameters_cell_of_plain_scalars(path):
     for node in tree.body:
         assert isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
     names = {node.targets[0].id for node in tree.body}
-    assert {"profile", "output_dir"} <= names
+    assert {"profile", "output_dir", "threads", "progress"} <= names
     defaults = {n.targets[0].id: n.value.value for n in tree.body}
     # run with its defaults (JupyterLab, tests) a notebook writes to the scratch folder
     assert defaults["output_dir"] is None
@@ -53,9 +53,9 @@ def test_notebook_defines_no_functions_or_classes(path):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_at_the_smoke_profile(path, tmp_path):
-    folder = pipeline.run_notebook(
-        path.stem, {"profile": "smoke", "progress": False}, tmp_path, progress_bar=False
-    )
+    # one torch thread: tiny smoke models on two threads stall whenever another process runs
+    parameters = {"profile": "smoke", "progress": False, "threads": 1}
+    folder = pipeline.run_notebook(path.stem, parameters, tmp_path, progress_bar=False)
     produced = {p.name for p in folder.iterdir()}
     assert {f"{path.stem}.ipynb", f"{path.stem}.html", "claims.csv", "metrics.json"} <= produced
     assert any(name.endswith(".png") for name in produced)

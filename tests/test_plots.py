@@ -152,3 +152,22 @@ def test_metric_bars_have_one_panel_per_metric() -> None:
     assert [p.get_height() for p in fig.axes[1].patches] == pytest.approx([0.3, 0.2, 0.1])
     with pytest.raises(ConfigError, match="not in table"):
         plots.plot_metric_bars(table, metrics=["delta"])
+
+
+def test_class_distribution_figure_has_a_panel_per_task_and_one_for_the_condition():
+    rng = np.random.default_rng(0)
+    labels = {"colour": rng.integers(0, 12, 300), "type": rng.integers(0, 11, 300)}
+    fig = plots.plot_class_distributions(labels, condition=("colour", 3, "type"))
+    assert len(fig.axes) == 3
+    # the sorted class shares of a task add up to 100 %
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    assert sum(heights) == pytest.approx(100.0)
+
+
+def test_min_angle_figure_draws_one_line_per_architecture_and_the_threshold():
+    curves = pd.DataFrame({"epoch": [1, 2, 1, 2], "min_angle": [5.0, 9.0, 3.0, 4.0],
+                           "architecture": ["A", "A", "B", "B"]})
+    fig = plots.plot_min_angle_curves(curves, theta=30)
+    assert len(fig.axes[0].lines) == 3
+    with pytest.raises(ConfigError, match="lack columns"):
+        plots.plot_min_angle_curves(curves.drop(columns="epoch"))

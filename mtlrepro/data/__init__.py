@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from mtlrepro.config import DEFAULT_PROFILE, check_choice, check_profile
-from mtlrepro.data import nyuv2, scenes
+from mtlrepro.data import nyuv2, scenes, vehicles, vehiclex
 from mtlrepro.data.base import DATASETS, SPLITS, TensorDataset
 
 __all__ = [
@@ -20,6 +20,8 @@ __all__ = [
     "get_dataset",
     "nyuv2",
     "scenes",
+    "vehicles",
+    "vehiclex",
 ]
 
 

@@ -12,7 +12,9 @@ labels, ``uint8`` binary maps); :meth:`TensorDataset.__getitem__` and
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +23,24 @@ from torch import Tensor
 from mtlrepro.config import ConfigError, check_choice, check_range
 from mtlrepro.registry import Registry
 from mtlrepro.tasks import TaskSpec
+
+DATA_DIR_ENV = "MTLREPRO_DATA_DIR"
+"""Environment variable naming the folder that holds one sub-folder per real dataset."""
+
+
+def dataset_root(name: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """A real dataset's folder: ``root`` if given, else ``$MTLREPRO_DATA_DIR/<name>``, else
+    ``<repo root>/data/<name>``.
+
+    Args:
+        name: the dataset's folder name, e.g. ``"nyuv2"``.
+        root: an explicit folder, or ``None`` for the default.
+    """
+    if root is not None:
+        return Path(root)
+    env = os.environ.get(DATA_DIR_ENV)
+    base = Path(env) if env else Path(__file__).resolve().parents[2] / "data"
+    return base / name
 
 
 def check_task_subset(dataset: str, tasks: tuple[str, ...], allowed: tuple[str, ...]) -> None:

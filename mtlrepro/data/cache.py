@@ -11,6 +11,7 @@ match) is regenerated with a warning.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -109,3 +110,20 @@ def load_or_generate(
     except OSError as exc:
         warnings.warn(f"could not write cache file {path} ({exc}); continuing", stacklevel=2)
     return arrays
+
+
+def split_cache_key(config: Any, split: str) -> dict[str, Any]:
+    """The fields of a generated dataset's config dataclass one split's arrays depend on.
+
+    Leaves out the task subset and the other splits' sizes (``tasks``, ``n_train``, ``n_val``,
+    ``n_test``) and adds ``n``, this split's size, so one cached file serves every task subset.
+
+    Args:
+        config: the dataset's config dataclass (with ``tasks`` and ``n_<split>`` fields).
+        split: ``train``, ``val`` or ``test``.
+    """
+    key = dataclasses.asdict(config)
+    for name in ("tasks", "n_train", "n_val", "n_test"):
+        del key[name]
+    key["n"] = getattr(config, f"n_{split}")
+    return key

@@ -52,7 +52,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mtlrepro.config import ConfigError, build_config, check_choice, check_range
-from mtlrepro.data.base import DATASETS, SPLITS, check_task_subset, convert_stored
+from mtlrepro.data.base import (
+    DATA_DIR_ENV,
+    DATASETS,
+    SPLITS,
+    check_task_subset,
+    convert_stored,
+    dataset_root,
+)
 from mtlrepro.tasks import TaskSpec
 
 # The 13-class NYU-v2 mapping of Couprie et al. (2013); MTAN's labels are its ids minus one
@@ -70,7 +77,6 @@ SPLIT_FOLDERS: dict[str, str] = {"train": "train", "val": "val", "test": "val"}
 """Folder each split reads: the layout's ``val/`` is the test set and serves both."""
 TASK_FOLDERS: dict[str, str] = {"segmentation": "label", "depth": "depth", "normal": "normal"}
 """Sub-folder holding each task's targets (the image is in ``image/``)."""
-DATA_DIR_ENV = "MTLREPRO_DATA_DIR"
 PREPARE_COMMAND = "python data_scripts/prepare_nyuv2.py"
 
 
@@ -136,11 +142,7 @@ def nyuv2_root(root: str | os.PathLike[str] | None = None) -> Path:
     Args:
         root: an explicit folder, or ``None`` for the default.
     """
-    if root is not None:
-        return Path(root)
-    env = os.environ.get(DATA_DIR_ENV)
-    base = Path(env) if env else Path(__file__).resolve().parents[2] / "data"
-    return base / "nyuv2"
+    return dataset_root("nyuv2", root)
 
 
 def nyuv2_task_specs(tasks: Sequence[str] = NYUV2_TASKS) -> dict[str, TaskSpec]:

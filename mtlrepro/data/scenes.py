@@ -47,7 +47,7 @@ import torch
 
 from mtlrepro.config import build_config, check_choice, check_range
 from mtlrepro.data.base import DATASETS, SPLITS, TensorDataset, check_task_subset
-from mtlrepro.data.cache import load_or_generate
+from mtlrepro.data.cache import load_or_generate, split_cache_key
 from mtlrepro.tasks import CANONICAL_KINDS, TaskSpec
 
 # fmt: off
@@ -685,15 +685,6 @@ def generate_scenes(
     return out
 
 
-def _cache_key(config: ScenesConfig, split: str) -> dict[str, object]:
-    """The config fields one split's arrays depend on (not the task subset or other splits)."""
-    key = dataclasses.asdict(config)
-    for name in ("tasks", "n_train", "n_val", "n_test"):
-        del key[name]
-    key["n"] = getattr(config, f"n_{split}")
-    return key
-
-
 @DATASETS.register("scenes")
 def build_scenes(split: str, profile: str = "cpu", **overrides: object) -> TensorDataset:
     """The ``scenes`` dataset: one split, generated on first use and cached on disk.
@@ -708,7 +699,7 @@ def build_scenes(split: str, profile: str = "cpu", **overrides: object) -> Tenso
     arrays = load_or_generate(
         "scenes",
         split,
-        _cache_key(config, split),
+        split_cache_key(config, split),
         SCENES_VERSION,
         lambda: generate_scenes(config, split),
     )

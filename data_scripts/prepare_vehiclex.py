@@ -1,0 +1,171 @@
+"""Place Vehicle-X (paper A) from a local archive or a URL for the ``vehiclex`` loader.
+
+Vehicle-X (https://github.com/yorkeyao/VehicleX) is distributed through links that need a
+browser (Google Drive, Baidu, the AI City Challenge sign-up), so the usual way is to download
+the archive yourself and pass ``--archive``; ``--url`` takes a direct link to a zip or tar
+archive.  Zip and tar (``.tar``, ``.tar.gz``, ``.tgz``, ...) archives work; archives nested in
+the archive are unpacked one level further when the layout is not found at once.
+
+The script finds the folder holding ``train/``, ``val/`` and ``test/`` (images named
+``VVVV_cCCC_NN.jpg``) and ``finegrained_label.xml`` (or per-split ``<split>_label.xml``
+files), validates it with the ``vehiclex`` loader (names, labels of every image, first and last
+image of every split decoded), and moves it to the root (``--root``, else
+``$MTLREPRO_DATA_DIR/vehiclex``, else ``<repo root>/data/vehiclex``).  Unpacking happens in a
+temporary folder next to the root, so the final move is a rename.  An existing valid root is
+left alone; an invalid one is only replaced with ``--force``.
+
+Usage::
+
+    python data_scripts/prepare_vehiclex.py --archive ~/Downloads/vehiclex.zip
+    python data_scripts/prepare_vehiclex.py --url 'https://example.org/vehiclex.tar.gz'
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from prepare_nyuv2 import PrepareError, direct_url, download, extract
+
+from mtlrepro.data.nyuv2 import DataFilesError
+from mtlrepro.data.vehiclex import LABEL_FILE, VEHICLEX_COUNTS, vehiclex_counts, vehiclex_root
+
+SPLIT_FOLDERS = ("train", "val", "test")
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+
+def is_layout(folder: Path) -> bool:
+    """Whether ``folder`` holds ``train/``, ``val/``, ``test/`` and a label file
+    (``finegrained_label.xml`` or ``train_label.xml``).
+
+    Args:
+        folder: a candidate folder.
+    """
+    has_labels = (folder / LABEL_FILE).is_file() or (folder / "train_label.xml").is_file()
+    return has_labels and all((folder / split).is_dir() for split in SPLIT_FOLDERS)
+
+
+def find_layout(folder: Path, max_depth: int = 4) -> Path | None:
+    """The first folder under ``folder`` (itself included, breadth first, at most
+    ``max_depth`` levels down) in the Vehicle-X layout; ``None`` if there is none.
+
+    Args:
+        folder: where to search.
+        max_depth: how many levels below ``folder`` to look.
+    """
+    level = [folder]
+    for _ in range(max_depth + 1):
+        for candidate in level:
+            if is_layout(candidate):
+                return candidate
+        level = sorted(p for d in level for p in d.iterdir() if p.is_dir())
+    return None
+
+
+def nested_archives(folder: Path) -> list[Path]:
+    """Zip and tar archives (by name: :data:`ARCHIVE_SUFFIXES`) anywhere under ``folder``.
+
+    Args:
+        folder: where to search.
+    """
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(ARCHIVE_SUFFIXES)
+    )
+
+
+def prepare(
+    source: Path | str, root: Path, force: bool = False, label_base: int = 0
+) -> dict[str, int]:
+    """Place Vehicle-X from an archive file or URL at ``root``; return the image counts.
+
+    Args:
+        source: a local archive (``Path``) or a URL (``str``) to download it from.
+        root: where the data must end up (its parent is created if needed).
+        force: replace an existing ``root`` that is not valid.
+        label_base: the number of the first colour and type in the XML (0 or 1).
+    """
+    loader = {"label_base": label_base}
+    if root.is_dir() and not any(root.iterdir()):
+        root.rmdir()  # an empty folder is as good as none
+    if root.exists():
+        try:
+            counts = vehiclex_counts(root, loader)
+        except DataFilesError as exc:
+            if not force:
+                raise PrepareError(
+                    f"{root} exists but is not valid ({exc}); remove it or pass --force"
+                ) from exc
+        else:
+            print(f"{root} already holds a valid Vehicle-X; nothing to do", file=sys.stderr)
+            return counts
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root.parent, prefix=f".{root.name}-prepare-") as tmp:
+        work = Path(tmp)
+        archive = source if isinstance(source, Path) else download(direct_url(source), work / "dl")
+        extract(archive, work / "x")
+        found = find_layout(work / "x")
+        if found is None:
+            for inner in nested_archives(work / "x"):
+                extract(inner, work / "x" / f"{inner.name}.d")
+            found = find_layout(work / "x")
+        if found is None:
+            raise PrepareError(
+                f"{source} holds no folder with train/, val/, test/ and {LABEL_FILE} "
+                f"(the Vehicle-X layout)"
+            )
+        counts = vehiclex_counts(found, loader)
+        if root.exists():
+            shutil.rmtree(root)
+        found.rename(root)
+    print(f"Vehicle-X is ready at {root}", file=sys.stderr)
+    return counts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status.
+
+    Args:
+        argv: arguments (default ``sys.argv[1:]``).
+    """
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--url", help="direct URL of a zip or tar archive")
+    source.add_argument("--archive", type=Path, help="a local zip or tar archive")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="destination (default: $MTLREPRO_DATA_DIR/vehiclex or <repo root>/data/vehiclex)",
+    )
+    parser.add_argument("--force", action="store_true", help="replace an invalid existing root")
+    parser.add_argument(
+        "--label-base",
+        type=int,
+        choices=(0, 1),
+        default=0,
+        help="number of the first colorID / typeID in the XML (Vehicle-X: 0)",
+    )
+    args = parser.parse_args(argv)
+    root = vehiclex_root(args.root)
+    if args.archive is not None and not args.archive.is_file():
+        parser.error(f"--archive {args.archive} is not a file")
+    try:
+        source = args.archive if args.archive is not None else args.url
+        counts = prepare(source, root, args.force, args.label_base)
+    except (PrepareError, DataFilesError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for split, n in counts.items():
+        note = "" if n == VEHICLEX_COUNTS[split] else f" (paper A has {VEHICLEX_COUNTS[split]})"
+        print(f"{root / split}: {n} images{note}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

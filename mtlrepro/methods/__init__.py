@@ -1,0 +1,1 @@
+"""One module per paper's method (paper A: :mod:`mtlrepro.methods.distinctiveness`)."""

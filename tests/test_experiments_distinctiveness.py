@@ -1,0 +1,127 @@
+"""Paper A's experiment tables and claims: layouts, paper columns, verdicts from numbers."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from mtlrepro.config import ConfigError
+from mtlrepro.experiments import distinctiveness as study
+from mtlrepro.report import NOT_REPRODUCED, REPRODUCED
+
+TASKS = ("colour", "type", "identity")
+
+
+def _run(label, family, tasks, final, accuracy, angles=(10.0, 20.0)):
+    history = pd.DataFrame(
+        {
+            "epoch": list(range(1, len(angles) + 1)),
+            "step": 0,
+            "split": "train",
+            "task": "all",
+            "metric": "min_angle",
+            "value": list(angles),
+        }
+    )
+    return study.PruneRun(
+        label, family, tasks, 128, final, 1000, {t: accuracy for t in tasks}, history
+    )
+
+
+def _result(
+    *,
+    dprune_acc=80.0,
+    baseline_acc=70.0,
+    task_finals=(70, 80, 90, 100),
+    family_finals=None,
+    angles=(10.0, 20.0),
+):
+    config = study.study_config("smoke")
+    finals = family_finals or {f: 100 - 5 * i for i, f in enumerate(config.families)}
+    main = _run("D-Prune", config.backbone, TASKS, finals[config.backbone], dprune_acc, angles)
+    families = {
+        f: main if f == config.backbone else _run("D-Prune", f, TASKS, h, 75.0, angles)
+        for f, h in finals.items()
+    }
+    by_count = {
+        k: _run(f"{k} tasks", config.backbone, study.TABLE3_TASKS[:k], h, 75.0)
+        for k, h in enumerate(task_finals, start=1)
+    }
+    baseline = _run("Baseline", config.backbone, TASKS, main.hidden_final, baseline_acc)
+    return study.StudyResult(config, "smoke", main, baseline, families, by_count, [])
+
+
+def test_table1_compares_runs_and_carries_the_papers_resnet50_numbers():
+    table = study.table1(_result()).set_index("task")
+    assert list(table.index) == [*TASKS, "average"]
+    assert table.loc["average", "D-Prune"] == 80.0 and table.loc["average", "Baseline"] == 70.0
+    assert table.loc["identity", "paper D-Prune"] == 56.44  # paper A Table 1, VehicleID
+
+
+def test_table2_computes_compression_and_utilisation_from_hidden_sizes():
+    table = study.table2(_result(family_finals={f: 64 for f in study.FAMILIES}))
+    assert (table["compression"] == 50.0).all() and (table["utilisation"] == 50.0).all()
+    assert list(table["architecture"]) == [
+        "EfficientNet-B0",
+        "EfficientNet-B2",
+        "ResNet-18",
+        "ResNet-50",
+        "NFNet-L0",
+        "VGG-11",
+    ]
+
+
+def test_paper_scale_parameter_counts_match_table2():
+    assert study.table2_paper_scale_parameters()["matches"].all()
+
+
+def test_claims_follow_the_measured_numbers():
+    good = _result()
+    verdicts = {c.claim_id: c.verdict for c in study.claims(good)}
+    assert verdicts == dict.fromkeys(["A1", "A2", "A3", "A4", "A5"], REPRODUCED)
+    bad = _result(
+        dprune_acc=60.0,
+        task_finals=(100, 90, 80, 70),
+        family_finals={f: 60 + 5 * i for i, f in enumerate(study.FAMILIES)},
+        angles=(20.0, 10.0),
+    )
+    flipped = {c.claim_id: c.verdict for c in study.claims(bad)}
+    assert flipped == {
+        "A1": NOT_REPRODUCED,
+        "A2": NOT_REPRODUCED,
+        "A3": NOT_REPRODUCED,
+        "A4": NOT_REPRODUCED,
+        "A5": REPRODUCED,
+    }
+
+
+def test_rarest_condition_names_the_least_frequent_present_colour():
+    labels = {"colour": torch.tensor([0, 0, 2, 2, 2, 3]), "type": torch.zeros(6, dtype=torch.long)}
+    assert study.rarest_condition(labels) == ("colour", 3, "type")
+
+
+def test_config_validation_names_what_is_allowed():
+    with pytest.raises(ConfigError, match="unknown backbone family 'resnet101'"):
+        study.study_config("smoke", backbone="resnet101")
+    with pytest.raises(ConfigError, match="must be one of families"):
+        study.study_config("smoke", families=("vgg11",))
+    with pytest.raises(ConfigError, match="unknown task 'licence'"):
+        study.study_config("smoke", tasks=("colour", "licence"))
+
+
+def test_smoke_study_trains_every_run_once_and_prunes():
+    config = study.study_config("smoke", families=("resnet18", "resnet50"))
+    result = study.run_study(config, "smoke", progress=False)
+    assert set(result.families) == {"resnet18", "resnet50"}
+    assert result.families["resnet50"] is result.main
+    assert result.by_task_count[3] is result.main
+    assert result.baseline.hidden_initial == result.main.hidden_final
+    assert result.baseline.hidden_final == result.baseline.hidden_initial  # never pruned
+    assert [r.label for r in result.ablations] == [
+        "w/o hard mining",
+        "w/o PCGrad",
+        "similarity-only",
+    ]
+    curves = study.min_angle_curves(result)
+    assert set(curves["architecture"]) == {"ResNet-18", "ResNet-50"}
