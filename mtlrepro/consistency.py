@@ -431,7 +431,7 @@ def summarise(checks: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         One row per ``check`` with ``numbers``, ``consistent``, ``inconsistent`` and the
-        ``findings`` (``table/row/task`` of each inconsistent number, ``; ``-separated).
+        ``findings`` (``table/row/task/metric`` of each inconsistent number, ``; ``-separated).
     """
     records = []
     for name, group in checks.groupby("check", sort=False):
@@ -442,7 +442,10 @@ def summarise(checks: pd.DataFrame) -> pd.DataFrame:
                 "numbers": len(group),
                 "consistent": int(group["consistent"].sum()),
                 "inconsistent": len(bad),
-                "findings": "; ".join(f"{r.table}/{r.row}/{r.task}" for r in bad.itertuples()),
+                "findings": "; ".join(
+                    "/".join(part for part in (r.table, r.row, r.task, r.metric) if part)
+                    for r in bad.itertuples()
+                ),
             }
         )
     return pd.DataFrame.from_records(records)

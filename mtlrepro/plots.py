@@ -75,8 +75,14 @@ def figure_png(fig: Figure, *, dpi: int = DPI) -> bytes:
     """
     buffer = io.BytesIO()
     with _theme():
-        fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None},
-                    bbox_inches="tight", facecolor="white")
+        fig.savefig(
+            buffer,
+            format="png",
+            dpi=dpi,
+            metadata={"Software": None},
+            bbox_inches="tight",
+            facecolor="white",
+        )
     return buffer.getvalue()
 
 
@@ -132,8 +138,9 @@ def plot_training_curves(
     """
     missing = [c for c in _HISTORY_COLUMNS if c not in history.columns]
     if missing:
-        raise ConfigError(f"history lacks column(s) {', '.join(missing)}; "
-                          f"needs {', '.join(_HISTORY_COLUMNS)}")
+        raise ConfigError(
+            f"history lacks column(s) {', '.join(missing)}; needs {', '.join(_HISTORY_COLUMNS)}"
+        )
     if history.empty:
         raise ConfigError("history is empty: nothing to plot")
     if tasks is None:
@@ -177,8 +184,14 @@ def _draw_curves(ax: Axes, part: pd.DataFrame, runs: Sequence[Any], colours: Seq
         if sel.empty:
             continue
         curve = sel.groupby("epoch", sort=True)["value"].mean()
-        ax.plot(curve.index.to_numpy(), curve.to_numpy(), color=colour, marker="o",
-                markersize=3, label=None if run is None else str(run))
+        ax.plot(
+            curve.index.to_numpy(),
+            curve.to_numpy(),
+            color=colour,
+            marker="o",
+            markersize=3,
+            label=None if run is None else str(run),
+        )
         drawn = True
     if not drawn:
         ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center")
@@ -199,12 +212,20 @@ def _draw_panel(
 ) -> None:
     """Draw one target or prediction of one sample in the style of its task kind."""
     if kind == "classification":
-        ax.text(0.5, 0.5, str(int(value.reshape(-1)[0])), transform=ax.transAxes,
-                ha="center", va="center", fontsize=16)
+        ax.text(
+            0.5,
+            0.5,
+            str(int(value.reshape(-1)[0])),
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=16,
+        )
         return
     if kind == "normal":
-        ax.imshow(np.clip((value.transpose(1, 2, 0) + 1.0) / 2.0, 0.0, 1.0),
-                  interpolation="nearest")
+        ax.imshow(
+            np.clip((value.transpose(1, 2, 0) + 1.0) / 2.0, 0.0, 1.0), interpolation="nearest"
+        )
         return
     if kind == "segmentation" and value.ndim == 3 and value.shape[0] > 1:
         value = value.argmax(axis=0)  # raw logits (C, H, W) -> class map
@@ -213,11 +234,21 @@ def _draw_panel(
         ax.imshow(_segmentation_rgb(plane.astype(np.int64)), interpolation="nearest")
     elif kind == "depth":
         shown = np.ma.masked_less_equal(plane, 0.0) if is_target else plane
-        ax.imshow(shown, cmap=_DEPTH_CMAP, vmin=depth_range[0], vmax=depth_range[1],
-                  interpolation="nearest")
+        ax.imshow(
+            shown,
+            cmap=_DEPTH_CMAP,
+            vmin=depth_range[0],
+            vmax=depth_range[1],
+            interpolation="nearest",
+        )
     else:  # binary: probabilities / {0, 1} targets, -1 = ignore
-        ax.imshow(np.ma.masked_less(plane, 0.0), cmap=_BINARY_CMAP, vmin=0.0, vmax=1.0,
-                  interpolation="nearest")
+        ax.imshow(
+            np.ma.masked_less(plane, 0.0),
+            cmap=_BINARY_CMAP,
+            vmin=0.0,
+            vmax=1.0,
+            interpolation="nearest",
+        )
 
 
 def _depth_range(target: np.ndarray, predictions: Sequence[np.ndarray]) -> tuple[float, float]:
@@ -273,7 +304,8 @@ def plot_sample_predictions(
     pred_arrays = {r: {t: _to_numpy(predictions[r][t])[:count] for t in tasks} for r in runs}
     depth_ranges = {
         t: _depth_range(target_arrays[t], [pred_arrays[r][t] for r in runs])
-        for t in tasks if task_kinds[t] == "depth"
+        for t in tasks
+        if task_kinds[t] == "depth"
     }
     columns: list[tuple[str, str | None, str]] = [("image", None, "image")]
     for task in tasks:
@@ -290,12 +322,20 @@ def plot_sample_predictions(
                     ax.set_title(title, fontsize=8)
                 if task == "image":
                     image = np.clip(image_array[i].transpose(1, 2, 0), 0.0, 1.0)
-                    ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image,
-                              cmap="gray", interpolation="nearest")
+                    ax.imshow(
+                        image.squeeze(-1) if image.shape[-1] == 1 else image,
+                        cmap="gray",
+                        interpolation="nearest",
+                    )
                     continue
                 value = target_arrays[task][i] if run is None else pred_arrays[run][task][i]
-                _draw_panel(ax, task_kinds[task], np.asarray(value), is_target=run is None,
-                            depth_range=depth_ranges.get(task, (0.0, 1.0)))
+                _draw_panel(
+                    ax,
+                    task_kinds[task],
+                    np.asarray(value),
+                    is_target=run is None,
+                    depth_range=depth_ranges.get(task, (0.0, 1.0)),
+                )
     return fig
 
 
@@ -318,8 +358,9 @@ def plot_metric_bars(
         metrics = [c for c in table.select_dtypes("number").columns if c != label]
     missing = [m for m in metrics if m not in table.columns]
     if missing or not metrics:
-        raise ConfigError(f"metric columns {missing or '(none)'} not in table; "
-                          f"columns: {list(table.columns)}")
+        raise ConfigError(
+            f"metric columns {missing or '(none)'} not in table; columns: {list(table.columns)}"
+        )
     names = [str(v) for v in table[label]]
     colours = sns.color_palette("colorblind", len(names))
     with _theme():
@@ -358,13 +399,18 @@ def plot_class_distributions(
             counts = np.bincount(_to_numpy(values).astype(np.int64))
             share = 100.0 * counts / max(counts.sum(), 1)
             order = np.argsort(-share, kind="stable")
-            ax.bar(np.arange(len(order)), share[order], color=sns.color_palette()[0])
+            if len(order) <= 40:
+                ax.bar(np.arange(len(order)), share[order], color=sns.color_palette()[0])
+            else:  # hundreds of classes: thin bars vanish when rendered; draw the profile
+                ax.fill_between(
+                    np.arange(len(order)), share[order], step="mid", color=sns.color_palette()[0]
+                )
+                ax.set_ylim(0, share.max() * 1.1)
             ax.set_title(f"{task} ({len(counts)} classes)")
             ax.set_xlabel("class, by size")
             ax.set_ylabel("% of samples")
             if task in names and len(order) <= 20:
-                ax.set_xticks(np.arange(len(order)), [names[task][i] for i in order],
-                              rotation=90)
+                ax.set_xticks(np.arange(len(order)), [names[task][i] for i in order], rotation=90)
             else:
                 ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
         if condition is not None:
@@ -378,8 +424,12 @@ def plot_class_distributions(
             x = np.arange(k)
             ax.bar(x - 0.2, 100 * marginal, width=0.4, label=f"P({task})")
             given_name = names.get(given_task, [str(given_class)] * (given_class + 1))
-            ax.bar(x + 0.2, 100 * conditional, width=0.4,
-                   label=f"P({task} | {given_task}={given_name[given_class]})")
+            ax.bar(
+                x + 0.2,
+                100 * conditional,
+                width=0.4,
+                label=f"P({task} | {given_task}={given_name[given_class]})",
+            )
             ax.set_xticks(x, names.get(task, [str(i) for i in x]), rotation=90)
             ax.set_ylabel("%")
             ax.set_title(f"{task} given the rarest {given_task}")

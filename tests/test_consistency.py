@@ -229,4 +229,6 @@ def test_summary_counts_every_number_and_names_each_finding():
     assert (summary["consistent"] + summary["inconsistent"] == summary["numbers"]).all()
     table2 = summary.loc["D_table2_from_table11"]
     assert table2["inconsistent"] == 2
-    assert table2["findings"] == "Table 2/AdaShare/segmentation; Table 2/AdaShare/normal"
+    assert table2["findings"] == (
+        "Table 2/AdaShare/segmentation/delta; Table 2/AdaShare/normal/delta"
+    )
