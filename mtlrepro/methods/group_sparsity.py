@@ -1,0 +1,515 @@
+"""Channel-wise group sparsity of the shared backbone with proximal Adam (paper B).
+
+R. Upadhyay et al., "Less is More -- Towards parsimonious multi-task models using structured
+sparsity", §3, Eq. 1-6; the weighted prox after T. Deleu & Y. Bengio, "Structured sparsity
+inducing adaptive optimizers for deep learning" (2021).
+
+**Objective (Eq. 1-3, 6).** Σ_t w_t L_t + λ Σ_l Σ_c √|g_{l,c}| ‖W_l[:, c, :, :]‖₂ over the shared
+backbone's conv layers; the task weights w_t are uncertainty weights (Eq. 2), provided by
+:class:`mtlrepro.balancing.UncertaintyWeighting` (``create_balancer("uncertainty", ...)``).
+
+**Groups.** One group per *input channel* c of a conv layer: the weights of all filters that
+read c, W[:, c, :, :], |g| = C_out·k_h·k_w, group weight √|g| (:func:`channel_groups`).  For a
+grouped conv (``groups = G > 1``, depthwise included; weight (C_out, C_in/G, k_h, k_w)) input
+channel j = G_j·(C_in/G) + c is read only by the C_out/G filters of its block G_j, so its group
+is W[G_j·C_out/G : (G_j + 1)·C_out/G, c], |g| = (C_out/G)·k_h·k_w; with G = 1 this is the
+slice above.  Every layer thus has exactly C_in groups, in input-channel order.  Only
+``nn.Conv2d`` layers are grouped (transposed convs, with their (C_in, C_out/G, k, k) layout, and
+linear layers are not).
+
+**Proximal step (Eq. 4-5).** After each Adam step with learning rate η (read from the
+optimiser's parameter group at that step, so lr schedules are followed):
+
+* ``"group"`` -- W_g <- max(0, 1 - η·λ·√|g| / ‖W_g‖₂)·W_g (:func:`group_soft_threshold_`);
+* ``"weighted_group"`` -- the same penalty's prox in Adam's diagonal metric d = √v̂ + ε, as the
+  authors' code does (:func:`weighted_group_prox_`, derivation there);
+* ``"l1"`` -- unstructured soft-threshold w <- sign(w)·max(0, |w| - η·λ) of the penalty λ‖W‖₁
+  (paper B's Table 3 comparison; :func:`l1_prox_`).
+
+**Reported.** ``group_sparsity``: % of all groups of the backbone's conv layers that are
+entirely zero; ``param_sparsity``: % of the backbone's conv weights that are zero
+(:func:`sparsity_stats`, logged at every epoch end by :class:`GroupSparsityProx`).
+
+**Not copied from the authors' code** (PAPERS.md): its sparsity metric counts all-zero *output*
+filters although the groups are input channels -- we count the input-channel groups the
+penalty acts on; its optimiser is rebuilt every epoch (Adam state reset) -- the training loop
+keeps one optimiser; its uncertainty weights are never optimised -- ours are (the loop optimises
+the balancer's parameters).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from mtlrepro.config import DEFAULT_PROFILE, ConfigError, build_config, check_choice, check_range
+from mtlrepro.train import Hooks, TrainerState
+
+PROXES: tuple[str, ...] = ("group", "weighted_group", "l1")
+"""The proximal operators :class:`GroupSparsityProx` offers."""
+LAMBDA_GRID: tuple[float, ...] = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+"""The authors' λ grid (NYU-v2 default 1e-6, CelebAMask-HQ 1e-5)."""
+PRESETS: dict[str, dict[str, Any]] = {}
+"""Per-profile overrides of :class:`GroupSparsityConfig` (every profile: the defaults)."""
+
+
+@dataclass(frozen=True)
+class GroupSparsityConfig:
+    """Paper B's sparsity settings (validated on creation; bad values raise ``ConfigError``).
+
+    Attributes:
+        lam: regularisation strength λ >= 0 (paper: NYU-v2 1e-6, CelebAMask-HQ 1e-5).
+        prox: the proximal operator, one of :data:`PROXES`.
+        backbone: attribute of the model holding the shared backbone, or ``None`` for the
+            whole model.
+        newton_steps: maximum Newton iterations of the weighted prox (``>= 1``).
+        newton_tol: convergence tolerance of the weighted prox's Newton solve (``> 0``).
+    """
+
+    lam: float = 1e-6
+    prox: str = "group"
+    backbone: str | None = "backbone"
+    newton_steps: int = 30
+    newton_tol: float = 1e-9
+
+    def __post_init__(self) -> None:
+        """Check every field; raises :class:`~mtlrepro.config.ConfigError`."""
+        _check_options(self.lam, self.prox, self.backbone, self.newton_steps, self.newton_tol)
+
+
+def _check_options(lam: Any, prox: Any, backbone: Any, newton_steps: Any, newton_tol: Any) -> None:
+    """Validate the hook's options (see :class:`GroupSparsityConfig`)."""
+    check_range("lam", lam, 0.0)
+    if math.isinf(lam):
+        raise ConfigError(f"lam must be finite; got {lam!r}")
+    check_choice("prox", prox, PROXES)
+    if backbone is not None and (not isinstance(backbone, str) or not backbone):
+        raise ConfigError(f"backbone must be a non-empty attribute name or None; got {backbone!r}")
+    check_range("newton_steps", newton_steps, 1, integer=True)
+    check_range("newton_tol", newton_tol, 0.0, low_inclusive=False)
+
+
+def group_sparsity_config(profile: str = DEFAULT_PROFILE, **overrides: Any) -> GroupSparsityConfig:
+    """The config of a profile (:data:`PRESETS`) with field overrides.
+
+    Args:
+        profile: ``"smoke"``, ``"cpu"`` or ``"paper"``.
+        **overrides: :class:`GroupSparsityConfig` fields; unknown names and wrong types raise
+            :class:`~mtlrepro.config.ConfigError`.
+    """
+    return build_config(GroupSparsityConfig, PRESETS, profile, overrides)
+
+
+# --------------------------------------------------------------------------------------------
+# Groups
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GroupedWeight:
+    """One conv layer's weight and its input-channel groups (see the module doc).
+
+    Attributes:
+        name: the layer's qualified name within the module given to :func:`channel_groups`.
+        weight: the conv weight (C_out, C_in/G, k_h, k_w).
+        conv_groups: the conv's ``groups`` G.
+        num_groups: number of channel groups, C_in.
+        group_size: |g| = (C_out/G)·k_h·k_w.
+    """
+
+    name: str
+    weight: nn.Parameter = field(repr=False)
+    conv_groups: int
+    num_groups: int
+    group_size: int
+
+    @property
+    def group_weight(self) -> float:
+        """√|g|, the group's weight in the penalty (Eq. 3)."""
+        return math.sqrt(self.group_size)
+
+
+def channel_groups(model_or_modules: nn.Module | Iterable[nn.Module]) -> list[GroupedWeight]:
+    """Every ``nn.Conv2d`` weight of the module(s) with its input-channel groups.
+
+    Args:
+        model_or_modules: the shared backbone, or several modules (their names are prefixed
+            with the module's position, ``"0.conv"``, ...).
+
+    Returns:
+        One :class:`GroupedWeight` per conv layer, in ``named_modules`` order.
+    """
+    if isinstance(model_or_modules, nn.Module):
+        named = list(model_or_modules.named_modules())
+    else:
+        named = [
+            (f"{i}.{name}" if name else str(i), m)
+            for i, module in enumerate(model_or_modules)
+            for name, m in module.named_modules()
+        ]
+    out = []
+    for name, module in named:
+        if isinstance(module, nn.Conv2d):
+            c_out, _, k_h, k_w = module.weight.shape
+            out.append(
+                GroupedWeight(
+                    name or "(root)",
+                    module.weight,
+                    module.groups,
+                    module.in_channels,
+                    c_out // module.groups * k_h * k_w,
+                )
+            )
+    return out
+
+
+def _blocks(weight: Tensor, conv_groups: int) -> Tensor:
+    """View (G, C_out/G, C_in/G, k_h, k_w) of a conv weight: group (b, c) is [b, :, c]."""
+    return weight.unflatten(0, (conv_groups, weight.shape[0] // conv_groups))
+
+
+def _rows(weight: Tensor, conv_groups: int) -> Tensor:
+    """The groups as rows: a (C_in, |g|) copy, row j = input channel j's group."""
+    blocks = _blocks(weight, conv_groups).transpose(1, 2)
+    return blocks.reshape(weight.shape[1] * conv_groups, -1)
+
+
+def _write_rows(weight: Tensor, rows: Tensor, conv_groups: int) -> None:
+    """Write a (C_in, |g|) matrix from :func:`_rows` back into the weight, in place."""
+    blocks = _blocks(weight, conv_groups)
+    shape = (conv_groups, weight.shape[1], blocks.shape[1], *weight.shape[2:])
+    blocks.copy_(rows.reshape(shape).transpose(1, 2))
+
+
+def _group_norms(weight: Tensor, conv_groups: int) -> Tensor:
+    """‖W_g‖₂ of every group, shape (C_in,), input-channel order."""
+    return torch.linalg.vector_norm(_blocks(weight, conv_groups), dim=(1, 3, 4)).flatten()
+
+
+# --------------------------------------------------------------------------------------------
+# Proximal operators
+# --------------------------------------------------------------------------------------------
+def _check_weight(weight: Tensor, conv_groups: int) -> None:
+    """A 4-D weight whose output channels split into ``conv_groups`` blocks."""
+    if weight.dim() != 4:
+        raise ConfigError(f"expected a 4-D conv weight; got shape {tuple(weight.shape)}")
+    check_range("conv_groups", conv_groups, 1, integer=True)
+    if weight.shape[0] % conv_groups:
+        raise ConfigError(f"{weight.shape[0]} output channels do not split into {conv_groups}")
+
+
+@torch.no_grad()
+def group_soft_threshold_(weight: Tensor, threshold: float, conv_groups: int = 1) -> Tensor:
+    """The group-lasso prox (Eq. 4-5), in place, vectorised over the layer's groups.
+
+    W_g <- max(0, 1 - τ·√|g| / ‖W_g‖₂)·W_g with τ = η·λ: groups with ‖W_g‖₂ <= τ·√|g| become
+    exactly zero (an all-zero group stays zero), the others shrink towards zero.
+
+    Args:
+        weight: conv weight (C_out, C_in/G, k_h, k_w); changed in place.
+        threshold: τ = η·λ >= 0 (the √|g| factor is applied here).
+        conv_groups: the conv's ``groups`` G (see the module doc).
+
+    Returns:
+        ``weight``.
+    """
+    _check_weight(weight, conv_groups)
+    check_range("threshold", threshold, 0.0)
+    blocks = _blocks(weight, conv_groups)
+    cut = threshold * math.sqrt(blocks.shape[1] * weight.shape[2] * weight.shape[3])
+    norms = torch.linalg.vector_norm(blocks, dim=(1, 3, 4), keepdim=True)
+    factor = torch.where(norms > cut, 1.0 - cut / norms, torch.zeros_like(norms))
+    blocks.mul_(factor)
+    return weight
+
+
+@torch.no_grad()
+def weighted_group_prox_(
+    weight: Tensor,
+    denom: Tensor,
+    lr: float,
+    lam: float,
+    conv_groups: int = 1,
+    newton_steps: int = 30,
+    tol: float = 1e-9,
+) -> Tensor:
+    """The group-lasso prox in Adam's metric (Deleu & Bengio), in place, vectorised.
+
+    Adam's step is a gradient step in the metric D/η, D = diag(d), d = √v̂ + ε (its update is
+    η·m̂/d), so the matching proximal step for the penalty λ√|g|‖w‖ of one group, at the
+    post-step weights z, is
+
+        w* = argmin_w ½ Σ_i d_i (w_i - z_i)² + t‖w‖₂,   t = η·λ·√|g|.
+
+    *Zero groups.* 0 is the minimiser iff 0 ∈ -D z + t·B (B the unit ball, the subdifferential of
+    ‖·‖ at 0), i.e. iff ‖z ⊙ d‖₂ <= t.  *Otherwise* w* ≠ 0 and the gradient vanishes:
+    d_i (w_i - z_i) + t w_i/θ = 0 with θ = ‖w*‖₂, so
+
+        w_i = z_i·d_i·θ / (d_i·θ + t) = z_i·θ / (θ + t/d_i),
+
+    and θ must equal the norm of this w: θ² = Σ z_i² θ² / (θ + t/d_i)², i.e.
+
+        φ(θ) := Σ z_i² / (θ + a_i)² = 1,   a_i = t/d_i > 0.
+
+    φ falls strictly from φ(0) = ‖z ⊙ d‖²/t² > 1 to 0, so there is one root θ* > 0.  We solve
+    h(θ) := φ(θ)^(-1/2) = 1 by Newton's method: h is a power mean M_(-2) of the affine functions
+    θ + a_i, hence increasing and concave, so Newton started left of the root (at
+    θ₀ = max(0, ‖z‖ - max_i a_i), where h <= 1 because φ(θ) >= ‖z‖²/(θ + max a)²) climbs
+    monotonically to it (and is exact in one step when all a_i are equal).  Newton step:
+    θ <- θ + (1 - h)/h', h' = φ^(-3/2)·Σ z_i²/(θ + a_i)³.
+
+    *Uniform metric.* With d_i = c for all i, θ* = ‖z‖ - t/c and w = (1 - (t/c)/‖z‖)·z, zero iff
+    ‖z‖ <= t/c: :func:`group_soft_threshold_` with threshold η·λ/c.  (d = 1: exactly the plain
+    prox; d = c with λ scaled to c·λ: the plain prox with λ.)
+
+    Computed in float64 per layer, all groups at once (a fixed maximum number of Newton
+    iterations, stopping early when every group has converged).  With λ = 0 the prox is the
+    identity and ``weight`` is left untouched.
+
+    Args:
+        weight: conv weight (C_out, C_in/G, k_h, k_w) after the Adam step; changed in place.
+        denom: d = √v̂ + ε, the same shape (all entries > 0).
+        lr: the step's learning rate η >= 0.
+        lam: λ >= 0.
+        conv_groups: the conv's ``groups`` G.
+        newton_steps: maximum Newton iterations (``>= 1``).
+        tol: required |h(θ) - 1| at the end (``> 0``).
+
+    Returns:
+        ``weight``.
+
+    Raises:
+        RuntimeError: Newton's method did not reach ``tol`` within ``newton_steps``.
+    """
+    _check_weight(weight, conv_groups)
+    if denom.shape != weight.shape:
+        raise ConfigError(f"denom shape {tuple(denom.shape)} != weight {tuple(weight.shape)}")
+    check_range("lr", lr, 0.0)
+    check_range("lam", lam, 0.0)
+    check_range("newton_steps", newton_steps, 1, integer=True)
+    check_range("tol", tol, 0.0, low_inclusive=False)
+    z = _rows(weight, conv_groups).double()
+    d = _rows(denom, conv_groups).double()
+    t = lr * lam * math.sqrt(z.shape[1])
+    if t == 0.0:
+        return weight
+    if not bool((d > 0).all()):
+        raise ConfigError("denom must be positive (Adam's √v̂ + ε)")
+    active = (z * d).norm(dim=1) > t
+    zs, a = z[active], t / d[active]
+    sq = zs.square()
+    theta = (zs.norm(dim=1) - a.max(dim=1).values).clamp_min(0.0)
+    for step in range(newton_steps + 1):
+        inv = (theta[:, None] + a).reciprocal_()  # 1/(θ + a_i)
+        q = inv.square().mul_(sq)  # z_i²/(θ + a_i)²
+        phi = q.sum(dim=1)
+        h = phi.rsqrt()
+        error = float((h - 1.0).abs().max()) if len(h) else 0.0
+        if error <= tol:
+            break
+        if step == newton_steps:
+            raise RuntimeError(
+                f"weighted group prox: Newton did not converge in {newton_steps} steps "
+                f"(max |h - 1| = {error:.3g})"
+            )
+        slope = phi.pow(-1.5) * q.mul_(inv).sum(dim=1)
+        theta = theta + (1.0 - h) / slope
+    out = torch.zeros_like(z)
+    out[active] = zs * theta[:, None] / (theta[:, None] + a)
+    _write_rows(weight, out.to(weight.dtype), conv_groups)
+    return weight
+
+
+@torch.no_grad()
+def l1_prox_(weight: Tensor, threshold: float) -> Tensor:
+    """Unstructured soft-threshold w <- sign(w)·max(0, |w| - τ), in place (prox of τ‖·‖₁).
+
+    Computed as w - clamp(w, -τ, τ), so τ = 0 leaves every value bitwise unchanged.
+
+    Args:
+        weight: any weight tensor; changed in place.
+        threshold: τ = η·λ >= 0.
+
+    Returns:
+        ``weight``.
+    """
+    check_range("threshold", threshold, 0.0)
+    return weight.sub_(weight.clamp(-threshold, threshold))
+
+
+# --------------------------------------------------------------------------------------------
+# Sparsity measures
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def zero_group_mask(module: nn.Module) -> dict[str, Tensor]:
+    """Which channel groups of each conv layer are entirely zero (for the heatmaps).
+
+    Args:
+        module: the shared backbone.
+
+    Returns:
+        Layer name -> bool tensor (C_in,) on the CPU, ``True`` = group zero.
+    """
+    return {
+        g.name: (_group_norms(g.weight, g.conv_groups) == 0).cpu() for g in channel_groups(module)
+    }
+
+
+@torch.no_grad()
+def sparsity_stats(module: nn.Module) -> pd.DataFrame:
+    """Per conv layer: groups and parameters, and how many are zero, plus a ``total`` row.
+
+    Args:
+        module: the shared backbone.
+
+    Returns:
+        Columns ``name``, ``groups``, ``zero_groups``, ``params``, ``zero_params`` (counts) and
+        ``group_sparsity``, ``param_sparsity`` (% zero; NaN for a module without conv layers).
+    """
+    rows = [
+        {
+            "name": g.name,
+            "groups": g.num_groups,
+            "zero_groups": int((_group_norms(g.weight, g.conv_groups) == 0).sum()),
+            "params": g.weight.numel(),
+            "zero_params": int((g.weight == 0).sum()),
+        }
+        for g in channel_groups(module)
+    ]
+    columns = ["name", "groups", "zero_groups", "params", "zero_params"]
+    frame = pd.DataFrame(rows, columns=columns)
+    total = {c: int(frame[c].sum()) for c in columns[1:]}
+    frame = pd.concat([frame, pd.DataFrame([{"name": "total", **total}])], ignore_index=True)
+    frame["group_sparsity"] = 100.0 * frame["zero_groups"] / frame["groups"].replace(0, math.nan)
+    frame["param_sparsity"] = 100.0 * frame["zero_params"] / frame["params"].replace(0, math.nan)
+    return frame
+
+
+# --------------------------------------------------------------------------------------------
+# The hook
+# --------------------------------------------------------------------------------------------
+class GroupSparsityProx(Hooks):
+    """Proximal step on the shared backbone's conv weights after every optimiser step.
+
+    Uses the learning rate of each weight's parameter group at that step.  ``"weighted_group"``
+    needs an Adam-type optimiser (state ``exp_avg_sq``, ``step``; group ``betas``, ``eps``); a
+    weight without optimiser state (no gradient yet, so not stepped) is left alone.  At every
+    epoch end logs (task ``"all"``, split ``"train"``) ``group_sparsity`` and
+    ``param_sparsity`` in % (see :func:`sparsity_stats`).
+    """
+
+    def __init__(
+        self,
+        lam: float = 1e-6,
+        prox: str = "group",
+        *,
+        backbone: str | None = "backbone",
+        newton_steps: int = 30,
+        newton_tol: float = 1e-9,
+    ) -> None:
+        """Args:
+        lam: regularisation strength λ >= 0.
+        prox: one of :data:`PROXES`.
+        backbone: attribute of the model holding the shared backbone, or ``None`` for the
+            whole model.
+        newton_steps: maximum Newton iterations of the weighted prox.
+        newton_tol: Newton tolerance of the weighted prox.
+        """
+        _check_options(lam, prox, backbone, newton_steps, newton_tol)
+        self.lam = lam
+        self.prox = prox
+        self.backbone = backbone
+        self.newton_steps = newton_steps
+        self.newton_tol = newton_tol
+
+    @classmethod
+    def from_config(cls, config: GroupSparsityConfig) -> GroupSparsityProx:
+        """The hook with a config's settings.
+
+        Args:
+            config: the settings.
+        """
+        return cls(
+            config.lam,
+            config.prox,
+            backbone=config.backbone,
+            newton_steps=config.newton_steps,
+            newton_tol=config.newton_tol,
+        )
+
+    def shared_module(self, model: nn.Module) -> nn.Module:
+        """The module whose conv weights are regularised.
+
+        Args:
+            model: the model being trained.
+        """
+        if self.backbone is None:
+            return model
+        module = getattr(model, self.backbone, None)
+        if not isinstance(module, nn.Module):
+            raise ConfigError(f"{type(model).__name__} has no module attribute {self.backbone!r}")
+        return module
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Apply the prox to every backbone conv weight with its group's current lr.
+
+        Args:
+            model: the model.
+            optimizer: the optimiser that just stepped.
+        """
+        groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+        for g in channel_groups(self.shared_module(model)):
+            group = groups.get(id(g.weight))
+            if group is None:
+                continue  # not optimised (frozen): nothing to regularise
+            lr = float(group["lr"])
+            if self.prox == "group":
+                group_soft_threshold_(g.weight, lr * self.lam, g.conv_groups)
+            elif self.prox == "l1":
+                l1_prox_(g.weight, lr * self.lam)
+            else:
+                denom = _adam_denominator(optimizer, g.weight, group)
+                if denom is not None:
+                    weighted_group_prox_(
+                        g.weight,
+                        denom,
+                        lr,
+                        self.lam,
+                        g.conv_groups,
+                        self.newton_steps,
+                        self.newton_tol,
+                    )
+
+    def end_of_epoch(self, model: nn.Module, epoch: int, trainer_state: TrainerState) -> None:
+        """Log ``group_sparsity`` and ``param_sparsity`` (%) of the backbone.
+
+        Args:
+            model: the model.
+            epoch: the epoch just completed.
+            trainer_state: the loop's state (logging).
+        """
+        total = sparsity_stats(self.shared_module(model)).iloc[-1]
+        trainer_state.log("group_sparsity", float(total["group_sparsity"]))
+        trainer_state.log("param_sparsity", float(total["param_sparsity"]))
+
+
+def _adam_denominator(
+    optimizer: torch.optim.Optimizer, weight: Tensor, group: dict[str, Any]
+) -> Tensor | None:
+    """Adam's d = √(v / (1 - β₂^step)) + ε for ``weight`` (``max_exp_avg_sq`` with amsgrad),
+    or ``None`` if the weight has not been stepped yet."""
+    if "betas" not in group or "eps" not in group:
+        raise ConfigError(
+            f"prox 'weighted_group' needs an Adam-type optimiser; got {type(optimizer).__name__}"
+        )
+    state = optimizer.state.get(weight, {})
+    if "exp_avg_sq" not in state:
+        return None
+    v = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
+    correction = 1.0 - group["betas"][1] ** float(state["step"])
+    return (v / correction).sqrt() + group["eps"]

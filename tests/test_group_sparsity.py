@@ -1,0 +1,314 @@
+"""Tests of mtlrepro.methods.group_sparsity: paper B's channel-group proxes and their hook."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import pandas as pd
+import pytest
+import torch
+from torch import Tensor, nn
+
+from mtlrepro.balancing import create_balancer
+from mtlrepro.config import ConfigError
+from mtlrepro.data.base import TensorDataset
+from mtlrepro.methods.group_sparsity import (
+    GroupSparsityConfig,
+    GroupSparsityProx,
+    channel_groups,
+    group_soft_threshold_,
+    group_sparsity_config,
+    l1_prox_,
+    sparsity_stats,
+    weighted_group_prox_,
+    zero_group_mask,
+)
+from mtlrepro.models.multitask import TaskModuleDict
+from mtlrepro.tasks import TaskSpec, make_tasks
+from mtlrepro.train import TrainConfig, TrainResult, fit
+
+EXACT64 = 1e-12
+"""Tolerance of float64 results that are exact up to a few roundings of O(1) values."""
+SPECS = (TaskSpec("colour", "classification", 3), TaskSpec("type", "classification", 4))
+
+
+def _hand_weight() -> Tensor:
+    """(C_out=2, C_in=3, 1, 2) weight, |g| = 4, group norms 2, 1 and 4 (channel order)."""
+    w = torch.zeros(2, 3, 1, 2, dtype=torch.float64)
+    w[:, 0] = 1.0  # four ones: norm 2
+    w[:, 1] = 0.5  # four halves: norm 1
+    w[0, 2, 0, 0] = 4.0  # norm 4
+    return w
+
+
+# --------------------------------------------------------------------------------------------
+# Groups
+# --------------------------------------------------------------------------------------------
+def test_groups_are_input_channel_slices_of_every_conv_layer() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 5, 3), nn.ReLU(), nn.Conv2d(5, 2, 1), nn.Linear(2, 2))
+    groups = channel_groups(net)
+    assert [(g.name, g.num_groups, g.group_size) for g in groups] == [("0", 3, 45), ("2", 5, 2)]
+    assert groups[0].group_weight == pytest.approx(math.sqrt(45), abs=0.0)
+    torch.manual_seed(0)
+    w = torch.randn(5, 3, 3, 3)
+    original = w.clone()
+    w[:, 1] *= 1e-3  # only group 1 falls under the threshold
+    group_soft_threshold_(w, threshold=0.1)  # cut 0.1·√45 ≈ 0.67 < norms of groups 0, 2 (~6)
+    assert bool((w[:, 1] == 0).all())
+    assert bool((w[:, [0, 2]] != 0).all())  # the rest of every filter survives
+    assert not torch.equal(w[:, 0], original[:, 0])  # ... shrunk, not zeroed
+
+
+def test_grouped_conv_groups_follow_the_input_channel_blocks() -> None:
+    conv = nn.Conv2d(4, 6, 1, groups=2, bias=False)  # weight (6, 2, 1, 1)
+    (g,) = channel_groups(conv)
+    assert (g.num_groups, g.group_size) == (4, 3)  # C_in groups of (C_out/G)·1·1 weights
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.weight[3:, 1] = 0.0  # input channel 3 = block 1, slot 1: read by filters 3-5 only
+    assert zero_group_mask(conv)["(root)"].tolist() == [False, False, False, True]
+
+
+# --------------------------------------------------------------------------------------------
+# Proximal operators
+# --------------------------------------------------------------------------------------------
+def test_group_prox_zeroes_groups_under_the_threshold_and_shrinks_the_rest_exactly() -> None:
+    w = _hand_weight()
+    original = w.clone()
+    group_soft_threshold_(w, threshold=0.5)  # cut = 0.5·√4 = 1: norms 2 and 4 stay, 1 goes
+    assert bool((w[:, 1] == 0).all())  # norm 1 <= 1: zeroed (boundary included)
+    torch.testing.assert_close(w[:, 0], original[:, 0] * (1 - 1 / 2), atol=0.0, rtol=0.0)
+    torch.testing.assert_close(w[:, 2], original[:, 2] * (1 - 1 / 4), atol=0.0, rtol=0.0)
+
+
+def test_group_prox_keeps_a_zero_group_zero_and_is_the_identity_for_threshold_zero() -> None:
+    w = _hand_weight()
+    w[:, 1] = 0.0
+    original = w.clone()
+    group_soft_threshold_(w, threshold=0.0)
+    assert torch.equal(w, original)  # bitwise; no NaN from the zero group's 0/0
+    group_soft_threshold_(w, threshold=0.1)
+    assert bool((w[:, 1] == 0).all()) and not bool(w.isnan().any())
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.01, 7.0])
+def test_weighted_prox_with_uniform_metric_equals_the_plain_prox(scale: float) -> None:
+    # d ≡ c: zero iff c‖z‖ <= lr·λ·√|g|, else w = (1 - lr·(λ/c)·√|g|/‖z‖)·z, i.e. the plain
+    # prox with λ/c (module doc); so the weighted prox with λ·c equals the plain one with λ.
+    torch.manual_seed(1)
+    lr, lam = 0.1, 0.8
+    z = torch.randn(6, 5, 3, 3, dtype=torch.float64)
+    z[:, 3] *= 0.05  # a group far under the threshold
+    z[:, 4] *= 0.3  # one near it (norm ≈ 0.3·√54 ≈ 2.2 vs cut 0.1·0.8·√54 ≈ 0.59)
+    plain = group_soft_threshold_(z.clone(), lr * lam)
+    weighted = weighted_group_prox_(z.clone(), torch.full_like(z, scale), lr, lam * scale)
+    torch.testing.assert_close(weighted, plain, atol=EXACT64, rtol=EXACT64)
+    assert torch.equal(weighted == 0, plain == 0)  # the same groups are zero
+    assert bool((plain[:, 3] == 0).all()) and bool((plain[:, 4] != 0).all())
+
+
+def test_weighted_prox_satisfies_its_optimality_conditions() -> None:
+    # minimiser of ½Σd_i(w_i - z_i)² + t‖w‖: d⊙(w - z) + t·w/‖w‖ = 0 where w ≠ 0,
+    # ‖z⊙d‖ <= t where w = 0
+    torch.manual_seed(2)
+    lr, lam = 0.1, 1.0
+    z = torch.randn(4, 6, 3, 3, dtype=torch.float64)
+    d = torch.rand(4, 6, 3, 3, dtype=torch.float64) * 2.0 + 0.05  # very uneven metric
+    z[:, 5] *= 0.1
+    w = weighted_group_prox_(z.clone(), d, lr, lam)
+    t = lr * lam * math.sqrt(36)
+    zero = [c for c in range(6) if bool((w[:, c] == 0).all())]
+    assert 5 in zero and len(zero) < 6  # both branches are exercised
+    for c in range(6):
+        zc, dc, wc = z[:, c], d[:, c], w[:, c]
+        if c in zero:
+            assert float((zc * dc).norm()) <= t
+        else:
+            residual = dc * (wc - zc) + t * wc / wc.norm()
+            assert float(residual.abs().max()) < EXACT64
+            assert float((zc * dc).norm()) > t
+
+
+def test_weighted_prox_raises_when_newton_has_too_few_steps() -> None:
+    torch.manual_seed(3)
+    z = torch.randn(4, 6, 3, 3, dtype=torch.float64)
+    d = torch.rand(4, 6, 3, 3, dtype=torch.float64) + 1e-3  # a_i spread over 3 decades
+    with pytest.raises(RuntimeError, match="Newton"):
+        weighted_group_prox_(z, d, 0.1, 1.0, newton_steps=1, tol=1e-14)
+
+
+def test_l1_prox_soft_thresholds_each_weight() -> None:
+    w = torch.tensor([-2.0, -0.5, 0.0, 0.3, 1.25])
+    l1_prox_(w, 0.5)
+    assert w.tolist() == [-1.5, 0.0, 0.0, 0.0, 0.75]  # exact in binary floating point
+    v = torch.randn(10, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(l1_prox_(v.clone(), 0.0), v)
+
+
+# --------------------------------------------------------------------------------------------
+# Sparsity measures
+# --------------------------------------------------------------------------------------------
+def test_sparsity_stats_count_zero_groups_and_parameters_per_layer() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 2, (1, 2), bias=False), nn.Conv2d(2, 4, 1, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(_hand_weight().float())  # no zero group; 3 of 12 weights zero
+        net[1].weight.fill_(1.0)
+        net[1].weight[:, 0] = 0.0  # group 0 of 2 zero
+        net[1].weight[2, 1] = 0.0  # a lone zero: no group
+    stats = sparsity_stats(net)
+    assert stats["name"].tolist() == ["0", "1", "total"]
+    assert stats["groups"].tolist() == [3, 2, 5]
+    assert stats["zero_groups"].tolist() == [0, 1, 1]
+    assert stats["params"].tolist() == [12, 8, 20]
+    assert stats["zero_params"].tolist() == [3, 5, 8]
+    assert stats["group_sparsity"].iloc[-1] == pytest.approx(20.0)  # float division
+    assert stats["param_sparsity"].iloc[-1] == pytest.approx(40.0)  # float division
+    masks = zero_group_mask(net)
+    assert {k: v.tolist() for k, v in masks.items()} == {"0": [False] * 3, "1": [True, False]}
+
+
+# --------------------------------------------------------------------------------------------
+# The hook inside fit
+# --------------------------------------------------------------------------------------------
+class _TinyModel(nn.Module):
+    """A two-conv shared backbone and one linear head per classification task."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.heads = TaskModuleDict({s.name: nn.Linear(8, s.num_classes) for s in SPECS})
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        features = self.backbone(images)
+        return {name: head(features) for name, head in self.heads.items()}
+
+
+def _dataset(n: int = 32) -> TensorDataset:
+    """Toy classification data: colour = brightest channel, type = brightness quartile."""
+    images = torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    means = images.mean((2, 3))
+    labels = {"colour": means.argmax(1), "type": (means.mean(1) * 4).long().clamp(0, 3)}
+    specs = {spec.name: spec for spec in SPECS}
+    return TensorDataset("toy", "train", {"image": images, **labels}, specs, None)
+
+
+def _train(hooks: list[GroupSparsityProx], epochs: int = 2) -> tuple[_TinyModel, TrainResult]:
+    """Train a seeded tiny model for ``epochs`` epochs (4 Adam steps each) with ``hooks``."""
+    torch.manual_seed(0)
+    model = _TinyModel()
+    config = TrainConfig(epochs=epochs, batch_size=8, lr=1e-2, progress=False, device="cpu")
+    names = [s.name for s in SPECS]
+    balancer = create_balancer("uncertainty", names)  # paper B's weighting (Eq. 2)
+    result = fit(model, make_tasks(SPECS), _dataset(), None, balancer, config, hooks)
+    return model, result
+
+
+def _logged(history: pd.DataFrame, metric: str) -> list[float]:
+    """The values logged for ``metric``, in epoch order."""
+    return history[history["metric"] == metric]["value"].tolist()
+
+
+@pytest.mark.parametrize("prox", ["group", "weighted_group"])
+def test_large_lambda_drives_group_sparsity_to_100_percent(prox: str) -> None:
+    model, result = _train([GroupSparsityProx(lam=1e3, prox=prox)])
+    assert _logged(result.history, "group_sparsity") == [100.0, 100.0]  # logged every epoch
+    assert _logged(result.history, "param_sparsity") == [100.0, 100.0]
+    assert all(bool((p != 0).any()) for p in model.heads.parameters())  # heads untouched
+
+
+def test_l1_prox_gives_parameter_sparsity_inside_fit() -> None:
+    _, result = _train([GroupSparsityProx(lam=0.3, prox="l1")], epochs=1)
+    (params,) = _logged(result.history, "param_sparsity")
+    (groups,) = _logged(result.history, "group_sparsity")
+    assert params > 0.0 and groups <= params  # unstructured zeros rarely fill a group
+
+
+@pytest.mark.parametrize("prox", ["group", "weighted_group", "l1"])
+def test_zero_lambda_leaves_training_bitwise_identical_to_no_hook(prox: str) -> None:
+    plain, _ = _train([], epochs=1)
+    hooked, result = _train([GroupSparsityProx(lam=0.0, prox=prox)], epochs=1)
+    for a, b in zip(plain.state_dict().values(), hooked.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert _logged(result.history, "group_sparsity") == [0.0]
+
+
+def _state_of(model: nn.Module) -> Mapping[str, Tensor]:
+    """A copy of the model's state dict."""
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_hook_uses_the_current_learning_rate_of_the_optimiser() -> None:
+    torch.manual_seed(0)
+    model = _TinyModel()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    before = _state_of(model)
+    weight = model.backbone[0].weight
+    cut = float(torch.linalg.vector_norm(weight.detach(), dim=(0, 2, 3)).min())
+    optimizer.param_groups[0]["lr"] = 0.0  # lr 0: no shrinkage at any λ
+    GroupSparsityProx(lam=1e6).after_step(model, optimizer)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    # with lr·λ·√|g| just above the smallest group norm exactly that group goes
+    optimizer.param_groups[0]["lr"] = 1.0
+    GroupSparsityProx(lam=cut / math.sqrt(8 * 9) * 1.0001).after_step(model, optimizer)
+    assert int(zero_group_mask(model.backbone)["0"].sum()) == 1
+
+
+def test_weighted_prox_needs_an_adam_type_optimiser() -> None:
+    model = _TinyModel()
+    with pytest.raises(ConfigError, match="Adam"):
+        hook = GroupSparsityProx(lam=1.0, prox="weighted_group")
+        hook.after_step(model, torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+# --------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"lam": -1.0},
+        {"lam": math.inf},
+        {"lam": "big"},
+        {"prox": "lasso"},
+        {"backbone": ""},
+        {"newton_steps": 0},
+        {"newton_tol": 0.0},
+        {"lambda": 1e-6},
+    ],
+)
+def test_bad_config_values_raise_config_error(overrides: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        group_sparsity_config("cpu", **overrides)
+
+
+def test_config_builds_the_matching_hook() -> None:
+    config = group_sparsity_config("paper", lam=1e-5, prox="weighted_group")
+    assert config == GroupSparsityConfig(lam=1e-5, prox="weighted_group")
+    hook = GroupSparsityProx.from_config(config)
+    assert (hook.lam, hook.prox, hook.backbone) == (1e-5, "weighted_group", "backbone")
+    with pytest.raises(ConfigError, match="no module attribute"):
+        hook.shared_module(nn.Linear(2, 2))
+
+
+def test_weighted_hook_uses_adams_bias_corrected_denominator() -> None:
+    # after Adam's first step v̂ = g² exactly, so d = |g| + ε
+    torch.manual_seed(4)
+    model = _TinyModel()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05, eps=1e-3)
+    outputs = model(torch.rand(4, 3, 8, 8))
+    sum(o.square().sum() for o in outputs.values()).backward()
+    optimizer.step()
+    weight = model.backbone[2].weight
+    stepped = weight.detach().clone()
+    expected = weighted_group_prox_(stepped.clone(), weight.grad.abs() + 1e-3, lr=0.05, lam=0.2)
+    GroupSparsityProx(lam=0.2, prox="weighted_group").after_step(model, optimizer)
+    torch.testing.assert_close(weight.detach(), expected, atol=1e-6, rtol=1e-5)  # float32 √
+    assert float((expected - stepped).abs().max()) > 1e-3  # the prox did change the weight
