@@ -31,7 +31,7 @@ import tempfile
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mtlrepro.data.nyuv2 import (
@@ -47,7 +47,7 @@ from mtlrepro.data.nyuv2 import (
 
 MTAN_FOLDER_URL = "https://www.dropbox.com/sh/86nssgwm6hm3vkb/AACrnUQ4GxpdrBbLjb6n-mWNa?dl=0"
 _SUBFOLDERS = ("image", *TASK_FOLDERS.values())
-_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
 class PrepareError(RuntimeError):
@@ -115,34 +115,48 @@ def extract(archive: Path, dest: Path) -> None:
         raise PrepareError(f"{archive} is neither a zip nor a tar archive")
 
 
-def find_layout(folder: Path, max_depth: int = 4) -> Path | None:
+def find_layout(folder: Path, is_layout: Callable[[Path], bool], max_depth: int = 4) -> Path | None:
     """The first folder under ``folder`` (itself included, breadth first, at most
-    ``max_depth`` levels down) holding ``train/`` and ``val/``, each with ``image``, ``label``,
-    ``depth`` and ``normal`` sub-folders; ``None`` if there is none.
+    ``max_depth`` levels down) for which ``is_layout`` holds; ``None`` if there is none.
 
     Args:
         folder: where to search.
+        is_layout: whether a folder is in the dataset's released layout.
         max_depth: how many levels below ``folder`` to look.
     """
     level = [folder]
     for _ in range(max_depth + 1):
         for candidate in level:
-            if all((candidate / s / sub).is_dir() for s in ("train", "val") for sub in _SUBFOLDERS):
+            if is_layout(candidate):
                 return candidate
         level = sorted(p for d in level for p in d.iterdir() if p.is_dir())
     return None
 
 
-def nested_archives(folder: Path) -> list[Path]:
-    """Archives named ``nyu*`` anywhere under ``folder`` (e.g. inside a Dropbox folder zip).
+def is_nyuv2_layout(folder: Path) -> bool:
+    """Whether ``folder`` holds ``train/`` and ``val/``, each with ``image``, ``label``,
+    ``depth`` and ``normal`` sub-folders (the MTAN layout).
+
+    Args:
+        folder: a candidate folder.
+    """
+    return all((folder / s / sub).is_dir() for s in ("train", "val") for sub in _SUBFOLDERS)
+
+
+def nested_archives(folder: Path, prefix: str = "") -> list[Path]:
+    """Zip and tar archives (by name) anywhere under ``folder`` whose name starts with
+    ``prefix`` (case-insensitive), e.g. ``nyu*`` inside a Dropbox folder zip.
 
     Args:
         folder: where to search.
+        prefix: required start of the file name (``""``: any archive).
     """
     return sorted(
         p
         for p in folder.rglob("*")
-        if p.is_file() and p.name.lower().startswith("nyu") and p.name.endswith(_ARCHIVE_SUFFIXES)
+        if p.is_file()
+        and p.name.lower().startswith(prefix)
+        and p.name.lower().endswith(ARCHIVE_SUFFIXES)
     )
 
 
@@ -178,12 +192,32 @@ def _report(root: Path, counts: dict[str, int]) -> None:
         print(f"{root / folder}: {n} images{note}", file=sys.stderr)
 
 
-def prepare(source: Path | str, root: Path, force: bool = False) -> dict[str, int]:
-    """Place the NYU-v2 from an archive file or URL at ``root``; return the image counts.
+def place_dataset(
+    source: Path | str,
+    root: Path,
+    *,
+    name: str,
+    is_layout: Callable[[Path], bool],
+    layout: str,
+    validate: Callable[[Path], dict[str, int]],
+    nested_prefix: str = "",
+    force: bool = False,
+) -> dict[str, int]:
+    """Unpack a dataset archive, find its released layout, validate it and move it to ``root``.
+
+    An existing valid ``root`` is left alone; an invalid one is replaced only with ``force``.
+    Unpacking happens in a temporary folder next to ``root``, so the final move is a rename
+    and an interrupted run leaves nothing half-placed.
 
     Args:
         source: a local archive (``Path``) or a URL (``str``) to download it from.
         root: where the data must end up (its parent is created if needed).
+        name: the dataset's name, for messages.
+        is_layout: whether a folder is in the released layout.
+        layout: the layout in words, for the error when none is found.
+        validate: opens a folder with the dataset's loader; returns image counts per split.
+        nested_prefix: name prefix of archives inside the archive to unpack when the layout is
+            not found at once (``""``: any archive).
         force: replace an existing ``root`` that is not valid.
     """
     if root.is_dir() and not any(root.iterdir()):
@@ -197,30 +231,50 @@ def prepare(source: Path | str, root: Path, force: bool = False) -> dict[str, in
                     f"{root} exists but is not valid ({exc}); remove it or pass --force"
                 ) from exc
         else:
-            print(f"{root} already holds a valid NYU-v2; nothing to do", file=sys.stderr)
+            print(f"{root} already holds a valid {name}; nothing to do", file=sys.stderr)
             return counts
     root.parent.mkdir(parents=True, exist_ok=True)
-    # Work next to the root so that the final move is a rename on the same file system.
     with tempfile.TemporaryDirectory(dir=root.parent, prefix=f".{root.name}-prepare-") as tmp:
         work = Path(tmp)
         archive = source if isinstance(source, Path) else download(direct_url(source), work / "dl")
         extract(archive, work / "x")
-        found = find_layout(work / "x")
+        found = find_layout(work / "x", is_layout)
         if found is None:
-            for inner in nested_archives(work / "x"):
+            for inner in nested_archives(work / "x", nested_prefix):
                 extract(inner, work / "x" / f"{inner.name}.d")
-            found = find_layout(work / "x")
+            found = find_layout(work / "x", is_layout)
         if found is None:
-            raise PrepareError(
-                f"{source} holds no folder with train/ and val/ each holding "
-                f"{', '.join(_SUBFOLDERS)} sub-folders (the MTAN NYU-v2 layout)"
-            )
+            raise PrepareError(f"{source} holds no folder with {layout}")
         counts = validate(found)
         if root.exists():
             shutil.rmtree(root)
         found.rename(root)
-    print(f"NYU-v2 is ready at {root}", file=sys.stderr)
+    print(f"{name} is ready at {root}", file=sys.stderr)
     return counts
+
+
+def prepare(source: Path | str, root: Path, force: bool = False) -> dict[str, int]:
+    """Place the NYU-v2 from an archive file or URL at ``root``; return the image counts.
+
+    Args:
+        source: a local archive (``Path``) or a URL (``str``) to download it from.
+        root: where the data must end up (its parent is created if needed).
+        force: replace an existing ``root`` that is not valid.
+    """
+    layout = (
+        f"train/ and val/ each holding {', '.join(_SUBFOLDERS)} sub-folders "
+        "(the MTAN NYU-v2 layout)"
+    )
+    return place_dataset(
+        source,
+        root,
+        name="NYU-v2",
+        is_layout=is_nyuv2_layout,
+        layout=layout,
+        validate=validate,
+        nested_prefix="nyu",
+        force=force,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

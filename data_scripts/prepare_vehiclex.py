@@ -23,19 +23,16 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from prepare_nyuv2 import PrepareError, direct_url, download, extract
+from prepare_nyuv2 import PrepareError, place_dataset
 
 from mtlrepro.data.nyuv2 import DataFilesError
 from mtlrepro.data.vehiclex import LABEL_FILE, VEHICLEX_COUNTS, vehiclex_counts, vehiclex_root
 
 SPLIT_FOLDERS = ("train", "val", "test")
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
 def is_layout(folder: Path) -> bool:
@@ -47,34 +44,6 @@ def is_layout(folder: Path) -> bool:
     """
     has_labels = (folder / LABEL_FILE).is_file() or (folder / "train_label.xml").is_file()
     return has_labels and all((folder / split).is_dir() for split in SPLIT_FOLDERS)
-
-
-def find_layout(folder: Path, max_depth: int = 4) -> Path | None:
-    """The first folder under ``folder`` (itself included, breadth first, at most
-    ``max_depth`` levels down) in the Vehicle-X layout; ``None`` if there is none.
-
-    Args:
-        folder: where to search.
-        max_depth: how many levels below ``folder`` to look.
-    """
-    level = [folder]
-    for _ in range(max_depth + 1):
-        for candidate in level:
-            if is_layout(candidate):
-                return candidate
-        level = sorted(p for d in level for p in d.iterdir() if p.is_dir())
-    return None
-
-
-def nested_archives(folder: Path) -> list[Path]:
-    """Zip and tar archives (by name: :data:`ARCHIVE_SUFFIXES`) anywhere under ``folder``.
-
-    Args:
-        folder: where to search.
-    """
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(ARCHIVE_SUFFIXES)
-    )
 
 
 def prepare(
@@ -89,40 +58,15 @@ def prepare(
         label_base: the number of the first colour and type in the XML (0 or 1).
     """
     loader = {"label_base": label_base}
-    if root.is_dir() and not any(root.iterdir()):
-        root.rmdir()  # an empty folder is as good as none
-    if root.exists():
-        try:
-            counts = vehiclex_counts(root, loader)
-        except DataFilesError as exc:
-            if not force:
-                raise PrepareError(
-                    f"{root} exists but is not valid ({exc}); remove it or pass --force"
-                ) from exc
-        else:
-            print(f"{root} already holds a valid Vehicle-X; nothing to do", file=sys.stderr)
-            return counts
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root.parent, prefix=f".{root.name}-prepare-") as tmp:
-        work = Path(tmp)
-        archive = source if isinstance(source, Path) else download(direct_url(source), work / "dl")
-        extract(archive, work / "x")
-        found = find_layout(work / "x")
-        if found is None:
-            for inner in nested_archives(work / "x"):
-                extract(inner, work / "x" / f"{inner.name}.d")
-            found = find_layout(work / "x")
-        if found is None:
-            raise PrepareError(
-                f"{source} holds no folder with train/, val/, test/ and {LABEL_FILE} "
-                f"(the Vehicle-X layout)"
-            )
-        counts = vehiclex_counts(found, loader)
-        if root.exists():
-            shutil.rmtree(root)
-        found.rename(root)
-    print(f"Vehicle-X is ready at {root}", file=sys.stderr)
-    return counts
+    return place_dataset(
+        source,
+        root,
+        name="Vehicle-X",
+        is_layout=is_layout,
+        layout=f"train/, val/, test/ and {LABEL_FILE} (the Vehicle-X layout)",
+        validate=lambda folder: vehiclex_counts(folder, loader),
+        force=force,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import importlib.util
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
+
+DATA_SCRIPTS = Path(__file__).resolve().parents[1] / "data_scripts"
 
 
 @pytest.fixture(autouse=True)
@@ -23,3 +29,33 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def load_data_script(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], ModuleType]:
+    """Import ``data_scripts/<name>.py`` as a module, with ``data_scripts`` on the path as when
+    it runs as a script (a script must do nothing on import)."""
+
+    def load(name: str) -> ModuleType:
+        monkeypatch.syspath_prepend(str(DATA_SCRIPTS))
+        spec = importlib.util.spec_from_file_location(name, DATA_SCRIPTS / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture
+def zip_folder() -> Callable[[Path, Path, str], Path]:
+    """``zip_folder(folder, archive, prefix)``: zip every file under ``folder`` into
+    ``archive`` below the folder ``prefix``; returns ``archive``."""
+
+    def make(folder: Path, archive: Path, prefix: str) -> Path:
+        with zipfile.ZipFile(archive, "w") as zf:
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                zf.write(path, f"{prefix}/{path.relative_to(folder)}")
+        return archive
+
+    return make

@@ -3,7 +3,6 @@ in the MTAN layout: 3 train and 2 val images of 16x24, float64 like the release.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 import shutil
@@ -344,26 +343,19 @@ def test_shared_training_loop_trains_and_evaluates_on_the_fixture(root: Path) ->
 
 
 @pytest.fixture
-def prepare_script() -> ModuleType:
-    """``data_scripts/prepare_nyuv2.py`` imported as a module (it must do nothing on import)."""
-    spec = importlib.util.spec_from_file_location("prepare_nyuv2", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _zip_folder(folder: Path, archive: Path, prefix: str) -> Path:
-    with zipfile.ZipFile(archive, "w") as zf:
-        for path in sorted(folder.rglob("*.npy")):
-            zf.write(path, f"{prefix}/{path.relative_to(folder)}")
-    return archive
+def prepare_script(load_data_script: Callable[[str], ModuleType]) -> ModuleType:
+    """``data_scripts/prepare_nyuv2.py`` imported as a module."""
+    return load_data_script("prepare_nyuv2")
 
 
 def test_prepare_script_places_an_archive_at_the_root_and_validates_it(
-    root: Path, tmp_path: Path, prepare_script: ModuleType, capsys: pytest.CaptureFixture[str]
+    root: Path,
+    tmp_path: Path,
+    prepare_script: ModuleType,
+    capsys: pytest.CaptureFixture[str],
+    zip_folder: Callable[[Path, Path, str], Path],
 ) -> None:
-    archive = _zip_folder(root, tmp_path / "nyuv2.zip", "nyuv2")
+    archive = zip_folder(root, tmp_path / "nyuv2.zip", "nyuv2")
     dest = tmp_path / "data" / "nyuv2"
     assert prepare_script.main(["--archive", str(archive), "--root", str(dest)]) == 0
     assert "(the release has 795)" in capsys.readouterr().err
@@ -375,9 +367,12 @@ def test_prepare_script_places_an_archive_at_the_root_and_validates_it(
 
 
 def test_prepare_script_unpacks_an_archive_nested_in_a_folder_tarball(
-    root: Path, tmp_path: Path, prepare_script: ModuleType
+    root: Path,
+    tmp_path: Path,
+    prepare_script: ModuleType,
+    zip_folder: Callable[[Path, Path, str], Path],
 ) -> None:
-    inner = _zip_folder(root, tmp_path / "nyuv2.zip", "nyuv2")
+    inner = zip_folder(root, tmp_path / "nyuv2.zip", "nyuv2")
     outer = tmp_path / "mtan.tar.gz"
     with tarfile.open(outer, "w:gz") as tf:
         tf.add(inner, "mtan/nyuv2.zip")
@@ -387,7 +382,11 @@ def test_prepare_script_unpacks_an_archive_nested_in_a_folder_tarball(
 
 
 def test_prepare_script_rejects_bad_archives_and_leaves_the_root_alone(
-    root: Path, tmp_path: Path, prepare_script: ModuleType, capsys: pytest.CaptureFixture[str]
+    root: Path,
+    tmp_path: Path,
+    prepare_script: ModuleType,
+    capsys: pytest.CaptureFixture[str],
+    zip_folder: Callable[[Path, Path, str], Path],
 ) -> None:
     empty = tmp_path / "other.zip"
     with zipfile.ZipFile(empty, "w") as zf:
@@ -397,7 +396,7 @@ def test_prepare_script_rejects_bad_archives_and_leaves_the_root_alone(
     assert "holds no folder with train/ and val/" in capsys.readouterr().err
     assert not dest.exists()
     (root / "val" / "depth" / "1.npy").unlink()  # the layout is there but a file is missing
-    broken = _zip_folder(root, tmp_path / "broken.zip", "nyuv2")
+    broken = zip_folder(root, tmp_path / "broken.zip", "nyuv2")
     assert prepare_script.main(["--archive", str(broken), "--root", str(dest)]) == 1
     assert "holds 1 .npy files but" in capsys.readouterr().err
     assert not dest.exists()

@@ -4,9 +4,9 @@ fixture in the released layout: 3 train, 2 val and 2 test JPEGs of 40x40 with on
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -260,29 +260,19 @@ def test_config_rejects_bad_values_naming_what_is_allowed(
 
 
 @pytest.fixture
-def prepare_script(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """``data_scripts/prepare_vehiclex.py`` imported as a module, with ``data_scripts`` on the
-    path as when it runs as a script (it must do nothing on import)."""
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("prepare_vehiclex", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _zip_folder(folder: Path, archive: Path, prefix: str) -> Path:
-    """Zip every file under ``folder`` into ``archive`` below the folder ``prefix``."""
-    with zipfile.ZipFile(archive, "w") as zf:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            zf.write(path, f"{prefix}/{path.relative_to(folder)}")
-    return archive
+def prepare_script(load_data_script: Callable[[str], ModuleType]) -> ModuleType:
+    """``data_scripts/prepare_vehiclex.py`` imported as a module."""
+    return load_data_script("prepare_vehiclex")
 
 
 def test_prepare_script_places_an_archive_at_the_root_and_validates_it(
-    root: Path, tmp_path: Path, prepare_script: ModuleType, capsys: pytest.CaptureFixture[str]
+    root: Path,
+    tmp_path: Path,
+    prepare_script: ModuleType,
+    capsys: pytest.CaptureFixture[str],
+    zip_folder: Callable[[Path, Path, str], Path],
 ) -> None:
-    archive = _zip_folder(root, tmp_path / "vehiclex.zip", "VehicleX/data")
+    archive = zip_folder(root, tmp_path / "vehiclex.zip", "VehicleX/data")
     dest = tmp_path / "data" / "vehiclex"
     assert prepare_script.main(["--archive", str(archive), "--root", str(dest)]) == 0
     assert "(paper A has 45438)" in capsys.readouterr().err
@@ -293,7 +283,11 @@ def test_prepare_script_places_an_archive_at_the_root_and_validates_it(
 
 
 def test_prepare_script_rejects_bad_archives_and_leaves_the_root_alone(
-    root: Path, tmp_path: Path, prepare_script: ModuleType, capsys: pytest.CaptureFixture[str]
+    root: Path,
+    tmp_path: Path,
+    prepare_script: ModuleType,
+    capsys: pytest.CaptureFixture[str],
+    zip_folder: Callable[[Path, Path, str], Path],
 ) -> None:
     empty = tmp_path / "other.zip"
     with zipfile.ZipFile(empty, "w") as zf:
@@ -302,7 +296,7 @@ def test_prepare_script_rejects_bad_archives_and_leaves_the_root_alone(
     assert prepare_script.main(["--archive", str(empty), "--root", str(dest)]) == 1
     assert "holds no folder with train/, val/, test/" in capsys.readouterr().err
     assert not dest.exists()
-    good = _zip_folder(root, tmp_path / "good.zip", "vx")
+    good = zip_folder(root, tmp_path / "good.zip", "vx")
     # Read as 1-based, the fixture's typeID 0 is out of range: the option reaches the loader.
     assert (
         prepare_script.main(["--archive", str(good), "--root", str(dest), "--label-base", "1"]) == 1
@@ -310,7 +304,7 @@ def test_prepare_script_rejects_bad_archives_and_leaves_the_root_alone(
     assert "typeID=0, allowed: 1..11" in capsys.readouterr().err
     assert not dest.exists()
     (root / "test" / ITEMS["test"][0][0]).write_bytes(b"broken")  # layout fine, image not
-    broken = _zip_folder(root, tmp_path / "broken.zip", "vx")
+    broken = zip_folder(root, tmp_path / "broken.zip", "vx")
     assert prepare_script.main(["--archive", str(broken), "--root", str(dest)]) == 1
     assert "not a readable image" in capsys.readouterr().err
     assert not dest.exists()
