@@ -44,6 +44,8 @@ SCRATCH_DIR_NAME = ".scratch"
 METRICS_FILE = "metrics.json"
 CLAIMS_FILE = "claims.csv"
 BENCHMARKS_DIR = "benchmarks"
+RUNS_DIR = "runs"
+"""``results/runs/<notebook>/``: independent training runs a notebook reads (not a notebook)."""
 INDEX_FILE = "README.md"
 
 REPRODUCED = "reproduced"
@@ -479,12 +481,15 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _notebook_dirs(results_root: Path) -> list[Path]:
-    """Result folders of notebooks: sub-folders except hidden ones and ``benchmarks``."""
+    """Result folders of notebooks: sub-folders except hidden ones, ``benchmarks`` and
+    ``runs``."""
     return sorted(
         (
             p
             for p in results_root.iterdir()
-            if p.is_dir() and not p.name.startswith(".") and p.name != BENCHMARKS_DIR
+            if p.is_dir()
+            and not p.name.startswith(".")
+            and p.name not in (BENCHMARKS_DIR, RUNS_DIR)
         ),
         key=_natural_key,
     )

@@ -17,7 +17,7 @@ mining) can use the per-sample vector directly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -108,11 +108,25 @@ def _depth_loss(pred: Tensor, target: Tensor) -> Tensor:
     return _masked_mean((pred - target).abs(), target > 0)
 
 
+def _depth_mse_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """Squared error over pixels with a positive depth, averaged per sample (paper B, §4)."""
+    metrics.require_same_shape("depth", pred, target)
+    return _masked_mean((pred - target).square(), target > 0)
+
+
+def _channel_norm(x: Tensor) -> Tensor:
+    """``max(‖x‖₂, 1e-12)`` over the channel dimension (``F.normalize``'s denominator)."""
+    return torch.linalg.vector_norm(x, dim=1).clamp_min(1e-12)
+
+
 def _normal_loss(pred: Tensor, target: Tensor) -> Tensor:
     """``1 - cos`` between the normalised prediction and the target over non-zero targets."""
     metrics.require_same_shape("normal", pred, target)
     valid = (target != 0).any(dim=1)
-    cos = (F.normalize(pred, dim=1) * F.normalize(target, dim=1)).sum(dim=1)
+    # cos = p·t / (max(|p|, ε)·max(|t|, ε)): F.normalize's arithmetic, without building the two
+    # normalised 3-channel tensors (a quarter of this loss's time at CPU sizes)
+    norms = _channel_norm(pred) * _channel_norm(target)
+    cos = (pred * target).sum(dim=1) / norms
     return _masked_mean(1.0 - cos, valid)
 
 
@@ -135,21 +149,34 @@ _LOSSES = {
     "binary": _binary_loss,
     "classification": _classification_loss,
 }
+LOSS_VARIANTS: dict[str, dict[str, Callable[[Tensor, Tensor], Tensor]]] = {
+    "depth": {"l1": _depth_loss, "mse": _depth_mse_loss},
+}
+"""Kind -> named losses a :class:`Task` may use instead of its kind's default (the first)."""
 
 
 class Task:
     """A task's behaviour: per-sample loss, metrics and displayable predictions."""
 
-    def __init__(self, spec: TaskSpec) -> None:
+    def __init__(self, spec: TaskSpec, loss: str | None = None) -> None:
         """Args:
         spec: the task's description.
+        loss: a named loss of :data:`LOSS_VARIANTS` for the task's kind (e.g. ``"mse"`` for
+            depth), or ``None`` for the kind's default.
         """
         if not isinstance(spec, TaskSpec):
             raise TypeError(f"Task needs a TaskSpec; got {type(spec).__name__}")
         self.spec = spec
+        self.loss_name = loss
+        self._loss = _LOSSES[spec.kind]
+        if loss is not None:
+            variants = LOSS_VARIANTS.get(spec.kind, {})
+            check_choice(f"loss of {spec.kind} task {spec.name!r}", loss, tuple(variants))
+            self._loss = variants[loss]
 
     def __repr__(self) -> str:
-        return f"Task({self.spec!r})"
+        loss = "" if self.loss_name is None else f", loss={self.loss_name!r}"
+        return f"Task({self.spec!r}{loss})"
 
     @property
     def name(self) -> str:
@@ -163,7 +190,7 @@ class Task:
             pred: the head's raw output, ``(B, out_channels, H, W)`` or ``(B, classes)``.
             target: the batch's target in the kind's convention.
         """
-        return _LOSSES[self.spec.kind](pred, target)
+        return self._loss(pred, target)
 
     def new_meter(self) -> metrics.MetricMeter:
         """A fresh meter accumulating this task's metrics over a whole split."""
@@ -202,17 +229,25 @@ class Task:
         return pred.detach().clone()
 
 
-def make_tasks(specs: Iterable[TaskSpec] | Mapping[str, TaskSpec]) -> dict[str, Task]:
+def make_tasks(
+    specs: Iterable[TaskSpec] | Mapping[str, TaskSpec], losses: Mapping[str, str] | None = None
+) -> dict[str, Task]:
     """Build :class:`Task` objects keyed by name, in the given order.
 
     Args:
         specs: task specs, or a mapping name -> spec (e.g. a dataset's ``task_specs``).
+        losses: task *kind* -> named loss of :data:`LOSS_VARIANTS` (e.g. ``{"depth": "mse"}``);
+            kinds not listed use their default loss.
     """
     if isinstance(specs, Mapping):
         specs = specs.values()
+    losses = dict(losses or {})
+    unknown = sorted(set(losses) - set(LOSS_VARIANTS))
+    if unknown:
+        raise ConfigError(f"no loss variants for task kind(s) {unknown}; see LOSS_VARIANTS")
     tasks: dict[str, Task] = {}
     for spec in specs:
-        task = Task(spec)
+        task = Task(spec, losses.get(spec.kind))
         if task.name in tasks:
             raise ConfigError(f"duplicate task name {task.name!r}")
         tasks[task.name] = task

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import warnings
@@ -15,6 +16,7 @@ import mtlrepro
 from mtlrepro.config import ConfigError
 from mtlrepro.data import DATASETS, TensorDataset, dataset_names, get_dataset, scenes
 from mtlrepro.data import cache as data_cache
+from mtlrepro.data.base import LazyDataset, check_real_dataset_config
 from mtlrepro.data.scenes import SCENES_TASKS
 from mtlrepro.tasks import TaskSpec
 
@@ -41,8 +43,8 @@ def _fail(*args: object, **kwargs: object) -> None:
 
 
 def test_registry_holds_exactly_the_expected_datasets() -> None:
-    assert dataset_names() == ["nyuv2", "scenes", "vehicles", "vehiclex"]
-    assert list(DATASETS) == ["nyuv2", "scenes", "vehicles", "vehiclex"]
+    assert dataset_names() == ["celebamask", "faces", "nyuv2", "scenes", "vehicles", "vehiclex"]
+    assert list(DATASETS) == ["celebamask", "faces", "nyuv2", "scenes", "vehicles", "vehiclex"]
 
 
 def test_get_dataset_returns_documented_dtypes_and_shapes() -> None:
@@ -153,9 +155,9 @@ def test_default_cache_dir_is_under_the_repo_root(monkeypatch: pytest.MonkeyPatc
     ("args", "overrides", "message"),
     [
         (
-            ("faces", "train", "smoke"),
+            ("mnist", "train", "smoke"),
             {},
-            "unknown dataset 'faces'; allowed: 'nyuv2', 'scenes', 'vehicles', 'vehiclex'",
+            "unknown dataset 'mnist'; allowed: 'celebamask', ",
         ),
         (("scenes", "dev", "smoke"), {}, "unknown split 'dev'; allowed: 'train', 'val', 'test'"),
         (("scenes", "train", "gpu"), {}, "unknown profile 'gpu'; allowed: 'smoke', 'cpu'"),
@@ -194,3 +196,76 @@ def test_tensor_dataset_converts_compact_storage() -> None:
     assert torch.equal(batch["image"][0, 0], torch.tensor([[0.0, 1.0]]))  # uint8 / 255
     assert batch["segmentation"].dtype == torch.int64
     assert batch["segmentation"].tolist() == [[[-1, 2]]]  # ignore label survives the cast
+
+
+class _ToyLazy(LazyDataset):
+    """A lazy dataset whose sample ``i`` is built from ``i`` (records what it loaded)."""
+
+    def __init__(self, n: int) -> None:
+        self.name, self.split, self.config = "toy", "val", None
+        self.task_specs = {"segmentation": TaskSpec("segmentation", "segmentation", 3)}
+        self._size = (2, 3)
+        self.n = n
+        self.loaded: list[int] = []
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _sample(self, i: int) -> dict[str, torch.Tensor]:
+        self.loaded.append(i)
+        return {
+            "segmentation": torch.full((2, 3), i % 3, dtype=torch.int64),
+            "image": torch.full((3, 2, 3), i / 10),
+        }
+
+
+def test_lazy_dataset_stacks_samples_and_checks_indices() -> None:
+    data = _ToyLazy(5)
+    batch = data.batch(torch.tensor([4, 0, 4]))
+    assert list(batch) == ["image", "segmentation"]  # image first, then the tasks in order
+    assert batch["image"].shape == (3, 3, 2, 3) and data.loaded == [4, 0, 4]
+    assert batch["segmentation"][:, 0, 0].tolist() == [1, 0, 1]
+    assert torch.equal(data[-1]["image"], data[4]["image"])  # negative index counts from the end
+    with pytest.raises(IndexError, match="index 5 out of range for 5 samples"):
+        data[5]
+    with pytest.raises(IndexError, match=re.escape("indices [-1, 7] out of range")):
+        data.batch([0, -1, 7])
+    assert data.image_size == (2, 3)
+    assert repr(data) == "_ToyLazy('val', n=5, tasks=[segmentation])"
+
+
+@dataclasses.dataclass(frozen=True)
+class _ToyRealConfig:
+    root: str | None = None
+    height: int | None = 16
+    width: int | None = 16
+    n_train: int | None = None
+    n_val: int | None = None
+    n_test: int | None = None
+    tasks: tuple[str, ...] = ("depth",)
+
+
+@pytest.mark.parametrize(
+    ("fields", "optional_size", "message"),
+    [
+        ({"root": ""}, False, "_ToyRealConfig.root must be a folder path or None; got ''"),
+        ({"height": 4}, False, "height must be an integer in [8, 4096]"),
+        ({"width": 5000}, True, "width must be an integer in [8, 4096]"),
+        ({"height": None, "width": None}, False, "height must be an integer"),
+        ({"height": None}, True, "_ToyRealConfig.height and width must both be set or both"),
+        ({"n_test": 0}, False, "n_test must be an integer in [1, inf]"),
+        ({"tasks": ("depth", "edge")}, False, "unknown toy task 'edge'"),
+    ],
+)
+def test_real_dataset_config_check_rejects_bad_shared_fields(
+    fields: dict[str, object], optional_size: bool, message: str
+) -> None:
+    check_real_dataset_config(_ToyRealConfig(), "toy", ("depth", "normal"))  # defaults are valid
+    config = dataclasses.replace(_ToyRealConfig(), **fields)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_real_dataset_config(config, "toy", ("depth", "normal"), optional_size=optional_size)
+
+
+def test_real_dataset_config_check_allows_native_size_only_when_optional() -> None:
+    native = _ToyRealConfig(height=None, width=None, n_train=1, tasks=("normal", "depth"))
+    check_real_dataset_config(native, "toy", ("depth", "normal"), optional_size=True)

@@ -51,9 +51,54 @@ def test_stage_deps_cover_every_mtlrepro_module_the_notebook_imports(name):
         for item in items.split(",")
     )
     assert imported, "the notebook imports nothing from mtlrepro"
+    _assert_deps_cover(imported, NOTEBOOK_STAGES[name]["deps"])
+
+
+RUN_STAGES = {
+    name: stage
+    for name, stage in DVC_YAML["stages"].items()
+    if "mtlrepro.experiments.group_sparsity_runs" in stage["cmd"]
+}
+
+
+def test_run_stages_share_deps_that_cover_every_mtlrepro_module_they_import():
+    deps = [stage["deps"] for stage in RUN_STAGES.values()]
+    assert len(deps) == 3 and all(d == deps[0] for d in deps)
+    _assert_deps_cover(["mtlrepro.experiments.group_sparsity_runs"], deps[0])
+
+
+def test_run_stages_write_exactly_the_units_the_notebook_reads():
+    """The matrix stages' outputs are the unit files of the study params.yaml describes."""
+    from mtlrepro.experiments import group_sparsity_runs as runs_module
+
+    section = dict(PARAMS["group_sparsity"])
+    section.pop("progress", None)
+    config = runs_module.study_config(PARAMS["profile"], **section)
+    runs_dir = runs_module.runs_dir_for("results/02_group_sparsity")
+    expected = {
+        runs_module.unit_path(runs_dir, *unit).as_posix()
+        for unit in runs_module.study_units(config)
+    }
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    dvc = Path(sys.executable).with_name("dvc")
+    listing = subprocess.run(
+        [str(dvc), "stage", "list"], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=120, check=True,
+    ).stdout
+    outs = {
+        line.split("Outputs ")[1].strip()
+        for line in listing.splitlines()
+        if line.startswith("group_sparsity_") and "Outputs " in line
+    }
+    assert outs == expected
+    assert f"{runs_dir.as_posix()}" in DVC_YAML["stages"]["group_sparsity"]["deps"]
+
+
+def _assert_deps_cover(modules: list[str], deps: list[str]) -> None:
+    """Every mtlrepro file loaded by importing ``modules`` (and the pipeline) is a dep."""
     probe = (
         "import sys, importlib\n"
-        f"for m in {imported!r}:\n"
+        f"for m in {modules!r}:\n"
         "    try: importlib.import_module(m)\n"
         "    except ModuleNotFoundError: importlib.import_module(m.rpartition('.')[0])\n"
         "import mtlrepro.pipeline\n"
@@ -63,7 +108,6 @@ def test_stage_deps_cover_every_mtlrepro_module_the_notebook_imports(name):
     files = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout.split()
-    deps = NOTEBOOK_STAGES[name]["deps"]
     for file in files:
         relative = Path(file).relative_to(ROOT).as_posix()
         assert any(relative == d or relative.startswith(d + "/") for d in deps), relative

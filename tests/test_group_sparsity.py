@@ -312,3 +312,23 @@ def test_weighted_hook_uses_adams_bias_corrected_denominator() -> None:
     GroupSparsityProx(lam=0.2, prox="weighted_group").after_step(model, optimizer)
     torch.testing.assert_close(weight.detach(), expected, atol=1e-6, rtol=1e-5)  # float32 √
     assert float((expected - stepped).abs().max()) > 1e-3  # the prox did change the weight
+
+
+def test_batched_weighted_prox_of_several_layers_equals_one_layer_at_a_time() -> None:
+    from mtlrepro.methods.group_sparsity import _weighted_prox_layers_
+
+    generator = torch.Generator().manual_seed(3)
+    shapes = [(4, 3, 3, 3), (8, 4, 1, 1), (2, 8, 3, 3)]  # groups of 36, 8 and 18 weights
+    weights = [torch.randn(s, generator=generator) * 0.3 for s in shapes]
+    denoms = [torch.rand(s, generator=generator) + 0.05 for s in shapes]
+    separate = [
+        weighted_group_prox_(w.clone(), d, lr=0.1, lam=1.5)
+        for w, d in zip(weights, denoms, strict=True)
+    ]
+    together = [w.clone() for w in weights]
+    _weighted_prox_layers_(list(zip(together, denoms, [1, 1, 1], strict=True)), 0.15, 30, 1e-9)
+    zero = [(s == 0).all(dim=(0, 2, 3)) for s in separate]
+    assert any(z.any() for z in zero) and not all(z.all() for z in zero)  # zeroed and kept
+    for a, b in zip(separate, together, strict=True):
+        # padding adds exact zeros to every sum: only float64 summation order differs
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

@@ -42,6 +42,12 @@ TASK_SETS = {
     "single": NYU_TASKS[:1],
 }
 TINY = {"widths": (4, 8, 8), "convs_per_stage": 2}
+# Per registered model: the smallest configuration and an input size it accepts (dilated-ResNet
+# heads upsample by the output stride 8, so its inputs must be divisible by 8).
+TINY_MODELS = {
+    "segnet": (TINY, (12, 10)),  # 12x10 is not divisible by 2**3 = 8: SegNet takes any size
+    "deeplab_resnet": ({"profile": "smoke"}, (16, 24)),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -80,7 +86,7 @@ def segnet_closed_form(widths: tuple[int, ...], convs: tuple[int, ...], outs: li
 
 
 def test_registry_holds_exactly_the_expected_models() -> None:
-    assert MODELS.names() == ["segnet"]
+    assert MODELS.names() == ["deeplab_resnet", "segnet"] == sorted(TINY_MODELS)
 
 
 @pytest.mark.parametrize("task_set", sorted(TASK_SETS))
@@ -89,8 +95,9 @@ def test_every_model_gives_shapes_and_gradients_for_every_task_kind(
     name: str, task_set: str
 ) -> None:
     specs = TASK_SETS[task_set]
-    model = create_model(name, specs, **TINY)
-    batch, height, width = 3, 12, 10  # 12x10 is not divisible by 2**3 = 8
+    kwargs, (height, width) = TINY_MODELS[name]
+    model = create_model(name, specs, **kwargs)
+    batch = 3
     out = model(torch.rand(batch, 3, height, width))
     assert list(out) == [s.name for s in specs]
     for spec in specs:
@@ -255,7 +262,7 @@ def test_yaml_lists_are_accepted_for_tuple_fields() -> None:
 @pytest.mark.parametrize(
     ("name", "kwargs", "message"),
     [
-        ("resnet", {}, "unknown model 'resnet'; allowed: 'segnet'"),
+        ("resnet", {}, "unknown model 'resnet'; allowed: 'deeplab_resnet', 'segnet'"),
         ("segnet", {"depth": 3}, "unknown SegNetConfig parameter 'depth'; allowed: widths"),
         ("segnet", {"width_mult": 0}, r"width_mult must be a number in \(0"),
         ("segnet", {"width_mult": -1.0}, r"width_mult must be a number in \(0"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.colors
 import numpy as np
 import pandas as pd
 import pytest
@@ -171,3 +172,237 @@ def test_min_angle_figure_draws_one_line_per_architecture_and_the_threshold():
     assert len(fig.axes[0].lines) == 3
     with pytest.raises(ConfigError, match="lack columns"):
         plots.plot_min_angle_curves(curves.drop(columns="epoch"))
+
+
+# --------------------------------------------------------------------------- paper B figures
+# Tolerances below (allclose/approx defaults, rtol=1e-9) only absorb float rounding of means,
+# ratios and display transforms: every expected value is computed exactly from the inputs.
+
+_LAMS = (0.0, 1e-5, 1e-4, 1e-3)
+
+
+def _performance(rng: np.random.Generator) -> pd.DataFrame:
+    """Three seeds x four λ x four (task, metric) pairs of random scores."""
+    pairs = (("segmentation", "miou"), ("segmentation", "pixel_acc"), ("normal", "cosine"),
+             ("depth", "abs_err"))
+    return pd.DataFrame([dict(lam=lam, seed=seed, task=task, metric=metric,
+                              value=float(rng.random()))
+                         for lam in _LAMS for seed in range(3) for task, metric in pairs])
+
+
+def _sparsity(rng: np.random.Generator) -> pd.DataFrame:
+    """Three seeds per λ; sparsity grows with λ."""
+    return pd.DataFrame([dict(lam=lam, seed=seed, group_sparsity=20.0 * k + rng.random(),
+                              param_sparsity=22.0 * k + rng.random())
+                         for k, lam in enumerate(_LAMS) for seed in range(3)])
+
+
+def _sparsity_history(rng: np.random.Generator) -> pd.DataFrame:
+    """Two seeds x five epochs per λ, λ listed in a shuffled order."""
+    return pd.DataFrame([dict(lam=lam, seed=seed, epoch=epoch,
+                              group_sparsity=min(100.0, 10.0 * k * epoch + rng.random()),
+                              param_sparsity=min(100.0, 12.0 * k * epoch))
+                         for k, lam in ((2, 1e-4), (0, 0.0), (3, 1e-3), (1, 1e-5))
+                         for seed in range(2) for epoch in range(5)])
+
+
+def _latency() -> pd.DataFrame:
+    """Latency of two batch sizes on cpu and one on cuda; cost falls with λ."""
+    rows = []
+    for k, lam in enumerate(_LAMS):
+        for device, batch, dense_ms in (("cpu", 1, 2.0), ("cpu", 16, 40.0), ("cuda", 16, 0.5)):
+            rows.append(dict(lam=lam, batch_size=batch, device=device,
+                             latency_ms=dense_ms * (1.0 - 0.2 * k),
+                             latency_std_ms=np.nan if device == "cuda" else 0.1 * dense_ms,
+                             flops=4e8 * (1.0 - 0.25 * k), group_sparsity=25.0 * k))
+    return pd.DataFrame(rows)
+
+
+def _masks(rng: np.random.Generator) -> dict[str, dict[str, object]]:
+    """Three panels over four layers of 3, 8, 5 and 8 channels (numpy and torch masks)."""
+    widths = {"conv1": 3, "layer1.conv": 8, "layer2.conv": 5, "layer3.conv": 8}
+    return {
+        "before training": {name: np.zeros(w, dtype=bool) for name, w in widths.items()},
+        "segmentation (single-task)": {name: rng.random(w) < 0.5 for name, w in widths.items()},
+        "all tasks (multi-task)": {name: torch.from_numpy(rng.random(w) < 0.7)
+                                   for name, w in widths.items()},
+    }
+
+
+def _tick_labels(ax) -> list[str]:
+    """The x tick labels of an axes (also where they are hidden below a shared axis)."""
+    return ax.xaxis.get_major_formatter().format_ticks(ax.get_xticks())
+
+
+def test_lambda_axis_puts_zero_one_decade_left_of_the_smallest_positive_lambda(
+    rng: np.random.Generator,
+) -> None:
+    fig = plots.plot_sparsity_vs_lambda(_sparsity(rng))
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "λ"
+    assert _tick_labels(ax) == ["0", "1e-05", "0.0001", "0.001"]
+    x = ax.transData.transform(np.column_stack([_LAMS, np.zeros(len(_LAMS))]))[:, 0]
+    gaps = np.diff(x)
+    assert gaps.min() > 0
+    np.testing.assert_allclose(gaps, gaps[0], rtol=1e-9)  # 0 -> 1e-5 is as wide as a decade
+    low, high = ax.get_xlim()
+    assert low < 0.0 and high > 1e-3  # both end points inside the view
+
+
+def test_every_lambda_figure_shows_lambda_zero_as_a_tick(rng: np.random.Generator) -> None:
+    axes = [*plots.plot_performance_vs_lambda(_performance(rng)).axes,
+            *plots.plot_sparsity_vs_lambda(_sparsity(rng)).axes,
+            *plots.plot_latency_vs_lambda(_latency()).axes]  # incl. the twin axis
+    assert len(axes) == 4 + 1 + 3
+    for ax in axes:
+        assert ax.get_xscale() == "symlog"
+        assert _tick_labels(ax)[0] == "0"
+
+
+def test_performance_vs_lambda_has_a_panel_per_task_metric_with_the_seed_mean(
+    rng: np.random.Generator,
+) -> None:
+    perf = _performance(rng)
+    fig = plots.plot_performance_vs_lambda(perf, lower_is_better={"abs_err"})
+    assert len(fig.axes) == 4  # 2 x 3 grid, the two unused slots removed
+    assert [ax.get_title() for ax in fig.axes] == ["segmentation", "segmentation", "normal",
+                                                   "depth"]
+    assert [ax.get_ylabel() for ax in fig.axes] == ["miou", "pixel_acc", "cosine",
+                                                    "abs_err (lower is better)"]
+    assert all(len(ax.get_lines()) == 1 and len(ax.collections) == 1 for ax in fig.axes)
+    depth = perf[perf.task == "depth"]
+    np.testing.assert_allclose(fig.axes[3].get_lines()[0].get_ydata(),
+                               depth.groupby("lam")["value"].mean().to_numpy())
+    # the λ axis is labelled under the lowest panel of each column only
+    assert [ax.get_xlabel() for ax in fig.axes] == ["", "λ", "λ", "λ"]
+    assert _tick_labels(fig.axes[2]) == ["0", "1e-05", "0.0001", "0.001"]
+
+
+def test_sparsity_vs_lambda_draws_group_and_parameter_sparsity_with_std_bands(
+    rng: np.random.Generator,
+) -> None:
+    sparsity = _sparsity(rng)
+    ax = plots.plot_sparsity_vs_lambda(sparsity).axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["% group sparsity",
+                                                                   "% parameter sparsity"]
+    stats = sparsity.groupby("lam")["group_sparsity"].agg(["mean", "std"])
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), stats["mean"])
+    band_top = ax.collections[0].get_paths()[0].vertices[:, 1].max()
+    assert band_top == pytest.approx((stats["mean"] + stats["std"]).max())  # ±1 std band
+    assert ax.get_ylim()[0] <= 0.0 and ax.get_ylim()[1] >= 100.0
+
+
+def test_sparsity_over_training_draws_one_line_per_lambda_ordered_by_lambda(
+    rng: np.random.Generator,
+) -> None:
+    history = _sparsity_history(rng)
+    fig = plots.plot_sparsity_over_training(history)
+    assert len(fig.axes) == 2  # group and parameter sparsity
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["λ = 0", "λ = 1e-05", "λ = 0.0001", "λ = 0.001"]
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 4 and len(fig.axes[1].get_lines()) == 4
+    expected = history[history.lam == 1e-4].groupby("epoch")["group_sparsity"].mean()
+    np.testing.assert_allclose(lines[2].get_ydata(), expected.to_numpy())
+    # sequential palette: darker (lower luminance) with growing λ
+    luminance = [np.dot(matplotlib.colors.to_rgb(line.get_color()), [0.2126, 0.7152, 0.0722])
+                 for line in lines]
+    assert luminance == sorted(luminance, reverse=True)
+    single = plots.plot_sparsity_over_training(history.drop(columns="param_sparsity"))
+    assert len(single.axes) == 1
+
+
+def test_latency_vs_lambda_is_relative_to_the_dense_backbone_per_setting() -> None:
+    fig = plots.plot_latency_vs_lambda(_latency())
+    ax_time, ax_cost, twin = fig.axes
+    lines = ax_time.get_lines()
+    assert len(lines) == 4  # three (device, batch) settings + the dotted dense reference
+    assert [t.get_text() for t in ax_time.get_legend().get_texts()] == [
+        "cpu, batch 1 (dense 2 ms)", "cpu, batch 16 (dense 40 ms)",
+        "cuda, batch 16 (dense 0.5 ms)"]
+    for line in lines[:3]:
+        np.testing.assert_allclose(line.get_ydata(), [1.0, 0.8, 0.6, 0.4])
+    assert "dense" in ax_time.get_ylabel()
+    np.testing.assert_allclose(ax_cost.get_lines()[0].get_ydata(), [400.0, 300.0, 200.0, 100.0])
+    np.testing.assert_allclose(twin.get_lines()[0].get_ydata(), [0.0, 25.0, 50.0, 75.0])
+    assert twin.get_ylabel() == "% group sparsity"
+    assert "MFLOPs" in ax_cost.get_ylabel()
+
+
+def test_latency_vs_lambda_needs_a_dense_row_and_one_row_per_setting() -> None:
+    latency = _latency()
+    with pytest.raises(ConfigError, match="dense \\(lam = 0\\) row .* 'cuda', batch size 16"):
+        plots.plot_latency_vs_lambda(latency[~((latency.lam == 0) & (latency.device == "cuda"))])
+    with pytest.raises(ConfigError, match="one row per"):
+        plots.plot_latency_vs_lambda(pd.concat([latency, latency.iloc[:1]]))
+
+
+def test_heatmap_images_mark_exactly_the_zero_groups(rng: np.random.Generator) -> None:
+    panels = _masks(rng)
+    fig = plots.plot_sparsity_heatmaps(panels)
+    assert len(fig.axes) == 3
+    layers = list(panels["before training"])
+    for ax, (title, masks) in zip(fig.axes, panels.items(), strict=True):
+        image = ax.images[0].get_array()
+        assert image.shape == (4, 8)
+        for row, layer in enumerate(layers):
+            mask = np.asarray(masks[layer])
+            assert np.array_equal(image[row, : len(mask)].filled(-1) == 1, mask)  # 1 = zero
+            assert not np.ma.getmaskarray(image)[row, : len(mask)].any()
+            assert np.ma.getmaskarray(image)[row, len(mask):].all()  # padding: "no channel"
+        share = 100.0 * sum(np.asarray(m).sum() for m in masks.values()) / 24
+        assert ax.get_title() == f"{title}\n{share:.1f} % zero groups"
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == layers
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["active group", "zero group",
+                                                                  "no channel"]
+    unlabelled = plots.plot_sparsity_heatmaps(panels, layer_labels=False)
+    assert "conv1" not in [t.get_text() for t in unlabelled.axes[0].get_yticklabels()]
+
+
+def test_heatmaps_reject_mismatched_layers(rng: np.random.Generator) -> None:
+    panels = _masks(rng)
+    renamed = {**panels, "all tasks (multi-task)": {
+        ("layer9.conv" if k == "layer3.conv" else k): v
+        for k, v in panels["all tasks (multi-task)"].items()}}
+    with pytest.raises(ConfigError, match="same layers in the same order"):
+        plots.plot_sparsity_heatmaps(renamed)
+    reordered = {**panels, "before training": dict(reversed(panels["before training"].items()))}
+    with pytest.raises(ConfigError, match="same layers in the same order"):
+        plots.plot_sparsity_heatmaps(reordered)
+    narrower = {**panels, "before training": {**panels["before training"],
+                                              "conv1": np.zeros(2, dtype=bool)}}
+    with pytest.raises(ConfigError, match="'conv1' has 3 channels .* 2 in panel 'before training'"):
+        plots.plot_sparsity_heatmaps(narrower)
+
+
+@pytest.mark.parametrize(
+    ("plot", "frame", "column"),
+    [
+        (plots.plot_performance_vs_lambda, _performance, "metric"),
+        (plots.plot_sparsity_vs_lambda, _sparsity, "param_sparsity"),
+        (plots.plot_sparsity_over_training, _sparsity_history, "epoch"),
+        (plots.plot_latency_vs_lambda, lambda _: _latency(), "flops"),
+    ],
+)
+def test_lambda_figures_name_a_missing_column_and_reject_negative_lambda(
+    plot, frame, column, rng: np.random.Generator
+) -> None:
+    data = frame(rng)
+    with pytest.raises(ValueError, match=f"lacks column\\(s\\) {column};"):
+        plot(data.drop(columns=column))
+    with pytest.raises(ConfigError, match="must be a finite number >= 0"):
+        plot(data.assign(lam=-data["lam"] - 1e-6))
+
+
+@pytest.mark.parametrize("name", ["perf", "sparsity", "history", "latency", "heatmaps"])
+def test_paper_b_figures_save_as_png(name: str, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    fig = {
+        "perf": lambda: plots.plot_performance_vs_lambda(_performance(rng)),
+        "sparsity": lambda: plots.plot_sparsity_vs_lambda(_sparsity(rng)),
+        "history": lambda: plots.plot_sparsity_over_training(_sparsity_history(rng)),
+        "latency": lambda: plots.plot_latency_vs_lambda(_latency()),
+        "heatmaps": lambda: plots.plot_sparsity_heatmaps(_masks(rng)),
+    }[name]()
+    path = plots.save_figure(fig, tmp_path, f"fig3_{name}")
+    assert path.read_bytes().startswith(b"\x89PNG")

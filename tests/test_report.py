@@ -242,6 +242,7 @@ def _fake_results(root: Path) -> None:
     pd.DataFrame({"model": ["segnet"], "ms": [12.5]}).to_csv(root / "benchmarks" / "latency.csv",
                                                              index=False)
     (root / ".00_alpha.previous").mkdir()
+    (root / "runs" / "01_beta").mkdir(parents=True)  # training runs, not a notebook folder
 
 
 def test_results_index_has_scorecard_links_and_is_deterministic(tmp_path: Path) -> None:
@@ -258,6 +259,7 @@ def test_results_index_has_scorecard_links_and_is_deterministic(tmp_path: Path) 
     assert "![fig3_curves](00_alpha/fig3_curves.png)" in text
     assert "### latency ([CSV](benchmarks/latency.csv))" in text and "12.5" in text
     assert ".previous" not in text and str(tmp_path) not in text
+    assert "## runs" not in text
     assert build_results_index(tmp_path).read_text() == text
 
 

@@ -168,3 +168,17 @@ def test_predict_gives_displayable_outputs() -> None:
     assert Task(SPECS["classification"]).predict(raw["classification"][0]).shape == (2,)
     depth = Task(SPECS["depth"]).predict(raw["depth"][0].requires_grad_())
     assert not depth.requires_grad
+
+
+def test_depth_mse_variant_squares_the_masked_error() -> None:
+    tasks = make_tasks([TaskSpec("depth", "depth")], losses={"depth": "mse"})
+    pred = torch.tensor([[[[1.0, 3.0], [0.0, 5.0]]]])
+    target = torch.tensor([[[[2.0, 1.0], [0.0, 0.0]]]])  # two valid pixels: errors -1 and 2
+    assert tasks["depth"].loss(pred, target).tolist() == [2.5]  # (1 + 4) / 2, exact
+
+
+def test_unknown_loss_variant_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="loss of depth task"):
+        make_tasks([TaskSpec("depth", "depth")], losses={"depth": "huber"})
+    with pytest.raises(ConfigError, match="no loss variants"):
+        make_tasks([TaskSpec("normal", "normal")], losses={"normal": "mse"})

@@ -9,14 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from mtlrepro.config import DEFAULT_PROFILE, check_choice, check_profile
-from mtlrepro.data import nyuv2, scenes, vehicles, vehiclex
+from mtlrepro.data import celebamask, faces, nyuv2, scenes, vehicles, vehiclex
 from mtlrepro.data.base import DATASETS, SPLITS, TensorDataset
 
 __all__ = [
     "DATASETS",
     "SPLITS",
     "TensorDataset",
+    "celebamask",
     "dataset_names",
+    "faces",
     "get_dataset",
     "nyuv2",
     "scenes",

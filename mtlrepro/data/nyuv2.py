@@ -51,12 +51,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mtlrepro.config import ConfigError, build_config, check_choice, check_range
+from mtlrepro.config import ConfigError, build_config, check_choice
 from mtlrepro.data.base import (
     DATA_DIR_ENV,
     DATASETS,
     SPLITS,
-    check_task_subset,
+    LazyDataset,
+    check_real_dataset_config,
     convert_stored,
     dataset_root,
 )
@@ -108,20 +109,7 @@ class NYUv2Config:
     tasks: tuple[str, ...] = NYUV2_TASKS
 
     def __post_init__(self) -> None:
-        if self.root is not None and not self.root:
-            raise ConfigError("NYUv2Config.root must be a folder path or None; got ''")
-        if (self.height is None) != (self.width is None):
-            raise ConfigError(
-                f"NYUv2Config.height and width must both be set or both be None; got "
-                f"height={self.height!r}, width={self.width!r}"
-            )
-        if self.height is not None:
-            check_range("height", self.height, 8, 4096, integer=True)
-            check_range("width", self.width, 8, 4096, integer=True)
-        for name in ("n_train", "n_val", "n_test"):
-            if getattr(self, name) is not None:
-                check_range(name, getattr(self, name), 1, integer=True)
-        check_task_subset("nyuv2", self.tasks, NYUV2_TASKS)
+        check_real_dataset_config(self, "nyuv2", NYUV2_TASKS, optional_size=True)
 
 
 NYUV2_PRESETS: dict[str, dict[str, object]] = {
@@ -192,12 +180,10 @@ def _read_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     return array.shape, array.dtype
 
 
-class NpyFolderDataset(torch.utils.data.Dataset):
+class NpyFolderDataset(LazyDataset):
     """One split stored as one channels-last ``.npy`` file per sample and field, read lazily.
 
-    Same interface as :class:`~mtlrepro.data.base.TensorDataset` (``name``, ``split``,
-    ``task_specs``, ``config``, ``len``, ``[i]``, :meth:`batch`, :attr:`image_size`) except
-    that there is no ``tensors`` attribute: nothing is held in memory.  Conversion to the
+    A :class:`~mtlrepro.data.base.LazyDataset`: nothing is held in memory.  Conversion to the
     documented dtypes is the one of :mod:`mtlrepro.data.base`.
 
     ``folder/image/{i}.npy`` holds image ``i``; ``folder/<subfolder>/{i}.npy`` its target of
@@ -250,8 +236,8 @@ class NpyFolderDataset(torch.utils.data.Dataset):
                 )
             count = limit
         self._count = count
-        self._native = self._check_headers()
-        self._size = size
+        native = self._check_headers()
+        self._size = size if size is not None else native
 
     # ------------------------------------------------------------------ validation
     def _error(self, problem: str) -> DataFilesError:
@@ -343,57 +329,36 @@ class NpyFolderDataset(torch.utils.data.Dataset):
             raise self._error(f"file {path} holds NaN or infinite values")
         return convert_stored(_to_channels_first(array, kind), kind)
 
-    def _resize(self, key: str, batch: Tensor) -> Tensor:
-        """A stacked batch of field ``key`` resized to the configured size (if any)."""
-        if self._size is None or tuple(batch.shape[-2:]) == self._size:
-            return batch
+    def _resize(self, key: str, value: Tensor) -> Tensor:
+        """Field ``key`` of one sample resized to the configured size (if it differs)."""
+        if tuple(value.shape[-2:]) == self._size:
+            return value
         kind = self._kinds[key]
         if kind is None:
             return F.interpolate(
-                batch, size=self._size, mode="bilinear", align_corners=False, antialias=True
-            )
+                value[None], size=self._size, mode="bilinear", align_corners=False, antialias=True
+            )[0]
         if kind == "segmentation":
-            labels = batch[:, None].to(torch.float32)
-            return F.interpolate(labels, size=self._size, mode="nearest-exact")[:, 0].to(
-                batch.dtype
+            labels = value[None, None].to(torch.float32)
+            return F.interpolate(labels, size=self._size, mode="nearest-exact")[0, 0].to(
+                value.dtype
             )
-        return F.interpolate(batch, size=self._size, mode="nearest-exact")
+        return F.interpolate(value[None], size=self._size, mode="nearest-exact")[0]
 
     def __len__(self) -> int:
         return self._count
 
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        """Sample ``i``: ``"image"`` and one target per task, in the documented dtypes."""
-        if not -self._count <= i < self._count:
-            raise IndexError(f"index {i} out of range for {len(self)} samples")
-        return {key: value[0] for key, value in self.batch([i % self._count]).items()}
-
-    def batch(self, index: Tensor | Sequence[int]) -> dict[str, Tensor]:
-        """A stacked batch of the given samples (read from disk now).
+    def _sample(self, i: int) -> dict[str, Tensor]:
+        """Every field of sample ``i``, read from its files and resized.
 
         Args:
-            index: 1-D int64 tensor (or sequence) of sample indices.
+            i: the sample's index.
         """
-        rows = [int(i) for i in torch.as_tensor(index, dtype=torch.int64).reshape(-1)]
-        out_of_range = [i for i in rows if not 0 <= i < self._count]
-        if out_of_range:
-            raise IndexError(f"indices {out_of_range} out of range for {len(self)} samples")
-        return {
-            key: self._resize(key, torch.stack([self._load(key, i) for i in rows]))
-            for key in self._kinds
-        }
+        return {key: self._resize(key, self._load(key, i)) for key in self._kinds}
 
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """``(H, W)`` of the returned images."""
-        return self._size if self._size is not None else self._native
-
-    def __repr__(self) -> str:
-        tasks = ", ".join(self.task_specs)
-        return (
-            f"NpyFolderDataset({self.name!r}, {self.split!r}, n={len(self)}, tasks=[{tasks}], "
-            f"folder={str(self.folder)!r})"
-        )
+    def _repr_args(self) -> list[str]:
+        """The arguments shown by ``repr``: the name, the shared ones, then the folder."""
+        return [repr(self.name), *super()._repr_args(), f"folder={str(self.folder)!r}"]
 
 
 def nyuv2_fix(root: Path) -> str:

@@ -47,7 +47,7 @@ import dataclasses
 import os
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +56,13 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from mtlrepro.config import ConfigError, build_config, check_choice, check_range
+from mtlrepro.config import ConfigError, build_config, check_choice
 from mtlrepro.data.base import (
     DATA_DIR_ENV,
     DATASETS,
     SPLITS,
-    check_task_subset,
+    LazyDataset,
+    check_real_dataset_config,
     convert_stored,
     dataset_root,
 )
@@ -108,15 +109,8 @@ class VehicleXConfig:
     tasks: tuple[str, ...] = VEHICLEX_TASKS
 
     def __post_init__(self) -> None:
-        if self.root is not None and not self.root:
-            raise ConfigError("VehicleXConfig.root must be a folder path or None; got ''")
-        check_range("height", self.height, 8, 4096, integer=True)
-        check_range("width", self.width, 8, 4096, integer=True)
-        for name in ("n_train", "n_val", "n_test"):
-            if getattr(self, name) is not None:
-                check_range(name, getattr(self, name), 1, integer=True)
+        check_real_dataset_config(self, "vehiclex", VEHICLEX_TASKS)
         check_choice("label_base", self.label_base, (0, 1))
-        check_task_subset("vehiclex", self.tasks, VEHICLEX_TASKS)
 
 
 VEHICLEX_PRESETS: dict[str, dict[str, object]] = {
@@ -228,12 +222,10 @@ def read_labels(path: Path, fix: str) -> dict[str, tuple[int, int, int, int]]:
     return labels
 
 
-class VehicleXDataset(torch.utils.data.Dataset):
+class VehicleXDataset(LazyDataset):
     """One Vehicle-X split: labels in memory, images read lazily from JPEG files.
 
-    Same interface as :class:`~mtlrepro.data.base.TensorDataset` (``name``, ``split``,
-    ``task_specs``, ``config``, ``len``, ``[i]``, :meth:`batch`, :attr:`image_size`) except
-    that there is no ``tensors`` attribute; the labels are in :attr:`targets`.
+    A :class:`~mtlrepro.data.base.LazyDataset`; the labels are in :attr:`targets`.
 
     Attributes:
         files: the split's image files, sorted by name.
@@ -343,37 +335,17 @@ class VehicleXDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        """Sample ``i``: ``"image"`` and one int64 label per task."""
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} samples")
-        return {key: value[0] for key, value in self.batch([i % len(self)]).items()}
-
-    def batch(self, index: Tensor | Sequence[int]) -> dict[str, Tensor]:
-        """A stacked batch of the given samples (images read from disk now).
+    def _sample(self, i: int) -> dict[str, Tensor]:
+        """Sample ``i``: its image (read from disk now) and one int64 label per task.
 
         Args:
-            index: 1-D int64 tensor (or sequence) of sample indices.
+            i: the sample's index.
         """
-        rows = torch.as_tensor(index, dtype=torch.int64).reshape(-1)
-        out_of_range = [int(i) for i in rows if not 0 <= int(i) < len(self)]
-        if out_of_range:
-            raise IndexError(f"indices {out_of_range} out of range for {len(self)} samples")
-        out = {"image": torch.stack([self._image(int(i)) for i in rows])}
-        out.update({task: labels.index_select(0, rows) for task, labels in self.targets.items()})
-        return out
+        return {"image": self._image(i), **{t: labels[i] for t, labels in self.targets.items()}}
 
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """``(H, W)`` of the returned images."""
-        return self._size
-
-    def __repr__(self) -> str:
-        tasks = ", ".join(self.task_specs)
-        return (
-            f"VehicleXDataset({self.split!r}, n={len(self)}, tasks=[{tasks}], "
-            f"folder={str(self.files[0].parent)!r})"
-        )
+    def _repr_args(self) -> list[str]:
+        """The arguments shown by ``repr``: the shared ones, then the image folder."""
+        return [*super()._repr_args(), f"folder={str(self.files[0].parent)!r}"]
 
 
 @DATASETS.register("vehiclex")

@@ -40,12 +40,13 @@ the balancer's parameters).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtlrepro.config import DEFAULT_PROFILE, ConfigError, build_config, check_choice, check_range
@@ -266,8 +267,9 @@ def weighted_group_prox_(
     ‖z‖ <= t/c: :func:`group_soft_threshold_` with threshold η·λ/c.  (d = 1: exactly the plain
     prox; d = c with λ scaled to c·λ: the plain prox with λ.)
 
-    Computed in float64 per layer, all groups at once (a fixed maximum number of Newton
-    iterations, stopping early when every group has converged).  With λ = 0 the prox is the
+    Computed in float64, all groups at once (a fixed maximum number of Newton iterations,
+    stopping early when every group has converged); :class:`GroupSparsityProx` solves all
+    layers of a step together (:func:`_weighted_prox_layers_`).  With λ = 0 the prox is the
     identity and ``weight`` is left untouched.
 
     Args:
@@ -290,17 +292,46 @@ def weighted_group_prox_(
         raise ConfigError(f"denom shape {tuple(denom.shape)} != weight {tuple(weight.shape)}")
     check_range("lr", lr, 0.0)
     check_range("lam", lam, 0.0)
+    if lr * lam == 0.0:
+        return weight
+    if not bool((denom > 0).all()):
+        raise ConfigError("denom must be positive (Adam's √v̂ + ε)")
+    _weighted_prox_layers_([(weight, denom, conv_groups)], lr * lam, newton_steps, tol)
+    return weight
+
+
+def _weighted_prox_layers_(
+    layers: Sequence[tuple[Tensor, Tensor, int]], lr_lam: float, newton_steps: int, tol: float
+) -> None:
+    """:func:`weighted_group_prox_` of several layers in one batched Newton solve, in place.
+
+    Every layer's groups become rows of one float64 matrix, padded to the longest group: a
+    padded entry has z = 0 (it adds nothing to φ or its slope) and the row's largest d (so it
+    does not change max_i a_i, the start θ₀).  One solve instead of one per layer keeps the
+    number of small tensor operations per optimiser step independent of the depth.
+
+    Args:
+        layers: ``(weight, denom, conv_groups)`` per layer; weights changed in place.
+        lr_lam: η·λ > 0 (each group's threshold is η·λ·√|g|).
+        newton_steps: maximum Newton iterations (``>= 1``).
+        tol: required |h(θ) - 1| at the end (``> 0``).
+    """
     check_range("newton_steps", newton_steps, 1, integer=True)
     check_range("tol", tol, 0.0, low_inclusive=False)
-    z = _rows(weight, conv_groups).double()
-    d = _rows(denom, conv_groups).double()
-    t = lr * lam * math.sqrt(z.shape[1])
-    if t == 0.0:
-        return weight
-    if not bool((d > 0).all()):
-        raise ConfigError("denom must be positive (Adam's √v̂ + ε)")
+    z_rows = [_rows(w, g).double() for w, _, g in layers]
+    d_rows = [_rows(d, g).double() for _, d, g in layers]
+    width = max(r.shape[1] for r in z_rows)
+    z = torch.cat([F.pad(r, (0, width - r.shape[1])) for r in z_rows])
+    d = torch.cat([
+        torch.cat([r, r.amax(dim=1, keepdim=True).expand(-1, width - r.shape[1])], dim=1)
+        for r in d_rows
+    ])
+    t = torch.cat([
+        torch.full((len(r),), lr_lam * math.sqrt(r.shape[1]), dtype=z.dtype, device=z.device)
+        for r in z_rows
+    ])
     active = (z * d).norm(dim=1) > t
-    zs, a = z[active], t / d[active]
+    zs, a = z[active], t[active, None] / d[active]
     sq = zs.square()
     theta = (zs.norm(dim=1) - a.max(dim=1).values).clamp_min(0.0)
     for step in range(newton_steps + 1):
@@ -320,8 +351,11 @@ def weighted_group_prox_(
         theta = theta + (1.0 - h) / slope
     out = torch.zeros_like(z)
     out[active] = zs * theta[:, None] / (theta[:, None] + a)
-    _write_rows(weight, out.to(weight.dtype), conv_groups)
-    return weight
+    start = 0
+    for (weight, _, conv_groups), rows in zip(layers, z_rows, strict=True):
+        part = out[start : start + len(rows), : rows.shape[1]]
+        _write_rows(weight, part.to(weight.dtype), conv_groups)
+        start += len(rows)
 
 
 @torch.no_grad()
@@ -357,6 +391,35 @@ def zero_group_mask(module: nn.Module) -> dict[str, Tensor]:
     return {
         g.name: (_group_norms(g.weight, g.conv_groups) == 0).cpu() for g in channel_groups(module)
     }
+
+
+@torch.no_grad()
+def zero_groups_(module: nn.Module, masks: dict[str, Tensor]) -> nn.Module:
+    """Set the channel groups marked in ``masks`` to zero, in place (inverse of
+    :func:`zero_group_mask`: ``zero_group_mask(zero_groups_(m, masks))`` marks at least
+    ``masks``).
+
+    Args:
+        module: the shared backbone.
+        masks: layer name (as :func:`channel_groups` names it) -> bool tensor (C_in,),
+            ``True`` = set that group to zero; every conv layer of ``module`` must be present.
+
+    Returns:
+        ``module``.
+    """
+    layers = channel_groups(module)
+    names = [g.name for g in layers]
+    if sorted(names) != sorted(masks):
+        raise ConfigError(f"masks name layers {sorted(masks)}; the module has {sorted(names)}")
+    for g in layers:
+        mask = torch.as_tensor(masks[g.name], dtype=torch.bool, device=g.weight.device)
+        if mask.shape != (g.num_groups,):
+            raise ConfigError(f"mask of {g.name} has shape {tuple(mask.shape)}, not "
+                              f"({g.num_groups},)")
+        rows = _rows(g.weight, g.conv_groups).clone()  # _rows may return a view
+        rows[mask] = 0
+        _write_rows(g.weight, rows, g.conv_groups)
+    return module
 
 
 @torch.no_grad()
@@ -463,6 +526,7 @@ class GroupSparsityProx(Hooks):
             optimizer: the optimiser that just stepped.
         """
         groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+        weighted: dict[float, list[tuple[Tensor, Tensor, int]]] = {}  # lr -> layers
         for g in channel_groups(self.shared_module(model)):
             group = groups.get(id(g.weight))
             if group is None:
@@ -475,15 +539,10 @@ class GroupSparsityProx(Hooks):
             else:
                 denom = _adam_denominator(optimizer, g.weight, group)
                 if denom is not None:
-                    weighted_group_prox_(
-                        g.weight,
-                        denom,
-                        lr,
-                        self.lam,
-                        g.conv_groups,
-                        self.newton_steps,
-                        self.newton_tol,
-                    )
+                    weighted.setdefault(lr, []).append((g.weight, denom, g.conv_groups))
+        for lr, layers in weighted.items():
+            if lr * self.lam > 0:
+                _weighted_prox_layers_(layers, lr * self.lam, self.newton_steps, self.newton_tol)
 
     def end_of_epoch(self, model: nn.Module, epoch: int, trainer_state: TrainerState) -> None:
         """Log ``group_sparsity`` and ``param_sparsity`` (%) of the backbone.

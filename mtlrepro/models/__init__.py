@@ -1,9 +1,19 @@
-"""Models: the SegNet backbone, task heads and the shared-bottom multi-task model.
+"""Models: the SegNet and dilated-ResNet backbones, task heads and the shared-bottom model.
 
 Build one by name with :func:`create_model`; ``MODELS.names()`` lists the registered names.
 Importing this package registers every model (explicit imports, below).
 """
 
+from mtlrepro.models.deeplab import (
+    DEEPLAB_PRESETS,
+    ASPPHead,
+    ConvFCClassificationHead,
+    DeepLabConfig,
+    DilatedBasicBlock,
+    DilatedResNet,
+    deeplab_config,
+    scale_atrous_rates,
+)
 from mtlrepro.models.heads import ClassificationHead, DenseHead, make_head
 from mtlrepro.models.multitask import (
     MODELS,
@@ -15,16 +25,24 @@ from mtlrepro.models.multitask import (
 from mtlrepro.models.segnet import MTAN_CONVS_PER_STAGE, MTAN_WIDTHS, SegNet, SegNetConfig
 
 __all__ = [
+    "DEEPLAB_PRESETS",
     "MODELS",
     "MTAN_CONVS_PER_STAGE",
     "MTAN_WIDTHS",
+    "ASPPHead",
     "ClassificationHead",
+    "ConvFCClassificationHead",
+    "DeepLabConfig",
     "DenseHead",
+    "DilatedBasicBlock",
+    "DilatedResNet",
     "MultiTaskModel",
     "SegNet",
     "SegNetConfig",
     "TaskModuleDict",
     "count_parameters",
     "create_model",
+    "deeplab_config",
     "make_head",
+    "scale_atrous_rates",
 ]

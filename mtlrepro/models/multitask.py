@@ -54,7 +54,8 @@ class MultiTaskModel(nn.Module):
 
     Attributes:
         backbone: the shared network; it provides ``encode(x) -> (bottleneck, state)`` and
-            ``decode(bottleneck, state) -> features`` (see :class:`~mtlrepro.models.segnet.SegNet`).
+            ``decode(bottleneck, state) -> features`` (see :class:`~mtlrepro.models.segnet.SegNet`
+            and :class:`~mtlrepro.models.deeplab.DilatedResNet`).
         heads: task name -> head, in task order (a :class:`TaskModuleDict`).
         task_specs: task name -> :class:`~mtlrepro.tasks.TaskSpec`, in task order.
         config: the configuration the model was built from (self-description), or ``None``.
@@ -62,7 +63,7 @@ class MultiTaskModel(nn.Module):
 
     def __init__(
         self,
-        backbone: SegNet,
+        backbone: nn.Module,
         heads: Mapping[str, nn.Module],
         task_specs: Mapping[str, TaskSpec],
         mean: tuple[float, ...],

@@ -1,0 +1,118 @@
+"""Place CelebAMask-HQ (paper B) from the released archive or a URL for the ``celebamask`` loader.
+
+CelebAMask-HQ (https://github.com/switchablenorms/CelebAMask-HQ) is distributed as one archive,
+``CelebAMask-HQ.zip``, through links that need a browser (Google Drive, Baidu), so the usual
+way is to download it yourself and pass ``--archive``; ``--url`` takes a direct link to a zip
+or tar archive.  Archives nested in the archive are unpacked one level further when the layout
+is not found at once.
+
+The script finds the folder holding ``CelebA-HQ-img/``, ``CelebAMask-HQ-mask-anno/`` and
+``CelebAMask-HQ-attribute-anno.txt`` (the release's ``CelebAMask-HQ/``), validates it with
+the ``celebamask`` loader (attribute file, every image listed there present, first and last
+sample of each split decoded with its mask), and moves it to the destination (``--dest``, else
+``$MTLREPRO_DATA_DIR/celebamask``, else ``<repo root>/data/celebamask``).  Unpacking happens in
+a temporary folder next to the destination, so the final move is a rename.  An existing valid
+destination is left alone; an invalid one is only replaced with ``--force``.
+
+Usage::
+
+    python data_scripts/prepare_celebamask.py --archive ~/Downloads/CelebAMask-HQ.zip
+    python data_scripts/prepare_celebamask.py --url 'https://example.org/CelebAMask-HQ.zip'
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from prepare_nyuv2 import PrepareError, place_dataset
+
+from mtlrepro.data.celebamask import (
+    ATTRIBUTE_FILE,
+    CELEBAMASK_COUNT,
+    IMAGE_DIR,
+    LAYOUT_ENTRIES,
+    MASK_DIR,
+    SPLIT_TENTHS,
+    celebamask_counts,
+    celebamask_root,
+)
+from mtlrepro.data.nyuv2 import DataFilesError
+
+
+def is_layout(folder: Path) -> bool:
+    """Whether ``folder`` holds ``CelebA-HQ-img/``, ``CelebAMask-HQ-mask-anno/`` and
+    ``CelebAMask-HQ-attribute-anno.txt``.
+
+    Args:
+        folder: a candidate folder.
+    """
+    return (
+        (folder / IMAGE_DIR).is_dir()
+        and (folder / MASK_DIR).is_dir()
+        and (folder / ATTRIBUTE_FILE).is_file()
+    )
+
+
+def prepare(source: Path | str, dest: Path, force: bool = False) -> dict[str, int]:
+    """Place CelebAMask-HQ from an archive file or URL at ``dest``; return the images per split.
+
+    Args:
+        source: a local archive (``Path``) or a URL (``str``) to download it from.
+        dest: where the data must end up (its parent is created if needed).
+        force: replace an existing ``dest`` that is not valid.
+    """
+    return place_dataset(
+        source,
+        dest,
+        name="CelebAMask-HQ",
+        is_layout=is_layout,
+        layout=f"{', '.join(LAYOUT_ENTRIES)} (the CelebAMask-HQ layout)",
+        validate=celebamask_counts,
+        nested_prefix="celeba",
+        force=force,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status.
+
+    Args:
+        argv: arguments (default ``sys.argv[1:]``).
+    """
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--url", help="direct URL of a zip or tar archive")
+    source.add_argument("--archive", type=Path, help="the released CelebAMask-HQ.zip")
+    parser.add_argument(
+        "--dest",
+        "--root",
+        dest="dest",
+        type=Path,
+        default=None,
+        help="destination (default: $MTLREPRO_DATA_DIR/celebamask or <repo root>/data/celebamask)",
+    )
+    parser.add_argument("--force", action="store_true", help="replace an invalid existing dest")
+    args = parser.parse_args(argv)
+    dest = celebamask_root(args.dest)
+    if args.archive is not None and not args.archive.is_file():
+        parser.error(f"--archive {args.archive} is not a file")
+    try:
+        counts = prepare(args.archive if args.archive is not None else args.url, dest, args.force)
+    except (PrepareError, DataFilesError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    total = sum(counts.values())
+    note = "" if total == CELEBAMASK_COUNT else f" (the release has {CELEBAMASK_COUNT})"
+    print(f"{dest}: {total} images{note}", file=sys.stderr)
+    for split, n in counts.items():
+        print(f"  {split}: {n} images ({SPLIT_TENTHS[split] * 10} % split)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,601 @@
+"""Paper B's independent training runs: one *unit* = (kind, dataset, λ, seed), one JSON file.
+
+R. Upadhyay et al., "Less is More -- Towards parsimonious multi-task models using structured
+sparsity".  Every network is paper B's (:mod:`mtlrepro.models.deeplab`): a dilated ResNet
+shared by all tasks, DeepLab-v3 ASPP heads for dense tasks and conv + two-FC heads for the
+binary attributes, trained with uncertainty weighting (Eq. 2) and Adam followed by the proximal
+step of the channel-wise group lasso (Eq. 4-6, :mod:`mtlrepro.methods.group_sparsity`).
+
+**Units.**  The study is a grid of units, each trained by :func:`run_unit` and saved as one
+JSON file (:func:`unit_path`) with the settings it was made with.  The DVC pipeline runs every
+unit as its own stage (``dvc.yaml``'s matrix stages over ``params.yaml``'s lists, through
+:func:`main`); the notebook (:func:`run_study`) reads them and trains only the units whose file
+is missing or was made with other settings.  Unit kinds (:data:`UNIT_KINDS`):
+
+* ``table`` -- every single- and multi-task combination of the dataset's three tasks, at each
+  λ of ``lambdas`` (Tables 1 and 2);
+* ``sweep`` -- the all-task combination of ``sweep_dataset`` at the extra λ of
+  ``sweep_lambdas`` (Fig. 3 (a)-(d) use these and the table λ);
+* ``l1`` -- the multi-task combinations of ``sweep_dataset`` with the unstructured L1 prox at
+  ``l1_lambda`` (Table 3).
+
+**Choices** (paper B leaves them open, or the cpu profile needs them):
+
+* metrics on the *test* split after the last epoch (no model selection);
+* depth is trained with MSE (paper B, §4), the others with their usual losses; the two binary
+  attributes use 2-way softmax cross-entropy, which equals BCE on the logit difference;
+* the whole network shares one Adam optimiser and learning rate (the authors' heads use weight
+  decay 0.01; here no weight decay, so the only sparsifying force is the prox);
+* the L1 prox is the plain soft-threshold with threshold lr·λ (the group prox is in Adam's
+  metric by default), so ``l1_lambda`` is on its own scale and chosen separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import multiprocessing
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from mtlrepro.balancing import create_balancer
+from mtlrepro.config import ConfigError, build_config, check_choice, check_range
+from mtlrepro.data import get_dataset
+from mtlrepro.methods.group_sparsity import (
+    PROXES,
+    GroupSparsityProx,
+    sparsity_stats,
+    zero_group_mask,
+)
+from mtlrepro.models import count_parameters, create_model
+from mtlrepro.report import REPO_ROOT, atomic_write_text
+from mtlrepro.tasks import make_tasks
+from mtlrepro.train import TrainConfig, evaluate, fit, seed_everything
+
+NOTEBOOK = "02_group_sparsity"
+"""The notebook (and results folder) of paper B."""
+UNIT_KINDS: tuple[str, ...] = ("table", "sweep", "l1")
+"""Kinds of independent run units (see the module doc)."""
+DATASET_TASKS: dict[str, tuple[str, ...]] = {
+    "scenes": ("segmentation", "depth", "normal"),
+    "nyuv2": ("segmentation", "depth", "normal"),
+    "faces": ("segmentation", "male", "smile"),
+    "celebamask": ("segmentation", "male", "smile"),
+}
+"""Dataset -> its three tasks in paper B's table order (NYU-v2-like and CelebAMask-HQ-like)."""
+BATCH_SIZE: dict[str, int] = {"scenes": 16, "nyuv2": 16, "faces": 32, "celebamask": 32}
+"""Paper B's batch sizes (§4: 16 for NYU-v2, 32 for CelebAMask-HQ)."""
+
+
+@dataclass(frozen=True)
+class SparsityStudyConfig:
+    """Settings of paper B's experiments (presets per profile in :data:`PRESETS`).
+
+    Attributes:
+        datasets: datasets of Tables 1-2 (``scenes``/``nyuv2`` and ``faces``/``celebamask``).
+        lambdas: λ values of the tables (0 = dense); every combination is trained at each.
+        sweep_dataset: dataset of Fig. 3 and Table 3.
+        sweep_lambdas: extra λ values of Fig. 3 (the all-task combination only).
+        l1_lambda: λ of the unstructured L1 prox (Table 3).
+        seeds: seeds; tables report mean ± std over them (paper: 5).
+        prox: proximal operator of the group lasso (``weighted_group`` = Adam's metric, as
+            the authors' code; ``group`` = Eq. 5 as printed).
+        epochs: training epochs.
+        lr: Adam learning rate (paper: 1e-4).
+        n_train: training images (``None``: the dataset preset's).
+        latency_repeats: timed forward passes per latency measurement (Fig. 3 (d)).
+        threads: torch CPU threads per training process (``None``: torch's default).
+        workers: processes training a unit's combinations in parallel (numbers do not depend
+            on it; on 2 cores, 2 workers of 1 thread beat 1 worker of 2 threads).
+    """
+
+    datasets: tuple[str, ...] = ("scenes", "faces")
+    lambdas: tuple[float, ...] = (0.0, 1e-6, 1e-5)
+    sweep_dataset: str = "scenes"
+    sweep_lambdas: tuple[float, ...] = (1e-7, 1e-4, 1e-3, 1e-2)
+    l1_lambda: float = 1e-5
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    prox: str = "weighted_group"
+    epochs: int = 100
+    lr: float = 1e-4
+    n_train: int | None = None
+    latency_repeats: int = 20
+    threads: int | None = None
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        """Check every field; raises :class:`~mtlrepro.config.ConfigError`."""
+        if not self.datasets:
+            raise ConfigError("datasets must name at least one dataset")
+        for name in (*self.datasets, self.sweep_dataset):
+            check_choice("dataset", name, tuple(DATASET_TASKS))
+        if len(set(self.datasets)) != len(self.datasets):
+            raise ConfigError(f"datasets must be distinct; got {self.datasets}")
+        if 0.0 not in self.lambdas or len(self.lambdas) < 2:
+            raise ConfigError(f"lambdas must hold 0 and a sparse value; got {self.lambdas}")
+        for lam in (*self.lambdas, *self.sweep_lambdas, self.l1_lambda):
+            check_range("lambda", lam, 0.0)
+        if set(self.sweep_lambdas) & set(self.lambdas):
+            raise ConfigError("sweep_lambdas must not repeat a value of lambdas")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds must be distinct and non-empty; got {self.seeds}")
+        for seed in self.seeds:
+            check_range("seed", seed, 0, integer=True)
+        check_choice("prox", self.prox, PROXES[:2])
+        check_range("epochs", self.epochs, 1, integer=True)
+        check_range("lr", self.lr, 0.0, low_inclusive=False)
+        if self.n_train is not None:
+            check_range("n_train", self.n_train, 1, integer=True)
+        check_range("latency_repeats", self.latency_repeats, 1, integer=True)
+        if self.threads is not None:
+            check_range("threads", self.threads, 1, integer=True)
+        check_range("workers", self.workers, 1, integer=True)
+
+    @property
+    def sweep_all_lambdas(self) -> tuple[float, ...]:
+        """Every λ of Fig. 3, sorted: the table λ and the sweep's own."""
+        return tuple(sorted({*self.lambdas, *self.sweep_lambdas}))
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "lambdas": (0.0, 0.3),
+        "sweep_lambdas": (1.0,),
+        "l1_lambda": 3.0,
+        "seeds": (0,),
+        "epochs": 2,
+        "lr": 1e-3,
+        "latency_repeats": 2,
+    },
+    "cpu": {
+        "lambdas": (0.0, 3e-3, 1e-2),
+        "sweep_lambdas": (1e-3, 3e-2, 1e-1),
+        "l1_lambda": 1.0,
+        "seeds": (0, 1),
+        "epochs": 6,
+        "lr": 1e-3,
+        "n_train": 480,
+        "threads": 1,
+        "workers": 2,
+    },
+    "paper": {"datasets": ("nyuv2", "celebamask"), "sweep_dataset": "nyuv2"},
+}
+"""Per-profile overrides of :class:`SparsityStudyConfig` (the paper profile: its defaults)."""
+
+
+def study_config(profile: str, **overrides: Any) -> SparsityStudyConfig:
+    """The profile's preset with ``overrides`` applied (``None`` values keep the preset).
+
+    λ values may be given as strings (``"1e-3"``, as ``params.yaml`` writes them); lists become
+    tuples.
+
+    Args:
+        profile: ``smoke``, ``cpu`` or ``paper``.
+        **overrides: :class:`SparsityStudyConfig` fields.
+    """
+    given: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in ("lambdas", "sweep_lambdas"):
+            value = tuple(parse_lambda(v) for v in value)
+        elif key == "l1_lambda":
+            value = parse_lambda(value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        given[key] = value
+    return build_config(SparsityStudyConfig, PRESETS, profile, given)
+
+
+def parse_lambda(value: str | float) -> float:
+    """A λ from ``params.yaml`` (a string such as ``"1e-3"`` or a number) as a float >= 0.
+
+    Args:
+        value: the λ.
+    """
+    try:
+        lam = float(value)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"lambda must be a number such as 1e-3; got {value!r}") from err
+    check_range("lambda", lam, 0.0)
+    return lam
+
+
+def lambda_label(lam: float) -> str:
+    """The canonical text of λ in file and stage names: ``0``, ``1e-3``, ``2.5e-4``, ``1``.
+
+    Args:
+        lam: λ >= 0.
+    """
+    if lam == 0:
+        return "0"
+    mantissa, exponent = f"{lam:.6e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return mantissa if int(exponent) == 0 else f"{mantissa}e{int(exponent)}"
+
+
+def combinations(tasks: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every non-empty task subset in paper B's table order: singles, pairs, ..., all.
+
+    Args:
+        tasks: the dataset's tasks in table order.
+    """
+    return [c for k in range(1, len(tasks) + 1) for c in itertools.combinations(tasks, k)]
+
+
+def unit_combinations(kind: str, dataset: str) -> list[tuple[str, ...]]:
+    """The task combinations one unit trains (see the module doc).
+
+    Args:
+        kind: one of :data:`UNIT_KINDS`.
+        dataset: the unit's dataset.
+    """
+    check_choice("unit kind", kind, UNIT_KINDS)
+    combos = combinations(DATASET_TASKS[dataset])
+    if kind == "table":
+        return combos
+    if kind == "sweep":
+        return [combos[-1]]
+    return [c for c in combos if len(c) > 1]
+
+
+def unit_prox(kind: str, config: SparsityStudyConfig) -> str:
+    """The proximal operator a unit of ``kind`` trains with.
+
+    Args:
+        kind: one of :data:`UNIT_KINDS`.
+        config: the study settings.
+    """
+    return "l1" if kind == "l1" else config.prox
+
+
+def runs_dir_for(output_dir: str | Path) -> Path:
+    """Where a notebook's run units live: ``<output_dir>/../runs/<output folder name>``.
+
+    For the pipeline's ``results/02_group_sparsity`` this is ``results/runs/02_group_sparsity``
+    (the DVC run stages' outputs, outside the notebook's own output folder).
+
+    Args:
+        output_dir: the notebook's output folder.
+    """
+    output_dir = Path(output_dir)
+    return output_dir.parent / "runs" / output_dir.name
+
+
+def unit_path(runs_dir: str | Path, kind: str, dataset: str, lam: float, seed: int) -> Path:
+    """The JSON file of one unit: ``<runs_dir>/<kind>/<dataset>-lam<λ label>-seed<seed>.json``.
+
+    Args:
+        runs_dir: the runs folder (:func:`runs_dir_for`).
+        kind: one of :data:`UNIT_KINDS`.
+        dataset: the unit's dataset.
+        lam: the unit's λ.
+        seed: the unit's seed.
+    """
+    check_choice("unit kind", kind, UNIT_KINDS)
+    return Path(runs_dir) / kind / f"{dataset}-lam{lambda_label(lam)}-seed{seed}.json"
+
+
+def unit_settings(
+    kind: str, dataset: str, lam: float, seed: int, config: SparsityStudyConfig, profile: str
+) -> dict[str, Any]:
+    """Everything a unit's numbers depend on (stored in its file; a mismatch means re-run).
+
+    Args:
+        kind: one of :data:`UNIT_KINDS`.
+        dataset: the unit's dataset.
+        lam: the unit's λ.
+        seed: the unit's seed.
+        config: the study settings.
+        profile: the profile.
+    """
+    return {
+        "kind": kind,
+        "dataset": dataset,
+        "lam": lam,
+        "seed": seed,
+        "profile": profile,
+        "prox": unit_prox(kind, config),
+        "epochs": config.epochs,
+        "lr": config.lr,
+        "n_train": config.n_train,
+        "threads": config.threads,
+        "batch_size": BATCH_SIZE[dataset],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Training one combination, one unit
+# --------------------------------------------------------------------------------------------
+def _split(dataset: str, split: str, profile: str, tasks: tuple[str, ...], n_train: int | None):
+    """One split of ``dataset`` restricted to ``tasks`` (``n_train`` caps the training split)."""
+    overrides: dict[str, Any] = {"tasks": tasks}
+    if split == "train" and n_train is not None:
+        overrides["n_train"] = n_train
+    return get_dataset(dataset, split, profile, **overrides)
+
+
+def train_combination(
+    dataset: str,
+    tasks: tuple[str, ...],
+    lam: float,
+    prox: str,
+    seed: int,
+    config: SparsityStudyConfig,
+    profile: str,
+) -> dict[str, Any]:
+    """Train paper B's network on one task combination and describe the result.
+
+    Args:
+        dataset: the dataset.
+        tasks: the combination's tasks.
+        lam: λ of the prox (0: dense training).
+        prox: ``group``, ``weighted_group`` or ``l1``.
+        seed: seed of initialisation and data order.
+        config: the study settings (epochs, lr, n_train, threads).
+        profile: the profile (dataset and model presets).
+
+    Returns:
+        A JSON-able record: ``tasks``, ``test`` (task -> metric -> value), ``group_sparsity``
+        and ``param_sparsity`` (%, final), ``history`` (per epoch, from epoch 0 = the
+        initialisation), ``zero_groups`` (layer -> "0"/"1" string, 1 = zero group),
+        ``backbone_parameters``.
+    """
+    train_set = _split(dataset, "train", profile, tasks, config.n_train)
+    test_set = _split(dataset, "test", profile, tasks, None)
+    seed_everything(seed)
+    model = create_model("deeplab_resnet", train_set.task_specs, profile=profile)
+    initial = sparsity_stats(model.backbone).iloc[-1]
+    task_objects = make_tasks(train_set.task_specs, losses={"depth": "mse"})
+    balancer = create_balancer("uncertainty", list(tasks))
+    hook = GroupSparsityProx(lam, prox)
+    train_config = TrainConfig(
+        epochs=config.epochs,
+        batch_size=BATCH_SIZE[dataset],
+        lr=config.lr,
+        seed=seed,
+        threads=config.threads,
+        progress=False,
+    )
+    # No validation split: nothing is selected on it, and every number reported is a test one.
+    result = fit(model, task_objects, train_set, None, balancer, train_config, hooks=[hook])
+    test = evaluate(model, task_objects, test_set, train_config.eval_batch_size)
+    final = sparsity_stats(model.backbone).iloc[-1]
+    logged = result.history[result.history["metric"].isin(["group_sparsity", "param_sparsity"])]
+    per_epoch = logged.pivot_table(index="epoch", columns="metric", values="value")
+    history = [
+        {
+            "epoch": 0,
+            "group_sparsity": float(initial["group_sparsity"]),
+            "param_sparsity": float(initial["param_sparsity"]),
+        },
+        *(
+            {
+                "epoch": int(epoch),
+                "group_sparsity": float(row["group_sparsity"]),
+                "param_sparsity": float(row["param_sparsity"]),
+            }
+            for epoch, row in per_epoch.iterrows()
+        ),
+    ]
+    masks = zero_group_mask(model.backbone)
+    return {
+        "tasks": list(tasks),
+        "test": {t: {m: float(v) for m, v in scores.items()} for t, scores in test.items()},
+        "group_sparsity": float(final["group_sparsity"]),
+        "param_sparsity": float(final["param_sparsity"]),
+        "history": history,
+        "zero_groups": {
+            name: "".join("1" if z else "0" for z in m.tolist()) for name, m in masks.items()
+        },
+        "backbone_parameters": count_parameters(model.backbone),
+    }
+
+
+def _train_job(job: tuple[Any, ...]) -> dict[str, Any]:
+    """:func:`train_combination` of one job tuple, with the study's torch thread count (runs in
+    a worker process when ``workers > 1``)."""
+    config = job[5]
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    return train_combination(*job)
+
+
+@contextmanager
+def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """``workers`` worker processes, or ``None`` (train in this process) for one.
+
+    Forked where the platform allows it (as torch's DataLoader workers are: a spawned worker
+    would spend seconds importing torch again), spawned elsewhere.  Each combination is trained
+    from its own seed, so the numbers do not depend on which process trains it.
+    """
+    if workers <= 1:
+        yield None
+        return
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        yield pool
+
+
+def _read_unit(path: Path, settings: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """The runs of a unit file if it exists and was made with ``settings``, else ``None``."""
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    if stored.get("settings") != dict(settings):
+        return None
+    return stored["runs"]
+
+
+def run_unit(
+    kind: str,
+    dataset: str,
+    lam: float,
+    seed: int,
+    config: SparsityStudyConfig,
+    profile: str,
+    runs_dir: str | Path,
+    *,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """One unit's runs: read from its file when it matches the settings, else trained and saved.
+
+    Args:
+        kind: one of :data:`UNIT_KINDS`.
+        dataset: the dataset.
+        lam: λ of the unit.
+        seed: the seed.
+        config: the study settings.
+        profile: the profile.
+        runs_dir: the runs folder (:func:`runs_dir_for`).
+        progress: show a progress bar over the unit's combinations.
+
+    Returns:
+        One record per combination (see :func:`train_combination`) with the unit's settings
+        (``kind``, ``dataset``, ``lam``, ``seed``, ``prox``) added.
+    """
+    check_choice("dataset", dataset, tuple(DATASET_TASKS))
+    check_range("lambda", lam, 0.0)
+    settings = unit_settings(kind, dataset, lam, seed, config, profile)
+    path = unit_path(runs_dir, kind, dataset, lam, seed)
+    runs = _read_unit(path, settings)
+    if runs is None:
+        combos = unit_combinations(kind, dataset)
+        jobs = [(dataset, combo, lam, settings["prox"], seed, config, profile) for combo in combos]
+        label = f"{kind} {dataset} λ={lambda_label(lam)} seed {seed}"
+        bar = tqdm(total=len(jobs), desc=label, unit="run", disable=not progress)
+        workers = min(config.workers, len(jobs))
+        with bar, _pool(workers) as pool:
+            runs = []
+            for run in pool.map(_train_job, jobs) if pool else map(_train_job, jobs):
+                runs.append(run)
+                bar.update()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"settings": settings, "runs": runs}, indent=1) + "\n")
+    keys = ("kind", "dataset", "lam", "seed", "prox")
+    return [{**{k: settings[k] for k in keys}, **run} for run in runs]
+
+
+def study_units(config: SparsityStudyConfig) -> list[tuple[str, str, float, int]]:
+    """Every unit of the study as ``(kind, dataset, λ, seed)``, in pipeline order.
+
+    Args:
+        config: the study settings.
+    """
+    units = [
+        ("table", dataset, lam, seed)
+        for dataset in config.datasets
+        for lam in config.lambdas
+        for seed in config.seeds
+    ]
+    units += [
+        ("sweep", config.sweep_dataset, lam, s)
+        for lam in config.sweep_lambdas
+        for s in config.seeds
+    ]
+    units += [("l1", config.sweep_dataset, config.l1_lambda, s) for s in config.seeds]
+    return units
+
+
+def run_study(
+    config: SparsityStudyConfig, profile: str, runs_dir: str | Path, *, progress: bool = True
+) -> pd.DataFrame:
+    """Every unit's runs (trained only where no matching unit file exists).
+
+    Args:
+        config: the study settings.
+        profile: the profile.
+        runs_dir: the runs folder (:func:`runs_dir_for`).
+        progress: show progress bars.
+
+    Returns:
+        One row per trained network: ``kind``, ``dataset``, ``lam``, ``seed``, ``prox``,
+        ``combo`` (task names joined by ``+``), and the record's fields.
+    """
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    rows = [
+        run
+        for unit in study_units(config)
+        for run in run_unit(*unit, config, profile, runs_dir, progress=progress)
+    ]
+    frame = pd.DataFrame(rows)
+    frame.insert(5, "combo", frame["tasks"].map("+".join))
+    return frame
+
+
+# --------------------------------------------------------------------------------------------
+# Command line (the DVC run stages)
+# --------------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mtlrepro.experiments.group_sparsity_runs KIND DATASET LAMBDA SEED``.
+
+    Trains one unit with the settings of ``params.yaml`` (top-level ``profile`` and the
+    ``group_sparsity`` section, as the notebook gets them) into
+    ``results/runs/02_group_sparsity/`` (:func:`unit_path`); the DVC stages
+    ``group_sparsity_table``, ``group_sparsity_sweep`` and ``group_sparsity_l1`` call it.
+
+    Args:
+        argv: arguments without the program name (default: ``sys.argv[1:]``).
+    """
+    from mtlrepro.pipeline import load_params  # the pipeline imports papermill: load lazily
+
+    parser = argparse.ArgumentParser(
+        prog="python -m mtlrepro.experiments.group_sparsity_runs", description=main.__doc__
+    )
+    parser.add_argument("kind", help=f"unit kind: {', '.join(UNIT_KINDS)}")
+    parser.add_argument("dataset", help=f"dataset: {', '.join(DATASET_TASKS)}")
+    parser.add_argument("lam", help="λ, e.g. 1e-3 (written as in params.yaml)")
+    parser.add_argument("seed", type=int, help="seed")
+    parser.add_argument("--params", type=Path, default=REPO_ROOT / "params.yaml")
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=None,
+        help="runs folder (default: results/runs/02_group_sparsity)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        params = load_params(args.params, NOTEBOOK)
+        profile = params.pop("profile")
+        progress = params.pop("progress", True)
+        config = study_config(profile, **params)
+        lam = parse_lambda(args.lam)
+        if lambda_label(lam) != args.lam:
+            raise ConfigError(f"write λ {args.lam!r} as {lambda_label(lam)!r} (file names use it)")
+        runs_dir = args.runs or runs_dir_for(REPO_ROOT / "results" / NOTEBOOK)
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        run_unit(
+            args.kind,
+            args.dataset,
+            lam,
+            args.seed,
+            config,
+            profile,
+            runs_dir,
+            progress=bool(progress),
+        )
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {unit_path(runs_dir, args.kind, args.dataset, lam, args.seed)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,277 @@
+"""Paper B's experiments: run units, their files and re-use, tables, latency and claims."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mtlrepro.config import ConfigError
+from mtlrepro.experiments import group_sparsity as study
+from mtlrepro.experiments import group_sparsity_runs as runs_module
+from mtlrepro.methods.group_sparsity import channel_groups
+from mtlrepro.models import create_model
+from mtlrepro.report import VERDICTS
+
+SCENES = runs_module.DATASET_TASKS["scenes"]
+
+
+# ------------------------------------------------------------------------------- settings
+@pytest.mark.parametrize(
+    ("lam", "label"), [(0.0, "0"), (1e-3, "1e-3"), (2.5e-4, "2.5e-4"), (1.0, "1"), (30.0, "3e1")]
+)
+def test_lambda_labels_are_canonical_and_parse_back(lam: float, label: str) -> None:
+    assert runs_module.lambda_label(lam) == label
+    assert runs_module.parse_lambda(label) == lam
+
+
+def test_combinations_are_in_paper_table_order() -> None:
+    assert runs_module.combinations(SCENES) == [
+        ("segmentation",), ("depth",), ("normal",),
+        ("segmentation", "depth"), ("segmentation", "normal"), ("depth", "normal"),
+        SCENES,
+    ]
+    assert runs_module.unit_combinations("sweep", "scenes") == [SCENES]
+    assert all(len(c) > 1 for c in runs_module.unit_combinations("l1", "faces"))
+
+
+def test_study_config_parses_params_yaml_strings_and_validates() -> None:
+    config = runs_module.study_config("cpu", lambdas=["0", "2e-3"], l1_lambda="2", seeds=[3])
+    assert config.lambdas == (0.0, 2e-3) and config.l1_lambda == 2.0 and config.seeds == (3,)
+    with pytest.raises(ConfigError, match="must hold 0"):
+        runs_module.study_config("cpu", lambdas=["1e-3", "1e-2"])
+    with pytest.raises(ConfigError, match="must not repeat"):
+        runs_module.study_config("cpu", lambdas=["0", "2e-3"], sweep_lambdas=["2e-3"])
+    with pytest.raises(ConfigError, match="lambda must be a number"):
+        runs_module.study_config("cpu", l1_lambda="big")
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        runs_module.study_config("cpu", datasets=["mnist"])
+
+
+def test_units_cover_tables_sweep_and_l1() -> None:
+    config = runs_module.study_config("smoke")
+    units = runs_module.study_units(config)
+    kinds = [u[0] for u in units]
+    assert kinds.count("table") == len(config.datasets) * len(config.lambdas) * len(config.seeds)
+    assert kinds.count("sweep") == len(config.sweep_lambdas) * len(config.seeds)
+    assert kinds.count("l1") == len(config.seeds)
+    paths = {runs_module.unit_path("r", *u) for u in units}
+    assert len(paths) == len(units)  # no two units share a file
+
+
+def test_cli_rejects_a_lambda_not_written_canonically(tmp_path: Path, capsys) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("profile: smoke\ngroup_sparsity:\n  seeds: [0]\n")
+    code = runs_module.main(["sweep", "scenes", "0.001", "0", "--params", str(params),
+                             "--runs", str(tmp_path / "runs")])
+    assert code == 2 and "'1e-3'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------------------- run units
+def _fake_record(dataset, tasks, lam, prox, seed, config, profile) -> dict[str, Any]:
+    return {"tasks": list(tasks), "lam": lam, "prox": prox, "seed": seed}
+
+
+def test_unit_files_are_reused_only_with_the_same_settings(tmp_path, monkeypatch) -> None:
+    calls: list[tuple[str, ...]] = []
+
+    def fake(*job):
+        calls.append(job[1])
+        return _fake_record(*job)
+
+    monkeypatch.setattr(runs_module, "train_combination", fake)
+    config = runs_module.study_config("smoke")
+    first = runs_module.run_unit("table", "scenes", 0.3, 0, config, "smoke", tmp_path,
+                                 progress=False)
+    assert len(calls) == 7 and [r["tasks"] for r in first] == [
+        list(c) for c in runs_module.combinations(SCENES)
+    ]
+    again = runs_module.run_unit("table", "scenes", 0.3, 0, config, "smoke", tmp_path,
+                                 progress=False)
+    assert again == first and len(calls) == 7  # read back, nothing trained
+    longer = runs_module.study_config("smoke", epochs=3)
+    runs_module.run_unit("table", "scenes", 0.3, 0, longer, "smoke", tmp_path, progress=False)
+    assert len(calls) == 14  # other settings: trained again and the file replaced
+    stored = json.loads(runs_module.unit_path(tmp_path, "table", "scenes", 0.3, 0).read_text())
+    assert stored["settings"]["epochs"] == 3
+
+
+@pytest.mark.slow
+def test_a_real_unit_records_sparsity_masks_and_metrics(tmp_path) -> None:
+    config = runs_module.study_config("smoke", threads=1)
+    runs = runs_module.run_unit("sweep", "scenes", 3.0, 0, config, "smoke", tmp_path,
+                                progress=False)
+    (run,) = runs
+    assert run["tasks"] == list(SCENES) and set(run["test"]) == set(SCENES)
+    assert run["history"][0] == {"epoch": 0, "group_sparsity": 0.0, "param_sparsity": 0.0}
+    assert [h["epoch"] for h in run["history"]] == list(range(config.epochs + 1))
+    assert run["history"][-1]["group_sparsity"] == run["group_sparsity"] > 0
+    # the masks name every backbone conv with one flag per input channel
+    model_layers = {
+        g.name: g.num_groups
+        for g in channel_groups(
+            create_model("deeplab_resnet", _specs("scenes"), profile="smoke").backbone
+        )
+    }
+    assert {k: len(v) for k, v in run["zero_groups"].items()} == model_layers
+    zero = sum(v.count("1") for v in run["zero_groups"].values())
+    assert zero / sum(model_layers.values()) * 100 == pytest.approx(run["group_sparsity"])
+
+
+def _specs(dataset: str):
+    from mtlrepro.data import get_dataset
+
+    return get_dataset(dataset, "val", "smoke").task_specs
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_numbers_as_one_process(tmp_path) -> None:
+    one = runs_module.study_config("smoke", threads=1, workers=1)
+    two = runs_module.study_config("smoke", threads=1, workers=2)
+    a = runs_module.run_unit("l1", "scenes", 3.0, 0, one, "smoke", tmp_path / "a",
+                             progress=False)
+    b = runs_module.run_unit("l1", "scenes", 3.0, 0, two, "smoke", tmp_path / "b",
+                             progress=False)
+    assert a == b
+
+
+# ------------------------------------------------------------------------------- analysis
+def _run(kind, lam, seed, tasks, scores, group_sparsity, dataset="scenes", zero="") -> dict:
+    metric = study.PAPER_METRIC
+    return {
+        "kind": kind, "dataset": dataset, "lam": lam, "seed": seed,
+        "prox": "l1" if kind == "l1" else "weighted_group",
+        "combo": "+".join(tasks), "tasks": list(tasks),
+        "test": {t: {metric[t]: scores[t]} for t in tasks},
+        "group_sparsity": group_sparsity, "param_sparsity": group_sparsity + 5,
+        "history": [{"epoch": 0, "group_sparsity": 0.0, "param_sparsity": 0.0},
+                    {"epoch": 1, "group_sparsity": group_sparsity,
+                     "param_sparsity": group_sparsity + 5}],
+        "zero_groups": {"conv": zero or "0000"},
+    }
+
+
+def _synthetic_runs(sweep_scale: dict[float, float]) -> pd.DataFrame:
+    """Table runs at λ 0 and 1 (2 seeds) and sweep runs whose metrics scale with λ."""
+    single = {"segmentation": 40.0, "depth": 1.0, "normal": 0.80}
+    rows = []
+    for seed in (0, 1):
+        for combo in runs_module.combinations(SCENES):
+            multi = len(combo) > 1
+            for lam, sparsity in ((0.0, 0.0), (1.0, 70.0)):
+                factor = (0.9 if multi else 1.0) * (1.05 if lam else 1.0) + 0.01 * seed
+                scores = {
+                    "segmentation": single["segmentation"] * factor,
+                    "depth": single["depth"] / factor,
+                    "normal": single["normal"] * factor,
+                }
+                rows.append(_run("table", lam, seed, combo, scores, sparsity))
+        for lam, factor in sweep_scale.items():
+            scores = {"segmentation": 36.0 * factor, "depth": 1.1 / factor, "normal": 0.72 * factor}
+            rows.append(_run("sweep", lam, seed, SCENES, scores, min(100.0, 50 * lam)))
+        for combo in runs_module.unit_combinations("l1", "scenes"):
+            scores = {"segmentation": 30.0, "depth": 1.2, "normal": 0.7}
+            rows.append(_run("l1", 10.0, seed, combo, scores, 1.0))
+    return pd.DataFrame(rows)
+
+
+def test_combination_table_reports_mean_and_std_over_seeds() -> None:
+    runs = _synthetic_runs({0.5: 1.0})
+    table = study.combination_table(runs, "table", "scenes").set_index(["tasks", "lambda"])
+    row = table.loc[("segmentation", 0.0)]
+    values = [40.0 * 1.0, 40.0 * 1.01]
+    assert row["segmentation miou"] == pytest.approx(np.mean(values))
+    assert row["segmentation miou std"] == pytest.approx(np.std(values, ddof=1))
+    assert np.isnan(row["depth abs_err"])  # a single-task row has no other task's metric
+    assert table.loc[("segmentation+depth+normal", 1.0), "group_sparsity"] == 70.0
+
+
+def test_relative_table_measures_negative_transfer_and_sparsity_gain() -> None:
+    table = study.relative_table(_synthetic_runs({0.5: 1.0}), "scenes").set_index(
+        ["tasks", "lambda"]
+    )
+    full = "+".join(SCENES)
+    assert table.loc[(full, 0.0), "vs_single"] < 0  # multi-task at 0.9 of single-task
+    assert table.loc[(full, 1.0), "vs_dense"] > 0  # λ = 1 scores 5 % better
+    assert table.loc[("depth", 0.0), "vs_single"] == pytest.approx(0.0)
+
+
+def test_claims_follow_the_numbers() -> None:
+    config = runs_module.study_config(
+        "smoke", datasets=["scenes"], lambdas=[0, 1.0], sweep_lambdas=[0.5, 1.5], l1_lambda=10.0,
+        seeds=[0, 1],
+    )
+    latencies = pd.DataFrame([
+        {"lam": lam, "seed": 0, "device": "cpu", "batch_size": b, "latency_ms": ms * b,
+         "flops": 1e6 * ms, "parameters": 10, "group_sparsity": 50 * lam}
+        for lam, ms in ((0.0, 10.0), (0.5, 8.0), (1.0, 6.0), (1.5, 5.0))
+        for b in study.LATENCY_BATCH_SIZES
+    ])
+    peaked = _synthetic_runs({0.0: 1.0, 0.5: 1.1, 1.0: 1.05, 1.5: 0.8})
+    verdicts = {c.claim_id: c.verdict for c in study.claims(peaked, latencies, config, "smoke")}
+    assert set(verdicts.values()) <= set(VERDICTS)
+    assert verdicts["B1"] == verdicts["B2"] == verdicts["B3"] == verdicts["B5"] == "reproduced"
+    assert verdicts["B4"] == "not reproduced"  # L1 parameter sparsity 6 % < 50 %
+    declining = _synthetic_runs({0.0: 1.0, 0.5: 0.95, 1.0: 0.9, 1.5: 0.8})
+    verdicts = {c.claim_id: c.verdict for c in study.claims(declining, latencies, config, "smoke")}
+    assert verdicts["B2"] == "not reproduced"  # performance never improves over dense
+    slower = latencies.assign(latency_ms=latencies["lam"] + 10.0)
+    verdicts = {c.claim_id: c.verdict for c in study.claims(peaked, slower, config, "smoke")}
+    assert verdicts["B3"] == "not reproduced"
+
+
+def test_latency_summary_normalises_by_the_dense_backbone() -> None:
+    latencies = pd.DataFrame([
+        {"lam": lam, "seed": s, "device": "cpu", "batch_size": 16, "latency_ms": ms + s,
+         "flops": f, "parameters": 1, "group_sparsity": g}
+        for lam, ms, f, g in ((0.0, 10.0, 100, 0.0), (1.0, 5.0, 40, 60.0))
+        for s in (0, 1)
+    ])
+    summary = study.latency_summary(latencies).set_index("lam")
+    assert summary.loc[1.0, "latency_ratio"] == pytest.approx(5.5 / 10.5)
+    assert summary.loc[1.0, "flops_ratio"] == pytest.approx(0.4)
+    assert summary.loc[0.0, "latency_std_ms"] == pytest.approx(np.std([10, 11], ddof=1))
+
+
+@pytest.mark.slow
+def test_latency_is_measured_on_a_slimmed_backbone_with_the_runs_zero_groups() -> None:
+    backbone = create_model("deeplab_resnet", _specs("scenes"), profile="smoke").backbone
+    layers = channel_groups(backbone)
+    dense = {g.name: "0" * g.num_groups for g in layers}
+    # zero all but one input group of layer2's middle conv: the conv before it loses channels
+    sparse = dict(dense)
+    first = next(g for g in layers if g.name.startswith("layer2.0.conv2"))
+    sparse[first.name] = "1" * (first.num_groups - 1) + "0"
+    runs = pd.DataFrame([
+        {**_run("table", lam, 0, SCENES, {"segmentation": 1.0, "depth": 1.0, "normal": 1.0},
+                sparsity), "zero_groups": zeros}
+        for lam, sparsity, zeros in ((0.0, 0.0, dense), (0.3, 10.0, sparse))
+    ])
+    config = runs_module.study_config("smoke", lambdas=[0, 0.3], latency_repeats=1)
+    table = study.latency_vs_lambda(runs, config, "smoke", batch_sizes=(1,), progress=False)
+    by_lam = table.set_index("lam")
+    assert by_lam.loc[0.3, "flops"] < by_lam.loc[0.0, "flops"]
+    assert by_lam.loc[0.3, "parameters"] < by_lam.loc[0.0, "parameters"]
+
+
+@pytest.mark.slow
+def test_heatmap_panels_show_before_single_and_multi_task_masks(tmp_path) -> None:
+    config = runs_module.study_config("smoke", datasets=["scenes"], seeds=[0], threads=1)
+    runs = pd.DataFrame([
+        {**run, "combo": "+".join(run["tasks"])}
+        for run in runs_module.run_unit("table", "scenes", 0.3, 0, config, "smoke", tmp_path,
+                                        progress=False)
+    ])
+    panels = study.heatmap_panels(runs, "scenes", 0.3, 0, "smoke")
+    assert list(panels) == [
+        "before training", "segmentation (single-task)", "depth (single-task)",
+        "normal (single-task)", "all tasks (multi-task)",
+    ]
+    assert not any(mask.any() for mask in panels["before training"].values())
+    layers = [list(p) for p in panels.values()]
+    assert all(names == layers[0] for names in layers)
