@@ -535,7 +535,7 @@ def _lambda_axis(ax: Axes, lams: Iterable[float]) -> None:
     low, high = scale.transform(np.array([values[0], values[-1]]))
     pad = 0.05 * (high - low) if high > low else linthresh
     ax.set_xlim(*scale.inverted().transform(np.array([low - pad, high + pad])))
-    rotated = len(values) > 6
+    rotated = len(values) > 4  # half-decade neighbours (1e-3, 3e-3) would overlap
     ax.set_xticks(
         values,
         [_lambda_label(v) for v in values],
