@@ -61,11 +61,16 @@ import dataclasses
 import time
 
 import numpy as np
-import torch
 
-from mtlrepro.config import build_config, check_choice, check_range
+from mtlrepro.config import check_choice, check_range
 from mtlrepro.data.base import DATASETS, SPLITS, TensorDataset, check_task_subset
-from mtlrepro.data.cache import load_or_generate, split_cache_key
+from mtlrepro.data.generated import (
+    RowRenderer,
+    build_generated,
+    chunk_rng,
+    render_in_chunks,
+    rows_per_render,
+)
 from mtlrepro.tasks import CANONICAL_KINDS, TaskSpec
 
 FACES_TASKS: tuple[str, ...] = ("segmentation", "male", "smile")
@@ -392,23 +397,14 @@ def generate_faces(config: FacesConfig, split: str) -> dict[str, np.ndarray]:
         split: ``train``, ``val`` or ``test``.
     """
     check_choice("split", split, SPLITS)
-    total = getattr(config, f"n_{split}")
-    per_render = max(1, min(CHUNK, _PIXEL_BUDGET // (config.height * config.width)))
-    out: dict[str, np.ndarray] = {}
-    for chunk, start in enumerate(range(0, total, CHUNK)):
-        rng = np.random.default_rng(
-            np.random.SeedSequence([config.seed, SPLITS.index(split), chunk])
-        )
+
+    def prepare(chunk: int, count: int) -> RowRenderer:
+        rng = chunk_rng(config.seed, split, chunk)
         params = _sample_faces(rng, CHUNK, config.width / config.height)
-        count = min(CHUNK, total - start)
-        for first in range(0, count, per_render):
-            rows = slice(first, min(count, first + per_render))
-            arrays = _render({k: v[rows] for k, v in params.items()}, config, rng)
-            if not out:
-                out = {k: np.empty((total, *v.shape[1:]), v.dtype) for k, v in arrays.items()}
-            for key, value in arrays.items():
-                out[key][start + first : start + first + len(value)] = value
-    return out
+        return lambda rows: _render({k: v[rows] for k, v in params.items()}, config, rng)
+
+    per_render = rows_per_render(CHUNK, _PIXEL_BUDGET, config.height, config.width)
+    return render_in_chunks(getattr(config, f"n_{split}"), CHUNK, per_render, prepare)
 
 
 @DATASETS.register("faces")
@@ -420,17 +416,17 @@ def build_faces(split: str, profile: str = "cpu", **overrides: object) -> Tensor
         profile: ``smoke``, ``cpu`` or ``paper`` (selects the :data:`FACES_PRESETS` entry).
         **overrides: :class:`FacesConfig` fields, e.g. ``tasks=("segmentation", "male")``.
     """
-    check_choice("split", split, SPLITS)
-    config = build_config(FacesConfig, FACES_PRESETS, profile, overrides)
-    arrays = load_or_generate(
+    return build_generated(
         "faces",
         split,
-        split_cache_key(config, split),
-        FACES_VERSION,
-        lambda: generate_faces(config, split),
+        profile,
+        overrides,
+        config_class=FacesConfig,
+        presets=FACES_PRESETS,
+        version=FACES_VERSION,
+        generate=generate_faces,
+        task_specs=lambda config: faces_task_specs(config.tasks),
     )
-    tensors = {key: torch.from_numpy(arrays[key]) for key in ("image", *config.tasks)}
-    return TensorDataset("faces", split, tensors, faces_task_specs(config.tasks), config)
 
 
 def faces_images_per_second(n: int = 400, height: int = 48, width: int = 48) -> float:

@@ -43,11 +43,16 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
-import torch
 
-from mtlrepro.config import build_config, check_choice, check_range
+from mtlrepro.config import check_choice, check_range
 from mtlrepro.data.base import DATASETS, SPLITS, TensorDataset, check_task_subset
-from mtlrepro.data.cache import load_or_generate, split_cache_key
+from mtlrepro.data.generated import (
+    RowRenderer,
+    build_generated,
+    chunk_rng,
+    render_in_chunks,
+    rows_per_render,
+)
 from mtlrepro.tasks import CANONICAL_KINDS, TaskSpec
 
 # fmt: off
@@ -666,23 +671,14 @@ def generate_scenes(
         extras: also return the geometry used by the tests.
     """
     check_choice("split", split, SPLITS)
-    total = getattr(config, f"n_{split}")
-    per_render = max(1, min(CHUNK, _PIXEL_BUDGET // (config.height * config.width)))
-    out: dict[str, np.ndarray] = {}
-    for chunk, start in enumerate(range(0, total, CHUNK)):
-        rng = np.random.default_rng(
-            np.random.SeedSequence([config.seed, SPLITS.index(split), chunk])
-        )
+
+    def prepare(chunk: int, count: int) -> RowRenderer:
+        rng = chunk_rng(config.seed, split, chunk)
         scene = _sample_scenes(rng, CHUNK, config)
-        count = min(CHUNK, total - start)
-        for first in range(0, count, per_render):
-            rows = slice(first, min(count, first + per_render))
-            arrays = _render({k: v[rows] for k, v in scene.items()}, config, rng, extras)
-            if not out:
-                out = {k: np.empty((total, *v.shape[1:]), v.dtype) for k, v in arrays.items()}
-            for key, value in arrays.items():
-                out[key][start + first : start + first + len(value)] = value
-    return out
+        return lambda rows: _render({k: v[rows] for k, v in scene.items()}, config, rng, extras)
+
+    per_render = rows_per_render(CHUNK, _PIXEL_BUDGET, config.height, config.width)
+    return render_in_chunks(getattr(config, f"n_{split}"), CHUNK, per_render, prepare)
 
 
 @DATASETS.register("scenes")
@@ -694,17 +690,17 @@ def build_scenes(split: str, profile: str = "cpu", **overrides: object) -> Tenso
         profile: ``smoke``, ``cpu`` or ``paper`` (selects the :data:`SCENES_PRESETS` entry).
         **overrides: :class:`ScenesConfig` fields, e.g. ``tasks=("segmentation", "depth")``.
     """
-    check_choice("split", split, SPLITS)
-    config = build_config(ScenesConfig, SCENES_PRESETS, profile, overrides)
-    arrays = load_or_generate(
+    return build_generated(
         "scenes",
         split,
-        split_cache_key(config, split),
-        SCENES_VERSION,
-        lambda: generate_scenes(config, split),
+        profile,
+        overrides,
+        config_class=ScenesConfig,
+        presets=SCENES_PRESETS,
+        version=SCENES_VERSION,
+        generate=generate_scenes,
+        task_specs=lambda config: scenes_task_specs(config.tasks),
     )
-    tensors = {key: torch.from_numpy(arrays[key]) for key in ("image", *config.tasks)}
-    return TensorDataset("scenes", split, tensors, scenes_task_specs(config.tasks), config)
 
 
 def scenes_images_per_second(n: int = 400, height: int = 64, width: int = 64) -> float:

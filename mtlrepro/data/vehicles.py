@@ -78,9 +78,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtlrepro.config import ConfigError, build_config, check_choice, check_range
+from mtlrepro.config import ConfigError, check_choice, check_range
 from mtlrepro.data.base import DATASETS, SPLITS, TensorDataset, check_task_subset
-from mtlrepro.data.cache import load_or_generate, split_cache_key
+from mtlrepro.data.generated import (
+    RowRenderer,
+    build_generated,
+    render_in_chunks,
+    rows_per_render,
+)
 from mtlrepro.tasks import TaskSpec
 
 # Vehicle-X's colour and type lists (list_color.txt / list_type.txt of the AI City Challenge
@@ -1055,22 +1060,20 @@ def generate_vehicles(
     total = getattr(config, f"n_{split}")
     catalogue = vehicle_catalogue(config)
     cameras = vehicle_cameras(config)
-    per_render = max(1, min(CHUNK, _PIXEL_BUDGET // (config.height * config.width)))
-    out: dict[str, np.ndarray] = {}
-    for chunk, start in enumerate(range(0, total, CHUNK)):
-        count = min(CHUNK, total - start)
+
+    def prepare(chunk: int, count: int) -> RowRenderer:
         sample = _sample_images(config, split, chunk, count, cameras)
         labels = _labels(catalogue, sample["identity"], sample["camera"])
-        for first in range(0, count, per_render):
-            rows = slice(first, min(count, first + per_render))
+
+        def render(rows: slice) -> dict[str, np.ndarray]:
             part = {k: v[rows] for k, v in sample.items()}
-            arrays = {**_render(config, part, catalogue, cameras, extras),
-                      **{k: v[rows] for k, v in labels.items()}}  # fmt: skip
-            if not out:
-                out = {k: np.empty((total, *v.shape[1:]), v.dtype) for k, v in arrays.items()}
-            for key, value in arrays.items():
-                out[key][start + first : start + first + len(value)] = value
-    return out
+            return {**_render(config, part, catalogue, cameras, extras),
+                    **{k: v[rows] for k, v in labels.items()}}  # fmt: skip
+
+        return render
+
+    per_render = rows_per_render(CHUNK, _PIXEL_BUDGET, config.height, config.width)
+    return render_in_chunks(total, CHUNK, per_render, prepare)
 
 
 @DATASETS.register("vehicles")
@@ -1082,18 +1085,17 @@ def build_vehicles(split: str, profile: str = "cpu", **overrides: object) -> Ten
         profile: ``smoke``, ``cpu`` or ``paper`` (selects the :data:`VEHICLES_PRESETS` entry).
         **overrides: :class:`VehiclesConfig` fields, e.g. ``tasks=("colour", "type")``.
     """
-    check_choice("split", split, SPLITS)
-    config = build_config(VehiclesConfig, VEHICLES_PRESETS, profile, overrides)
-    arrays = load_or_generate(
+    return build_generated(
         "vehicles",
         split,
-        split_cache_key(config, split),
-        VEHICLES_VERSION,
-        lambda: generate_vehicles(config, split),
+        profile,
+        overrides,
+        config_class=VehiclesConfig,
+        presets=VEHICLES_PRESETS,
+        version=VEHICLES_VERSION,
+        generate=generate_vehicles,
+        task_specs=lambda config: vehicles_task_specs(config.tasks, config.n_ids, config.n_cameras),
     )
-    tensors = {key: torch.from_numpy(arrays[key]) for key in ("image", *config.tasks)}
-    specs = vehicles_task_specs(config.tasks, config.n_ids, config.n_cameras)
-    return TensorDataset("vehicles", split, tensors, specs, config)
 
 
 def vehicles_images_per_second(n: int = 400, height: int = 64, width: int = 64) -> float:
