@@ -9,7 +9,7 @@ is not found at once.
 The script finds the folder holding ``CelebA-HQ-img/``, ``CelebAMask-HQ-mask-anno/`` and
 ``CelebAMask-HQ-attribute-anno.txt`` (the release's ``CelebAMask-HQ/``), validates it with
 the ``celebamask`` loader (attribute file, every image listed there present, first and last
-sample of each split decoded with its mask), and moves it to the destination (``--dest``, else
+sample of each split decoded with its mask), and moves it to the destination (``--root``, else
 ``$MTLREPRO_DATA_DIR/celebamask``, else ``<repo root>/data/celebamask``).  Unpacking happens in
 a temporary folder next to the destination, so the final move is a rename.  An existing valid
 destination is left alone; an invalid one is only replaced with ``--force``.
@@ -22,12 +22,11 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from prepare_nyuv2 import PrepareError, place_dataset
+from prepare_nyuv2 import place_dataset, run_prepare, source_arguments
 
 from mtlrepro.data.celebamask import (
     ATTRIBUTE_FILE,
@@ -39,7 +38,6 @@ from mtlrepro.data.celebamask import (
     celebamask_counts,
     celebamask_root,
 )
-from mtlrepro.data.nyuv2 import DataFilesError
 
 
 def is_layout(folder: Path) -> bool:
@@ -82,29 +80,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: arguments (default ``sys.argv[1:]``).
     """
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = source_arguments(
+        __doc__,
+        "celebamask",
+        "the released CelebAMask-HQ.zip",
+        "direct URL of a zip or tar archive",
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--url", help="direct URL of a zip or tar archive")
-    source.add_argument("--archive", type=Path, help="the released CelebAMask-HQ.zip")
-    parser.add_argument(
-        "--dest",
-        "--root",
-        dest="dest",
-        type=Path,
-        default=None,
-        help="destination (default: $MTLREPRO_DATA_DIR/celebamask or <repo root>/data/celebamask)",
-    )
-    parser.add_argument("--force", action="store_true", help="replace an invalid existing dest")
     args = parser.parse_args(argv)
-    dest = celebamask_root(args.dest)
-    if args.archive is not None and not args.archive.is_file():
-        parser.error(f"--archive {args.archive} is not a file")
-    try:
-        counts = prepare(args.archive if args.archive is not None else args.url, dest, args.force)
-    except (PrepareError, DataFilesError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    dest = celebamask_root(args.root)
+    counts = run_prepare(parser, args, lambda source: prepare(source, dest, args.force))
+    if counts is None:
         return 1
     total = sum(counts.values())
     note = "" if total == CELEBAMASK_COUNT else f" (the release has {CELEBAMASK_COUNT})"

@@ -277,33 +277,74 @@ def prepare(source: Path | str, root: Path, force: bool = False) -> dict[str, in
     )
 
 
+def source_arguments(
+    description: str | None, dataset: str, archive_help: str, url_help: str
+) -> argparse.ArgumentParser:
+    """The command line every prepare script shares: ``--url`` or ``--archive``, ``--root``
+    (alias ``--dest``) and ``--force``; a script adds its own options to it.
+
+    Args:
+        description: the script's help text (its module docstring).
+        dataset: the dataset's folder name under ``data/`` (for the default in the help).
+        archive_help: help of ``--archive``.
+        url_help: help of ``--url``.
+    """
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--url", help=url_help)
+    source.add_argument("--archive", type=Path, help=archive_help)
+    parser.add_argument(
+        "--root",
+        "--dest",
+        dest="root",
+        type=Path,
+        default=None,
+        help=f"destination (default: $MTLREPRO_DATA_DIR/{dataset} or <repo root>/data/{dataset})",
+    )
+    parser.add_argument("--force", action="store_true", help="replace an invalid existing root")
+    return parser
+
+
+def run_prepare(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    prepare_source: Callable[[Path | str], dict[str, int]],
+) -> dict[str, int] | None:
+    """Call ``prepare_source`` on the parsed ``--archive`` or ``--url``; on a preparation error
+    print it and return ``None`` (the script then exits with status 1).
+
+    Args:
+        parser: the script's parser (reports a missing archive file as a usage error).
+        args: the parsed arguments.
+        prepare_source: places the dataset from an archive path or a URL, returns its counts.
+    """
+    if args.archive is not None and not args.archive.is_file():
+        parser.error(f"--archive {args.archive} is not a file")
+    try:
+        return prepare_source(args.archive if args.archive is not None else args.url)
+    except (PrepareError, DataFilesError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status.
 
     Args:
         argv: arguments (default ``sys.argv[1:]``).
     """
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = source_arguments(
+        __doc__,
+        "nyuv2",
+        "a local zip or tar archive",
+        f"archive URL (MTAN's folder: {MTAN_FOLDER_URL})",
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--url", help=f"archive URL (MTAN's folder: {MTAN_FOLDER_URL})")
-    source.add_argument("--archive", type=Path, help="a local zip or tar archive")
-    parser.add_argument(
-        "--root",
-        type=Path,
-        default=None,
-        help="destination (default: $MTLREPRO_DATA_DIR/nyuv2 or <repo root>/data/nyuv2)",
-    )
-    parser.add_argument("--force", action="store_true", help="replace an invalid existing root")
     args = parser.parse_args(argv)
     root = nyuv2_root(args.root)
-    if args.archive is not None and not args.archive.is_file():
-        parser.error(f"--archive {args.archive} is not a file")
-    try:
-        counts = prepare(args.archive if args.archive is not None else args.url, root, args.force)
-    except (PrepareError, DataFilesError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    counts = run_prepare(parser, args, lambda source: prepare(source, root, args.force))
+    if counts is None:
         return 1
     _report(root, counts)
     return 0

@@ -22,14 +22,12 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from prepare_nyuv2 import PrepareError, place_dataset
+from prepare_nyuv2 import place_dataset, run_prepare, source_arguments
 
-from mtlrepro.data.nyuv2 import DataFilesError
 from mtlrepro.data.vehiclex import LABEL_FILE, VEHICLEX_COUNTS, vehiclex_counts, vehiclex_root
 
 SPLIT_FOLDERS = ("train", "val", "test")
@@ -75,19 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: arguments (default ``sys.argv[1:]``).
     """
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = source_arguments(
+        __doc__, "vehiclex", "a local zip or tar archive", "direct URL of a zip or tar archive"
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--url", help="direct URL of a zip or tar archive")
-    source.add_argument("--archive", type=Path, help="a local zip or tar archive")
-    parser.add_argument(
-        "--root",
-        type=Path,
-        default=None,
-        help="destination (default: $MTLREPRO_DATA_DIR/vehiclex or <repo root>/data/vehiclex)",
-    )
-    parser.add_argument("--force", action="store_true", help="replace an invalid existing root")
     parser.add_argument(
         "--label-base",
         type=int,
@@ -97,13 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     root = vehiclex_root(args.root)
-    if args.archive is not None and not args.archive.is_file():
-        parser.error(f"--archive {args.archive} is not a file")
-    try:
-        source = args.archive if args.archive is not None else args.url
-        counts = prepare(source, root, args.force, args.label_base)
-    except (PrepareError, DataFilesError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    counts = run_prepare(
+        parser, args, lambda source: prepare(source, root, args.force, args.label_base)
+    )
+    if counts is None:
         return 1
     for split, n in counts.items():
         note = "" if n == VEHICLEX_COUNTS[split] else f" (paper A has {VEHICLEX_COUNTS[split]})"
