@@ -275,3 +275,9 @@ def test_heatmap_panels_show_before_single_and_multi_task_masks(tmp_path) -> Non
     assert not any(mask.any() for mask in panels["before training"].values())
     layers = [list(p) for p in panels.values()]
     assert all(names == layers[0] for names in layers)
+    table = study.layer_sparsity_table(runs, "scenes", 0.3, 0).set_index("layer")
+    assert list(table.index) == layers[0]
+    single = panels["segmentation (single-task)"]
+    expected = [100.0 * mask.mean() for mask in single.values()]
+    assert table["segmentation groups"].tolist() == pytest.approx(expected)
+    assert ((table >= 0) & (table <= 100)).all().all()

@@ -279,6 +279,38 @@ def heatmap_panels(
     return panels
 
 
+def layer_sparsity_table(runs: pd.DataFrame, dataset: str, lam: float, seed: int) -> pd.DataFrame:
+    """Per backbone conv layer, % zero groups and % zero weights of each single-task network
+    and of the all-task network at ``lam`` (the numbers behind the heatmaps).
+
+    Args:
+        runs: :func:`~mtlrepro.experiments.group_sparsity_runs.run_study`'s frame.
+        dataset: the dataset.
+        lam: the λ shown.
+        seed: the seed shown.
+
+    Returns:
+        One row per layer (input to output); columns ``<tasks> groups`` and ``<tasks> params``.
+    """
+    part = runs[
+        (runs["kind"] == "table")
+        & (runs["dataset"] == dataset)
+        & (runs["lam"] == lam)
+        & (runs["seed"] == seed)
+    ]
+    tasks = DATASET_TASKS[dataset]
+    columns: dict[str, pd.Series] = {}
+    for combo in [*((t,) for t in tasks), tasks]:
+        name = "+".join(combo)
+        layers = part.loc[part["combo"] == name, "layer_sparsity"]
+        if layers.empty:
+            raise ConfigError(f"no {name} run for {dataset!r} at λ={lam} and seed {seed}")
+        stats = pd.DataFrame(layers.iloc[0]).T
+        columns[f"{name} groups"] = stats["group_sparsity"]
+        columns[f"{name} params"] = stats["param_sparsity"]
+    return pd.DataFrame(columns).rename_axis("layer").reset_index()
+
+
 def latency_vs_lambda(
     runs: pd.DataFrame,
     config: SparsityStudyConfig,

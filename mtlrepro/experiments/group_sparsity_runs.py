@@ -349,6 +349,7 @@ def train_combination(
         A JSON-able record: ``tasks``, ``test`` (task -> metric -> value), ``group_sparsity``
         and ``param_sparsity`` (%, final), ``history`` (per epoch, from epoch 0 = the
         initialisation), ``zero_groups`` (layer -> "0"/"1" string, 1 = zero group),
+        ``layer_sparsity`` (layer -> final ``group_sparsity`` and ``param_sparsity`` in %),
         ``backbone_parameters``.
     """
     train_set = _split(dataset, "train", profile, tasks, config.n_train)
@@ -370,7 +371,8 @@ def train_combination(
     # No validation split: nothing is selected on it, and every number reported is a test one.
     result = fit(model, task_objects, train_set, None, balancer, train_config, hooks=[hook])
     test = evaluate(model, task_objects, test_set, train_config.eval_batch_size)
-    final = sparsity_stats(model.backbone).iloc[-1]
+    layers = sparsity_stats(model.backbone)
+    final = layers.iloc[-1]
     logged = result.history[result.history["metric"].isin(["group_sparsity", "param_sparsity"])]
     per_epoch = logged.pivot_table(index="epoch", columns="metric", values="value")
     history = [
@@ -397,6 +399,13 @@ def train_combination(
         "history": history,
         "zero_groups": {
             name: "".join("1" if z else "0" for z in m.tolist()) for name, m in masks.items()
+        },
+        "layer_sparsity": {
+            row["name"]: {
+                "group_sparsity": float(row["group_sparsity"]),
+                "param_sparsity": float(row["param_sparsity"]),
+            }
+            for _, row in layers.iloc[:-1].iterrows()
         },
         "backbone_parameters": count_parameters(model.backbone),
     }
