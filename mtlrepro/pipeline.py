@@ -222,6 +222,30 @@ def _clean_output(output: Any, root: Path) -> Any | None:
     return output
 
 
+def _order_streams(outputs: list[Any]) -> list[Any]:
+    """Outputs with every run of consecutive stream outputs merged into one output per stream,
+    ``stdout`` first, then ``stderr``.
+
+    The kernel sends the two streams on separate channels, so how a cell's prints and
+    warnings interleave varies from run to run; within one stream the order is kept.
+    """
+    out: list[Any] = []
+    run: list[Any] = []
+    for output in [*outputs, None]:
+        if output is not None and output.output_type == "stream":
+            run.append(output)
+            continue
+        for name in ("stdout", "stderr"):
+            parts = [o for o in run if o.name == name]
+            if parts:
+                parts[0].text = "".join(o.text for o in parts)
+                out.append(parts[0])
+        run = []
+        if output is not None:
+            out.append(output)
+    return out
+
+
 def finalize_notebook(path: str | Path, *, root: Path = REPO_ROOT) -> Path:
     """Strip run-specific content from an executed notebook, in place (atomically).
 
@@ -229,8 +253,9 @@ def finalize_notebook(path: str | Path, *, root: Path = REPO_ROOT) -> Path:
     ``execution`` timestamps and widget state; gives every cell a content-derived id
     (papermill's injected cell gets a random one); drops progress-bar lines from streams;
     makes paths under ``root`` relative, masks ipykernel temp paths and object addresses;
-    removes text/time chunks from PNG outputs.  Parameters, papermill version and cell
-    status stay, so the notebook still says how it was run.
+    merges a cell's consecutive stream outputs per stream (stdout, then stderr: their
+    interleaving is a race); removes text/time chunks from PNG outputs.  Parameters, papermill
+    version and cell status stay, so the notebook still says how it was run.
 
     Args:
         path: the executed notebook.
@@ -253,7 +278,7 @@ def finalize_notebook(path: str | Path, *, root: Path = REPO_ROOT) -> Path:
         cell["id"] = digest if seen[digest] == 1 else f"{digest}-{seen[digest]}"
         if cell.cell_type == "code":
             outputs = (_clean_output(o, root) for o in cell.outputs)
-            cell.outputs = [o for o in outputs if o is not None]
+            cell.outputs = _order_streams([o for o in outputs if o is not None])
     nbformat.validate(nb)
     return atomic_write_text(path, nbformat.writes(nb).rstrip("\n") + "\n")
 

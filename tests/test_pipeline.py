@@ -174,9 +174,30 @@ def test_finalize_removes_timestamps_durations_paths_and_random_ids(tmp_path: Pa
                                            "default_parameters": {}, "version": "2.7.0",
                                            "exception": None}
     outputs = nb["cells"][0]["outputs"]
-    assert "".join(outputs[0]["text"]) == "<ipykernel>/123.py:7: UserWarning: w\n"
-    assert "".join(outputs[1]["text"]) == "mtlrepro/__init__.py\n"
+    assert "".join(outputs[0]["text"]) == "mtlrepro/__init__.py\n"
+    assert "".join(outputs[1]["text"]) == "<ipykernel>/123.py:7: UserWarning: w\n"
     assert nb["cells"][0]["metadata"]["papermill"] == {"status": "completed", "exception": False}
+
+
+def test_finalize_makes_the_interleaving_of_stdout_and_stderr_irrelevant(tmp_path: Path) -> None:
+    def executed(order: list[tuple[str, str]]) -> Path:
+        nb = nbformat.v4.new_notebook()
+        cell = nbformat.v4.new_code_cell("print('a'); warn('w'); print('b')")
+        cell.outputs = [nbformat.v4.new_output("stream", name=n, text=t) for n, t in order]
+        cell.outputs.append(nbformat.v4.new_output("display_data", data={"text/plain": "d"}))
+        cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text="c\n"))
+        nb.cells = [cell]
+        path = tmp_path / f"nb{len(list(tmp_path.iterdir()))}.ipynb"
+        nbformat.write(nb, path)
+        return finalize_notebook(path)
+
+    first = executed([("stdout", "a\n"), ("stderr", "w\n"), ("stdout", "b\n")])
+    second = executed([("stderr", "w\n"), ("stdout", "a\n"), ("stdout", "b\n")])
+    assert first.read_text() == second.read_text()
+    outputs = json.loads(first.read_text())["cells"][0]["outputs"]
+    streams = [(o.get("name"), "".join(o.get("text", ""))) for o in outputs]
+    # per stream the order is kept; a display output still separates what came before it
+    assert streams == [("stdout", "a\nb\n"), ("stderr", "w\n"), (None, ""), ("stdout", "c\n")]
 
 
 def test_html_rendering_is_identical_twice(tmp_path: Path,

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 from mtlrepro import paper_numbers
 from mtlrepro.compress import conv_flops, latency, parameter_count, slim

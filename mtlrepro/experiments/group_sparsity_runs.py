@@ -46,7 +46,7 @@ from typing import Any
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 from mtlrepro.balancing import create_balancer
 from mtlrepro.config import ConfigError, build_config, check_choice, check_range
