@@ -32,6 +32,17 @@ def _one_thread() -> Iterator[None]:
 
 
 @pytest.fixture
+def hand_weight() -> torch.Tensor:
+    """A (C_out=2, C_in=3, 1, 2) float64 conv weight, |g| = 4, whose input-channel groups have
+    norms 2, 1 and 4 (channel order; 3 of its 12 weights are zero)."""
+    w = torch.zeros(2, 3, 1, 2, dtype=torch.float64)
+    w[:, 0] = 1.0  # four ones: norm 2
+    w[:, 1] = 0.5  # four halves: norm 1
+    w[0, 2, 0, 0] = 4.0  # norm 4
+    return w
+
+
+@pytest.fixture
 def load_data_script(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], ModuleType]:
     """Import ``data_scripts/<name>.py`` as a module, with ``data_scripts`` on the path as when
     it runs as a script (a script must do nothing on import)."""

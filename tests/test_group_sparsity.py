@@ -26,18 +26,7 @@ from mtlrepro.models.multitask import TaskModuleDict
 from mtlrepro.tasks import TaskSpec, make_tasks
 from mtlrepro.train import TrainConfig, TrainResult, fit
 
-EXACT64 = 1e-12
-"""Tolerance of float64 results that are exact up to a few roundings of O(1) values."""
 SPECS = (TaskSpec("colour", "classification", 3), TaskSpec("type", "classification", 4))
-
-
-def _hand_weight() -> Tensor:
-    """(C_out=2, C_in=3, 1, 2) weight, |g| = 4, group norms 2, 1 and 4 (channel order)."""
-    w = torch.zeros(2, 3, 1, 2, dtype=torch.float64)
-    w[:, 0] = 1.0  # four ones: norm 2
-    w[:, 1] = 0.5  # four halves: norm 1
-    w[0, 2, 0, 0] = 4.0  # norm 4
-    return w
 
 
 # --------------------------------------------------------------------------------------------
@@ -71,10 +60,12 @@ def test_grouped_conv_groups_follow_the_input_channel_blocks() -> None:
 # --------------------------------------------------------------------------------------------
 # Sparsity measures
 # --------------------------------------------------------------------------------------------
-def test_sparsity_stats_count_zero_groups_and_parameters_per_layer() -> None:
+def test_sparsity_stats_count_zero_groups_and_parameters_per_layer(
+    hand_weight: Tensor,
+) -> None:
     net = nn.Sequential(nn.Conv2d(3, 2, (1, 2), bias=False), nn.Conv2d(2, 4, 1, bias=False))
     with torch.no_grad():
-        net[0].weight.copy_(_hand_weight().float())  # no zero group; 3 of 12 weights zero
+        net[0].weight.copy_(hand_weight.float())  # no zero group; 3 of 12 weights zero
         net[1].weight.fill_(1.0)
         net[1].weight[:, 0] = 0.0  # group 0 of 2 zero
         net[1].weight[2, 1] = 0.0  # a lone zero: no group

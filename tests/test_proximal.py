@@ -19,18 +19,10 @@ EXACT64 = 1e-12
 """Tolerance of float64 results that are exact up to a few roundings of O(1) values."""
 
 
-def _hand_weight() -> Tensor:
-    """(C_out=2, C_in=3, 1, 2) weight, |g| = 4, group norms 2, 1 and 4 (channel order)."""
-    w = torch.zeros(2, 3, 1, 2, dtype=torch.float64)
-    w[:, 0] = 1.0  # four ones: norm 2
-    w[:, 1] = 0.5  # four halves: norm 1
-    w[0, 2, 0, 0] = 4.0  # norm 4
-    return w
-
-
-# --------------------------------------------------------------------------------------------
-def test_group_prox_zeroes_groups_under_the_threshold_and_shrinks_the_rest_exactly() -> None:
-    w = _hand_weight()
+def test_group_prox_zeroes_groups_under_the_threshold_and_shrinks_the_rest_exactly(
+    hand_weight: Tensor,
+) -> None:
+    w = hand_weight
     original = w.clone()
     group_soft_threshold_(w, threshold=0.5)  # cut = 0.5·√4 = 1: norms 2 and 4 stay, 1 goes
     assert bool((w[:, 1] == 0).all())  # norm 1 <= 1: zeroed (boundary included)
@@ -38,8 +30,10 @@ def test_group_prox_zeroes_groups_under_the_threshold_and_shrinks_the_rest_exact
     torch.testing.assert_close(w[:, 2], original[:, 2] * (1 - 1 / 4), atol=0.0, rtol=0.0)
 
 
-def test_group_prox_keeps_a_zero_group_zero_and_is_the_identity_for_threshold_zero() -> None:
-    w = _hand_weight()
+def test_group_prox_keeps_a_zero_group_zero_and_is_the_identity_for_threshold_zero(
+    hand_weight: Tensor,
+) -> None:
+    w = hand_weight
     w[:, 1] = 0.0
     original = w.clone()
     group_soft_threshold_(w, threshold=0.0)
