@@ -411,15 +411,6 @@ def train_combination(
     }
 
 
-def _train_job(job: tuple[Any, ...]) -> dict[str, Any]:
-    """:func:`train_combination` of one job tuple, with the study's torch thread count (runs in
-    a worker process when ``workers > 1``)."""
-    config = job[5]
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    return train_combination(*job)
-
-
 @contextmanager
 def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     """``workers`` worker processes, or ``None`` (train in this process) for one.
@@ -490,7 +481,9 @@ def run_unit(
         workers = min(config.workers, len(jobs))
         with bar, _pool(workers) as pool:
             runs = []
-            for run in pool.map(_train_job, jobs) if pool else map(_train_job, jobs):
+            mapper = pool.map if pool is not None else map
+            # fit sets the study's torch thread count in whichever process trains
+            for run in mapper(train_combination, *zip(*jobs, strict=True)):
                 runs.append(run)
                 bar.update()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -535,6 +528,8 @@ def run_study(
         One row per trained network: ``kind``, ``dataset``, ``lam``, ``seed``, ``prox``,
         ``combo`` (task names joined by ``+``), and the record's fields.
     """
+    # fit sets it for training; here it also holds when every unit is read from disk, so the
+    # notebook's later timings (Fig. 3 (d)) run with the study's thread count either way
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     rows = [
@@ -587,8 +582,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if lambda_label(lam) != args.lam:
             raise ConfigError(f"write λ {args.lam!r} as {lambda_label(lam)!r} (file names use it)")
         runs_dir = args.runs or runs_dir_for(REPO_ROOT / "results" / NOTEBOOK)
-        if config.threads is not None:
-            torch.set_num_threads(config.threads)
         run_unit(
             args.kind,
             args.dataset,
