@@ -244,6 +244,28 @@ def _mask(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("ascii"), dtype=np.uint8) == ord("1")
 
 
+def _shown_runs(
+    runs: pd.DataFrame, dataset: str, lam: float, seed: int
+) -> dict[tuple[str, ...], pd.Series]:
+    """The table runs the heatmaps show: each single-task network, then the all-task one, at
+    ``lam`` and ``seed``; a missing one raises :class:`~mtlrepro.config.ConfigError`."""
+    part = runs[
+        (runs["kind"] == "table")
+        & (runs["dataset"] == dataset)
+        & (runs["lam"] == lam)
+        & (runs["seed"] == seed)
+    ]
+    tasks = DATASET_TASKS[dataset]
+    shown = {}
+    for combo in [*((t,) for t in tasks), tasks]:
+        name = "+".join(combo)
+        match = part[part["combo"] == name]
+        if match.empty:
+            raise ConfigError(f"no {name} run for {dataset!r} at λ={lam} and seed {seed}")
+        shown[combo] = match.iloc[0]
+    return shown
+
+
 def heatmap_panels(
     runs: pd.DataFrame, dataset: str, lam: float, seed: int, profile: str
 ) -> dict[str, dict[str, np.ndarray]]:
@@ -260,22 +282,12 @@ def heatmap_panels(
     Returns:
         Panel title -> layer name -> bool array over input channels (True = zero group).
     """
-    part = runs[
-        (runs["kind"] == "table")
-        & (runs["dataset"] == dataset)
-        & (runs["lam"] == lam)
-        & (runs["seed"] == seed)
-    ]
-    if part.empty:
-        raise ConfigError(f"no table runs for {dataset!r} at λ={lam} and seed {seed}")
     tasks = DATASET_TASKS[dataset]
     specs = get_dataset(dataset, "val", profile, tasks=tasks).task_specs
     seed_everything(seed)
     initial = create_model("deeplab_resnet", specs, profile=profile).backbone
     panels = {"before training": {k: v.numpy() for k, v in zero_group_mask(initial).items()}}
-    chosen = [*((t,) for t in tasks), tasks]
-    for combo in chosen:
-        run = part[part["combo"] == "+".join(combo)].iloc[0]
+    for combo, run in _shown_runs(runs, dataset, lam, seed).items():
         title = f"{combo[0]} (single-task)" if len(combo) == 1 else "all tasks (multi-task)"
         panels[title] = {name: _mask(text) for name, text in run["zero_groups"].items()}
     return panels
@@ -294,20 +306,10 @@ def layer_sparsity_table(runs: pd.DataFrame, dataset: str, lam: float, seed: int
     Returns:
         One row per layer (input to output); columns ``<tasks> groups`` and ``<tasks> params``.
     """
-    part = runs[
-        (runs["kind"] == "table")
-        & (runs["dataset"] == dataset)
-        & (runs["lam"] == lam)
-        & (runs["seed"] == seed)
-    ]
-    tasks = DATASET_TASKS[dataset]
     columns: dict[str, pd.Series] = {}
-    for combo in [*((t,) for t in tasks), tasks]:
+    for combo, run in _shown_runs(runs, dataset, lam, seed).items():
         name = "+".join(combo)
-        layers = part.loc[part["combo"] == name, "layer_sparsity"]
-        if layers.empty:
-            raise ConfigError(f"no {name} run for {dataset!r} at λ={lam} and seed {seed}")
-        stats = pd.DataFrame(layers.iloc[0]).T
+        stats = pd.DataFrame(run["layer_sparsity"]).T
         columns[f"{name} groups"] = stats["group_sparsity"]
         columns[f"{name} params"] = stats["param_sparsity"]
     return pd.DataFrame(columns).rename_axis("layer").reset_index()
