@@ -1,7 +1,8 @@
-"""Benchmarks: the shared training loop's overhead and the scenes generator's throughput.
+"""Benchmarks: the shared training loop's overhead, the scenes generator's throughput and the
+cost of the oneDNN work-around.
 
 ``python -m mtlrepro.bench [--out results/benchmarks] [--steps N] [--repeats R] [--quick]``
-writes two CSV files (atomically) into ``--out``:
+writes three CSV files (atomically) into ``--out``:
 
 * ``train_loop.csv`` -- :func:`mtlrepro.train.fit` (progress bar on, ``"equal"`` balancer)
   against a bare hand-written PyTorch loop on the same model (same initial weights), the
@@ -14,6 +15,11 @@ writes two CSV files (atomically) into ``--out``:
   on a two-core machine stalls both loops by large, random factors).
 * ``scenes_generator.csv`` -- :func:`mtlrepro.data.scenes.scenes_images_per_second` at
   64×64, median over repeats, with the target :data:`TARGET_IMAGES_PER_S`.
+* ``onednn_routing.csv`` -- :func:`bench_onednn_routing`: a training step of paper A's smoke
+  ResNet-18 (whose two 4-channel strided 1×1 shortcuts :mod:`mtlrepro.models.onednn` routes
+  around a oneDNN heap overflow) with the routed layers against the library layers, each in
+  its own process (the library layers abort on CPUs whose oneDNN takes the AVX2 kernel; the
+  row then says so).  The cpu-profile networks have no such layer, so they pay nothing.
 
 Both files also record the settings and the torch thread count.  Timings vary from run to
 run and machine to machine: these files describe one measurement, they are not reproducible
@@ -25,8 +31,12 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
 import math
 import statistics
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +52,8 @@ from mtlrepro.data import get_dataset
 from mtlrepro.data.base import TensorDataset
 from mtlrepro.data.scenes import scenes_images_per_second
 from mtlrepro.models import count_parameters, create_model
+from mtlrepro.models.backbones import create_backbone
+from mtlrepro.models.onednn import SubsampledPointwiseConv2d
 from mtlrepro.report import atomic_write_text
 from mtlrepro.tasks import Task, make_tasks
 from mtlrepro.train import TrainConfig, epoch_batches, fit
@@ -219,8 +231,97 @@ def bench_generator(settings: BenchSettings) -> pd.DataFrame:
     )
 
 
+def smoke_resnet_step_seconds(routed: bool, steps: int, repeats: int) -> list[float]:
+    """Median seconds per training step of paper A's smoke ResNet-18, per repeat.
+
+    Backbone + linear head, Adam, batch 16 of 32×32 channels-last images, one thread, after
+    two untimed warm-up steps.
+
+    Args:
+        routed: keep :mod:`mtlrepro.models.onednn`'s routing (``False``: the library layers).
+        steps: timed steps per repeat.
+        repeats: repeats.
+    """
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    backbone = create_backbone("resnet18", "smoke").to(memory_format=torch.channels_last)
+    if not routed:
+        for layer in backbone.modules():
+            if isinstance(layer, SubsampledPointwiseConv2d):
+                layer.__class__ = nn.Conv2d
+    model = nn.Sequential(backbone, nn.Linear(backbone.out_features, 2))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    images = torch.rand(16, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        model(images).square().mean().backward()
+        optimizer.step()
+
+    step(), step()
+    medians = []
+    for _ in range(repeats):
+        times = [_timed(step)[0] for _ in range(steps)]
+        medians.append(statistics.median(times))
+    return medians
+
+
+def bench_onednn_routing(settings: BenchSettings) -> pd.DataFrame:
+    """Step time with and without the oneDNN routing, each variant in its own process,
+    alternating, ``settings.repeats`` rounds of ``settings.steps`` steps (capped at 100).
+
+    Args:
+        settings: steps and repeats.
+
+    Returns:
+        One row per variant: median step ms, and ``status`` (``ok``, or how the process died).
+    """
+    steps = min(settings.steps, 100)
+    samples: dict[str, list[float]] = {"routed": [], "library": []}
+    status = {"routed": "ok", "library": "ok"}
+    for repeat in range(settings.repeats):
+        order = ("routed", "library") if repeat % 2 == 0 else ("library", "routed")
+        for variant in order:
+            if status[variant] != "ok":
+                continue
+            code = textwrap.dedent(
+                f"""
+                import json
+                from mtlrepro.bench import smoke_resnet_step_seconds
+                print(json.dumps(smoke_resnet_step_seconds({variant == "routed"}, {steps}, 1)))
+                """
+            )
+            done = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, timeout=600
+            )
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+                status[variant] = f"died (exit {done.returncode}: {last})"
+                continue
+            samples[variant].extend(json.loads(done.stdout.strip().splitlines()[-1]))
+    return pd.DataFrame(
+        [
+            {
+                "model": "paper A smoke resnet18 + linear head, channels-last",
+                "variant": variant,
+                "batch_size": 16,
+                "image_size": "32x32",
+                "torch_threads": 1,
+                "steps": steps,
+                "repeats": len(samples[variant]),
+                "step_ms": statistics.median(samples[variant]) * 1e3
+                if samples[variant]
+                else math.nan,
+                "status": status[variant],
+            }
+            for variant in ("routed", "library")
+        ]
+    )
+
+
 def run(out: str | Path, settings: BenchSettings) -> dict[str, pd.DataFrame]:
-    """Run both benchmarks and write ``train_loop.csv`` and ``scenes_generator.csv``.
+    """Run the benchmarks and write ``train_loop.csv``, ``scenes_generator.csv`` and
+    ``onednn_routing.csv``.
 
     Args:
         out: output folder.
@@ -232,6 +333,7 @@ def run(out: str | Path, settings: BenchSettings) -> dict[str, pd.DataFrame]:
     tables = {
         "train_loop": bench_train_loop(settings),
         "scenes_generator": bench_generator(settings),
+        "onednn_routing": bench_onednn_routing(settings),
     }
     for stem, frame in tables.items():
         atomic_write_text(Path(out) / f"{stem}.csv", frame.to_csv(index=False))

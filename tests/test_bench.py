@@ -1,4 +1,4 @@
-"""Tests of mtlrepro.bench: the quick mode writes both CSV files with their key columns."""
+"""Tests of mtlrepro.bench: the quick mode writes its CSV files with their key columns."""
 
 from __future__ import annotations
 
@@ -34,7 +34,18 @@ def test_quick_mode_writes_csvs_with_ratio_and_target(
     assert generator["images_per_s"].iloc[0] > 0
     assert generator["target"].iloc[0] == TARGET_IMAGES_PER_S
 
-    assert sorted(p.name for p in out.iterdir()) == ["scenes_generator.csv", "train_loop.csv"]
+    routing = pd.read_csv(out / "onednn_routing.csv")
+    assert routing["variant"].tolist() == ["routed", "library"]
+    routed = routing.iloc[0]
+    assert routed.status == "ok" and routed.step_ms > 0  # the routed layers never abort
+    library = routing.iloc[1]  # the library layers abort where oneDNN takes its AVX2 kernel
+    assert (library.status == "ok" and library.step_ms > 0) or library.status.startswith("died")
+
+    assert sorted(p.name for p in out.iterdir()) == [
+        "onednn_routing.csv",
+        "scenes_generator.csv",
+        "train_loop.csv",
+    ]
     assert "ratio" in capsys.readouterr().out
 
 

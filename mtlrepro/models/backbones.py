@@ -75,7 +75,9 @@ from torchvision.models.vgg import cfgs as vgg_cfgs
 from torchvision.models.vgg import make_layers as vgg_make_layers
 
 from mtlrepro.config import PROFILES, ConfigError, check_choice
+from mtlrepro.models.onednn import avoid_onednn_strided_pointwise_bug
 from mtlrepro.registry import Registry
+from mtlrepro.train import load_torch_file
 
 FAMILIES: tuple[str, ...] = (
     "efficientnet_b0",
@@ -127,6 +129,9 @@ class Backbone(nn.Module):
         head: dotted name of the classifier's last ``nn.Linear``.
         family: architecture family, for self-description.
         scale: scale it was built at, for self-description.
+
+        Narrow strided 1×1 convolutions are routed around a oneDNN bug (exact; see
+        :mod:`mtlrepro.models.onednn`).
         """
         super().__init__()
         parent_name, _, child_name = head.rpartition(".")
@@ -140,6 +145,7 @@ class Backbone(nn.Module):
         self.family = family
         self.scale = scale
         self.dropped_layer = head
+        avoid_onednn_strided_pointwise_bug(self)
 
     def forward(self, images: Tensor) -> Tensor:
         """Args:
@@ -162,7 +168,11 @@ class Backbone(nn.Module):
         Args:
             path: file written by ``torch.save(state_dict)``.
         """
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_torch_file(
+            path,
+            f"replace it with a complete copy of the {self.family!r} weights (a state dict "
+            "written by torch.save)",
+        )
         if not isinstance(state, dict):
             raise ConfigError(f"{path}: expected a state dict, got {type(state).__name__}")
         if not all(key.startswith("net.") for key in state):

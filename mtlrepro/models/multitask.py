@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from mtlrepro.config import DEFAULT_PROFILE, ConfigError, build_config, check_choice
 from mtlrepro.models.heads import make_head
+from mtlrepro.models.onednn import avoid_onednn_strided_pointwise_bug
 from mtlrepro.models.segnet import SegNet, SegNetConfig, init_mtan
 from mtlrepro.registry import Registry
 from mtlrepro.tasks import TaskSpec
@@ -80,6 +81,9 @@ class MultiTaskModel(nn.Module):
         channels_last: run the network on channels-last activations (weights and gradients
             keep the standard layout; outputs are returned contiguous).
         config: configuration to keep on the model for self-description.
+
+        Narrow strided 1×1 convolutions are routed around a oneDNN bug (exact; see
+        :mod:`mtlrepro.models.onednn`).
         """
         super().__init__()
         if list(heads) != list(task_specs):
@@ -92,6 +96,7 @@ class MultiTaskModel(nn.Module):
         self.register_buffer("input_mean", torch.tensor(mean).view(1, -1, 1, 1))
         self.register_buffer("input_std", torch.tensor(std).view(1, -1, 1, 1))
         self._needs_decoder = any(spec.dense for spec in task_specs.values())
+        avoid_onednn_strided_pointwise_bug(self)
 
     @property
     def task_names(self) -> tuple[str, ...]:
