@@ -116,8 +116,6 @@ class FixedWeights(Weighting):
         super().__init__(list(weights))
         for name, value in weights.items():
             check_range(f"weight of task {name!r}", value, 0.0)
-            if math.isinf(value):
-                raise ConfigError(f"weight of task {name!r} must be finite; got {value!r}")
         self.fixed: dict[str, float] = {name: float(v) for name, v in weights.items()}
         self.register_buffer("values", torch.tensor(list(self.fixed.values())), persistent=False)
 

@@ -30,14 +30,16 @@ import torch
 
 from mtlrepro import paper_numbers
 from mtlrepro.balancing import create_balancer
-from mtlrepro.config import ConfigError, build_config, check_choice
-from mtlrepro.data import get_dataset
+from mtlrepro.config import ConfigError, build_config, check_choice, check_distinct, check_range
+from mtlrepro.data import dataset_names, get_dataset
 from mtlrepro.metrics import LOWER_IS_BETTER, relative_performance
 from mtlrepro.models import count_parameters, create_model
 from mtlrepro.report import Claim, make_claim, same_sign
 from mtlrepro.tasks import TaskSpec, make_tasks
-from mtlrepro.train import TrainConfig, evaluate, fit, seed_everything
+from mtlrepro.train import LR_SCHEDULES, TrainConfig, evaluate, fit, seed_everything
 
+SECTION = "baselines"
+"""The ``params.yaml`` section of the experiment (its notebook ``00_baselines``)."""
 SINGLE_TASK = "Single-Task"
 SHARED_BOTTOM = "Shared Bottom"
 BALANCER_LABELS: dict[str, str] = {
@@ -103,11 +105,50 @@ class BaselinesConfig:
     figure_samples: int = 4
 
     def __post_init__(self) -> None:
-        """Check the choices that the builders below do not check themselves."""
+        """Check every field; messages name it ``BaselinesConfig.<field>`` (``baselines.<field>``
+        through :func:`baselines_config`)."""
+        check_choice("dataset", self.dataset, dataset_names(), name="BaselinesConfig.dataset")
         if len(self.tasks) < 2:
             raise ConfigError(f"BaselinesConfig.tasks needs at least two tasks; got {self.tasks!r}")
+        for task in self.tasks:
+            check_choice("dense task", task, PAPER_TASK_ORDER, name="BaselinesConfig.tasks")
+        check_distinct("BaselinesConfig.tasks", self.tasks)
+        if not self.balancers:
+            raise ConfigError("BaselinesConfig.balancers must name at least one balancer")
         for name in self.balancers:
-            check_choice("balancer", name, tuple(BALANCER_LABELS))
+            check_choice("balancer", name, tuple(BALANCER_LABELS), name="BaselinesConfig.balancers")
+        check_distinct("BaselinesConfig.balancers", self.balancers)
+        if not self.widths:
+            raise ConfigError("BaselinesConfig.widths must hold at least one stage width")
+        for width in self.widths:
+            check_range("BaselinesConfig.widths[i]", width, 1, integer=True)
+        check_range("BaselinesConfig.width_mult", self.width_mult, 0.0, low_inclusive=False)
+        convs = self.convs_per_stage
+        if isinstance(convs, tuple) and len(convs) != len(self.widths):
+            raise ConfigError(
+                f"BaselinesConfig.convs_per_stage must be one int or {len(self.widths)} ints (one "
+                f"per stage of widths); got {convs!r}"
+            )
+        for k in convs if isinstance(convs, tuple) else (convs,):
+            check_range("BaselinesConfig.convs_per_stage", k, 1, integer=True)
+        for name in ("epochs", "batch_size", "lr_step_size", "eval_every", "figure_samples"):
+            check_range(f"BaselinesConfig.{name}", getattr(self, name), 1, integer=True)
+        check_range("BaselinesConfig.lr", self.lr, 0.0, low_inclusive=False)
+        check_choice(
+            "lr schedule", self.lr_schedule, LR_SCHEDULES, name="BaselinesConfig.lr_schedule"
+        )
+        check_range(
+            "BaselinesConfig.lr_factor",
+            self.lr_factor,
+            0.0,
+            1.0,
+            low_inclusive=False,
+            high_inclusive=False,
+        )
+        check_range("BaselinesConfig.seed", self.seed, 0, integer=True)
+        for name in ("n_train", "threads"):
+            if getattr(self, name) is not None:
+                check_range(f"BaselinesConfig.{name}", getattr(self, name), 1, integer=True)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -139,9 +180,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def baselines_config(profile: str, **overrides: Any) -> BaselinesConfig:
-    """The profile's preset with ``overrides`` (``None`` values are ignored) applied."""
+    """The profile's preset with ``overrides`` (``None`` values are ignored) applied; messages
+    name parameters as ``params.yaml`` does (``baselines.epochs``)."""
     given = {k: v for k, v in overrides.items() if v is not None}
-    return build_config(BaselinesConfig, PRESETS, profile, given)
+    return build_config(BaselinesConfig, PRESETS, profile, given, section=SECTION)
 
 
 @dataclass

@@ -7,10 +7,13 @@ with papermill (kernel ``python3``, working directory = the notebook's folder, a
 JupyterLab) with ``output_dir="results/00_baselines"``, then normalises the executed notebook
 (:func:`finalize_notebook`) and renders it to HTML (:func:`render_html`).
 
-Results are all-or-nothing: the previous ``results/<name>/`` is moved aside during the run and
-put back if the notebook fails or is interrupted, so a failed run leaves no half-written
-result.  The executed notebook carries no timestamps, durations, absolute repository paths or
-random ids, so a re-run with the same inputs gives byte-identical files.
+Results are all-or-nothing: the notebook runs into a staging folder beside ``results/<name>/``,
+which replaces it only when everything is written, so a failed, interrupted or killed run
+leaves the previous results as they were (DVC must not delete them first: the stages' outputs
+are ``persist: true``).  SIGINT, SIGTERM and SIGHUP, and the death of the parent ``dvc repro``,
+stop the kernel too; a second concurrent run of the same notebook is refused.  The executed
+notebook carries no timestamps, durations, absolute repository paths or random ids, so a re-run
+with the same inputs gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import json
 import logging
 import os
 import re
 import shutil
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,17 @@ from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
 
 from mtlrepro.config import ConfigError, check_profile
+from mtlrepro.interrupts import (
+    Interrupted,
+    RunInProgress,
+    child_pids,
+    run_lock,
+    signal_number,
+    signals_deferred,
+    signals_raise,
+    stop_new_children,
+    stop_with_parent,
+)
 from mtlrepro.report import REPO_ROOT, atomic_write_text
 
 KERNEL_NAME = "python3"
@@ -310,27 +324,32 @@ def _output_dir_parameter(folder: Path) -> str:
         return str(folder)
 
 
-@contextmanager
-def _staged(final: Path) -> Iterator[None]:
-    """Move ``final`` aside while the body runs; restore it if the body raises.
-
-    A backup left by a run that was killed is restored first.
-    """
+def _recover(final: Path) -> None:
+    """Finish a swap that a kill interrupted (see :func:`_swap_in`)."""
     backup = final.with_name(f".{final.name}.previous")
     if backup.exists():
-        shutil.rmtree(final, ignore_errors=True)
-        os.rename(backup, final)
-    if final.exists():
-        os.rename(final, backup)
-    final.mkdir(parents=True)
-    try:
-        yield
-    except BaseException:
-        shutil.rmtree(final, ignore_errors=True)
-        if backup.exists():
+        if final.exists():  # killed after the swap, before the old results were removed
+            shutil.rmtree(backup)
+        else:  # killed between the two renames: the old results come back
             os.rename(backup, final)
-        raise
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    """Replace ``final`` by ``staging``: two renames with stop signals held (a SIGKILL in
+    between is finished by :func:`_recover` on the next run)."""
+    backup = final.with_name(f".{final.name}.previous")
+    with signals_deferred():
+        if final.exists():
+            os.rename(final, backup)
+        os.rename(staging, final)
     shutil.rmtree(backup, ignore_errors=True)
+
+
+def _rename_in_file(path: Path, old: str, new: str) -> None:
+    """Replace ``old`` by ``new`` in a JSON text file (both as JSON string content)."""
+    old_json, new_json = json.dumps(old)[1:-1], json.dumps(new)[1:-1]
+    text = path.read_text(encoding="utf-8")
+    atomic_write_text(path, text.replace(old_json, new_json))
 
 
 def run_notebook(
@@ -346,8 +365,15 @@ def run_notebook(
     """Execute ``<notebooks_dir>/<name>.ipynb`` into ``<results_root>/<name>/`` with papermill.
 
     Writes ``<name>.ipynb`` (finalised) and ``<name>.html`` next to the files the notebook
-    writes itself.  On failure the previous result folder is restored (or none is left) and
-    :class:`NotebookFailed` is raised with the notebook's error and traceback.
+    writes itself.  All or nothing: the notebook runs into ``.<name>.staging/`` beside the
+    results folder (its ``output_dir`` is shown as the final folder in the executed notebook),
+    which replaces ``<name>/`` only once everything is written.  A failure raises
+    :class:`NotebookFailed` (the executed notebook up to the failing cell is kept as
+    ``.<name>.failed.ipynb``); SIGINT, SIGTERM or SIGHUP stop the kernel and raise
+    ``KeyboardInterrupt`` / :class:`~mtlrepro.interrupts.Interrupted`; in every case
+    ``<name>/`` is left as it was.
+    A second run of the same notebook into the same folder while one is running raises
+    :class:`~mtlrepro.interrupts.RunInProgress` (a lock on ``.<name>.lock``).
 
     Args:
         name: notebook name without extension, e.g. ``"00_baselines"``.
@@ -370,12 +396,18 @@ def run_notebook(
     if "output_dir" in parameters:
         raise ConfigError("output_dir is set by the pipeline; do not pass it")
     params = check_parameters(name, parameters, declared)
-    final = Path(results_root).resolve() / name
-    params["output_dir"] = _output_dir_parameter(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    partial = final / f".{name}.partial.ipynb"
-    executed = final / f"{name}.ipynb"
-    with _staged(final):
+    root = Path(results_root).resolve()
+    final, staging = root / name, root / f".{name}.staging"
+    failed_copy = root / f".{name}.failed.ipynb"
+    root.mkdir(parents=True, exist_ok=True)
+    with run_lock(root / f".{name}.lock", f"notebook {name} into {final}"), signals_raise():
+        _recover(final)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        params["output_dir"] = _output_dir_parameter(staging)
+        partial = staging / f".{name}.partial.ipynb"
+        executed = staging / f"{name}.ipynb"
+        before = child_pids()
         try:
             papermill.execute_notebook(
                 str(notebook),
@@ -388,20 +420,36 @@ def run_notebook(
                 # The kernel's own log (e.g. its TCP-without-encryption warning) is noise here.
                 extra_arguments=["--IPKernelApp.log_level=ERROR"],
             )
+            _rename_in_file(partial, params["output_dir"], _output_dir_parameter(final))
+            finalize_notebook(partial)
+            os.replace(partial, executed)
+            render_html(executed)
         except PapermillExecutionError as err:
+            with signals_deferred():
+                if partial.exists():
+                    os.replace(partial, failed_copy)
+                shutil.rmtree(staging, ignore_errors=True)
             raise NotebookFailed(
                 f"notebook {name} failed in cell In [{err.exec_count}] with "
                 f"{err.ename}: {err.evalue}{err}"
-                f"results folder {final} was left as it was before the run"
+                f"{final} was not changed; the executed notebook up to the failing cell is "
+                f"{failed_copy}"
             ) from err
-        finalize_notebook(partial)
-        os.replace(partial, executed)
-        render_html(executed)
+        except BaseException:  # interrupted by a signal, or a bug of ours: stop the kernel too
+            with signals_deferred():
+                stop_new_children(before)
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _swap_in(staging, final)
+        failed_copy.unlink(missing_ok=True)
     return final
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m mtlrepro.pipeline run NOTEBOOK [options]``.
+
+    Exit status: 0 done, 1 the notebook failed or another run holds the folder, 2 a bad
+    parameter, 128 + N stopped by signal N (130 for SIGINT, 143 for SIGTERM).
 
     Args:
         argv: arguments without the program name (default: ``sys.argv[1:]``).
@@ -421,6 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     try:
+        stop_with_parent()
         parameters = load_params(args.params, args.notebook, section=args.section)
         if args.profile is not None:
             parameters["profile"] = args.profile
@@ -434,9 +483,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except NotebookFailed as err:
+    except (NotebookFailed, RunInProgress) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except (Interrupted, KeyboardInterrupt) as stop:
+        signum = signal_number(stop)
+        where = Path(args.results) / args.notebook
+        print(
+            f"error: notebook {args.notebook} {Interrupted(signum)}: its kernel was stopped "
+            f"and {where} was left as it was before the run",
+            file=sys.stderr,
+        )
+        return 128 + signum
     print(f"wrote {folder}")
     return 0
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -79,6 +80,26 @@ _POSTFIX_EVERY = 10
 
 StepLog = dict[str, dict[str, float]]
 """Task (or ``"all"``) -> metric -> value, as returned by :func:`train_step`."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or weights file cannot be read; the message names it and what to do."""
+
+
+def load_torch_file(path: str | os.PathLike[str], fix: str) -> Any:
+    """``torch.load`` of a file of tensors (``weights_only``, onto the CPU); a missing,
+    truncated or corrupt file raises :class:`CheckpointError` naming it, the reason and ``fix``.
+
+    Args:
+        path: the file.
+        fix: what to do about a bad file, appended to the message.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as exc:
+        detail = str(exc).split(". ", 1)[0]  # torch's first sentence
+        reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+        raise CheckpointError(f"{path} cannot be read ({reason}); {fix}") from exc
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -621,7 +642,11 @@ def _restore(
     hooks: Sequence[Hooks],
 ) -> None:
     """Load a checkpoint written by :func:`fit` into the model, optimiser, ... and ``state``."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_torch_file(
+        path,
+        "the checkpoint is truncated or corrupt (e.g. an interrupted copy): delete it to train "
+        "from the start, or set TrainConfig.checkpoint_path to another file",
+    )
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(f"{path} is not a training checkpoint of format {CHECKPOINT_FORMAT}")
     saved = ckpt["config"]

@@ -133,7 +133,7 @@ def test_config_validation_names_what_is_allowed():
         baselines.baselines_config("smoke", balancers=("equal", "gradnorm"))
     with pytest.raises(ConfigError, match="at least two tasks"):
         baselines.baselines_config("smoke", tasks=("depth",))
-    with pytest.raises(ConfigError, match="unknown BaselinesConfig parameter 'epoch'"):
+    with pytest.raises(ConfigError, match="unknown baselines parameter 'epoch'"):
         baselines.baselines_config("smoke", epoch=3)
     with pytest.raises(ConfigError, match="unknown profile"):
         baselines.baselines_config("laptop")

@@ -354,7 +354,7 @@ def test_unreadable_files_fail_when_loaded_naming_the_file(root: Path) -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"split_seed": -1}, "split_seed must be an integer in [0, inf]"),
+        ({"split_seed": -1}, "split_seed must be an integer in [0, inf)"),
         ({"root": ""}, "CelebAMaskConfig.root must be a folder path or None"),
         ({"height": 4}, "height must be an integer in [8, 4096]"),
         ({"tasks": ("male", "depth")}, "unknown celebamask task 'depth'; allowed: 'segmentation'"),

@@ -253,7 +253,7 @@ class _ToyRealConfig:
         ({"width": 5000}, True, "width must be an integer in [8, 4096]"),
         ({"height": None, "width": None}, False, "height must be an integer"),
         ({"height": None}, True, "_ToyRealConfig.height and width must both be set or both"),
-        ({"n_test": 0}, False, "n_test must be an integer in [1, inf]"),
+        ({"n_test": 0}, False, "n_test must be an integer in [1, inf)"),
         ({"tasks": ("depth", "edge")}, False, "unknown toy task 'edge'"),
     ],
 )

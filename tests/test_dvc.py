@@ -38,7 +38,16 @@ def test_stage_declares_its_params_outputs_and_notebook(name):
     notebook = _notebook_of(stage)
     assert f"notebooks/{notebook}.ipynb" in stage["deps"]
     assert stage["params"] == ["profile", name] and name in PARAMS
-    assert stage["outs"] == [{f"results/{notebook}": {"cache": False}}]
+    assert stage["outs"] == [{f"results/{notebook}": {"cache": False, "persist": True}}]
+
+
+def test_every_output_persists_so_a_failed_stage_keeps_the_committed_results():
+    """With ``persist: false`` DVC deletes an output before its stage runs; the pipeline and
+    the run units replace their outputs atomically themselves, only once a run is complete."""
+    for name, stage in DVC_YAML["stages"].items():
+        for out in stage.get("outs", []):
+            ((path, options),) = out.items()
+            assert options.get("persist") is True, f"{name}: {path}"
 
 
 @pytest.mark.parametrize("name", sorted(NOTEBOOK_STAGES))

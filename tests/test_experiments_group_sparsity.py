@@ -46,7 +46,7 @@ def test_study_config_parses_params_yaml_strings_and_validates() -> None:
         runs_module.study_config("cpu", lambdas=["1e-3", "1e-2"])
     with pytest.raises(ConfigError, match="must not repeat"):
         runs_module.study_config("cpu", lambdas=["0", "2e-3"], sweep_lambdas=["2e-3"])
-    with pytest.raises(ConfigError, match="lambda must be a number"):
+    with pytest.raises(ConfigError, match="group_sparsity.l1_lambda: λ must be a finite number"):
         runs_module.study_config("cpu", l1_lambda="big")
     with pytest.raises(ConfigError, match="unknown dataset"):
         runs_module.study_config("cpu", datasets=["mnist"])
@@ -99,6 +99,10 @@ def test_unit_files_are_reused_only_with_the_same_settings(tmp_path, monkeypatch
     assert len(calls) == 14  # other settings: trained again and the file replaced
     stored = json.loads(runs_module.unit_path(tmp_path, "table", "scenes", 0.3, 0).read_text())
     assert stored["settings"]["epochs"] == 3
+    # the DVC stages retrain whatever the file holds: they run because the code changed
+    runs_module.run_unit("table", "scenes", 0.3, 0, longer, "smoke", tmp_path, progress=False,
+                         retrain=True)
+    assert len(calls) == 21
 
 
 @pytest.mark.slow

@@ -209,7 +209,7 @@ def test_split_sizes_cap_the_split_and_more_than_available_is_rejected(root: Pat
         ({"height": 8}, "height and width must both be set or both be None"),
         ({"tasks": ("depth", "edge")}, "unknown nyuv2 task 'edge'"),
         ({"tasks": ("depth", "depth")}, "tasks repeat a task"),
-        ({"n_train": 0}, "n_train must be an integer in [1, inf]"),
+        ({"n_train": 0}, "n_train must be an integer in [1, inf)"),
         ({"root": ""}, "NYUv2Config.root must be a folder path"),
         ({"max_images": 3}, "unknown NYUv2Config parameter 'max_images'"),
     ],

@@ -246,7 +246,8 @@ def test_run_writes_normalised_notebook_html_and_outputs(tiny_runs: dict[str, An
         assert volatile not in text, volatile
     assert "mtlrepro/__init__.py" in text
     assert b"Tiny notebook" in files[f"{NAME}.html"]
-    assert not list((tiny_runs["root"] / "results").glob(".*"))  # no backup or partial left
+    # no staging folder, backup or partial notebook left: only the run lock's file
+    assert [p.name for p in (tiny_runs["root"] / "results").glob(".*")] == [f".{NAME}.lock"]
 
 
 @pytest.mark.slow
@@ -267,15 +268,22 @@ def test_failed_run_leaves_previous_results_untouched(
     assert pipeline.main(args) == 1
     err = capsys.readouterr().err
     assert "notebook 00_tiny failed" in err and "AssertionError: asked to fail" in err
+    assert f"{tmp_path / 'results' / NAME} was not changed" in err
     folder = tmp_path / "results" / NAME
     assert {p.name: p.read_bytes() for p in sorted(folder.iterdir())} == tiny_runs["first"]
-    assert [p.name for p in (tmp_path / "results").iterdir()] == [NAME]
+    # the executed notebook up to the failing cell is kept beside, for the reader
+    failed = tmp_path / "results" / f".{NAME}.failed.ipynb"
+    assert "asked to fail" in failed.read_text()
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == sorted(
+        [NAME, f".{NAME}.failed.ipynb", f".{NAME}.lock"]
+    )
 
     shutil.rmtree(tmp_path / "results")
     with pytest.raises(NotebookFailed, match="asked to fail"):
         run_notebook(NAME, {"fail": True}, tmp_path / "results",
                      notebooks_dir=tmp_path / "notebooks", progress_bar=False)
-    assert list((tmp_path / "results").iterdir()) == []  # no half-written result
+    assert not (tmp_path / "results" / NAME).exists()  # no half-written result
+    assert not (tmp_path / "results" / f".{NAME}.staging").exists()
 
 
 def test_unknown_parameter_stops_before_running(tmp_path: Path,

@@ -6,12 +6,16 @@ indices contiguous from 0)::
     <root>/train/{image,label,depth,normal}/{0..794}.npy   # 795 images
     <root>/val/{image,label,depth,normal}/{0..653}.npy     # 654 images (the test set)
 
-* ``image`` -- ``(288, 384, 3)`` RGB in ``[0, 1]``, channels last;
+* ``image`` -- ``(288, 384, 3)`` RGB in ``[0, 1]`` (``uint8`` files: ``0..255``, scaled by
+  1/255), channels last;
 * ``label`` -- ``(288, 384)`` class ids ``0..12`` (:data:`NYUV2_CLASSES`), ``-1`` = ignore;
-* ``depth`` -- ``(288, 384, 1)`` (``(288, 384)`` is accepted too) in metres, ``0`` = invalid;
-* ``normal`` -- ``(288, 384, 3)`` unit vectors, all-zero = invalid.
+* ``depth`` -- ``(288, 384, 1)`` (``(288, 384)`` is accepted too) in metres ``>= 0``,
+  ``0`` = invalid;
+* ``normal`` -- ``(288, 384, 3)`` unit vectors (length within :data:`NORMAL_TOLERANCE` of 1),
+  all-zero = invalid.
 
-Files may hold any real dtype (the release uses float64); samples are returned channels first
+Files may hold any integer or real dtype (the release uses float64; ``bool`` is refused, as a
+bool label file is a mask rather than class ids); samples are returned channels first
 in the documented dtypes of :mod:`mtlrepro.data.base`: ``image`` float32 ``(3, H, W)``,
 ``segmentation`` int64 ``(H, W)``, ``depth`` float32 ``(1, H, W)``, ``normal`` float32
 ``(3, H, W)``.
@@ -27,8 +31,9 @@ overrides both.  ``python data_scripts/prepare_nyuv2.py`` downloads and places t
 
 **Loading.**  Files are read lazily, per sample, when a sample or batch is requested; only the
 file headers are read when a split is opened, so that a missing folder, a missing file,
-mismatched counts or a wrong shape stops at once with one :class:`DataFilesError` naming the
-file and the fix.  Nothing is cached in memory.
+mismatched counts or a wrong shape or dtype stops at once with one :class:`DataFilesError`
+naming the file and the fix; values out of the ranges above (or not finite) raise the same
+error when the file is read.  Nothing is cached in memory.
 
 **Size.**  ``height`` / ``width`` (both or neither) resize every sample when it is loaded:
 the image bilinearly with antialiasing, labels, depth and normals with nearest-neighbour
@@ -79,6 +84,8 @@ SPLIT_FOLDERS: dict[str, str] = {"train": "train", "val": "val", "test": "val"}
 TASK_FOLDERS: dict[str, str] = {"segmentation": "label", "depth": "depth", "normal": "normal"}
 """Sub-folder holding each task's targets (the image is in ``image/``)."""
 PREPARE_COMMAND = "python data_scripts/prepare_nyuv2.py"
+NORMAL_TOLERANCE = 1e-3
+"""Largest ``|‖n‖ - 1|`` of a valid (non-zero) stored normal."""
 
 
 class DataFilesError(FileNotFoundError):
@@ -178,6 +185,38 @@ def _read_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     """
     array = np.load(path, mmap_mode="r", allow_pickle=False)
     return array.shape, array.dtype
+
+
+def _range_problem(array: np.ndarray, kind: str | None) -> str | None:
+    """What lies outside the documented range in one finite file of the given kind (``None`` =
+    image), or ``None``: image values outside ``[0, 1]`` (``uint8`` is scaled, so never),
+    negative depths, valid normals that are not unit vectors.
+
+    Args:
+        array: the file's array, channels last.
+        kind: the field's task kind.
+    """
+    if kind is None and array.dtype != np.uint8:
+        low, high = float(array.min()), float(array.max())
+        if low < 0 or high > 1:
+            return (
+                f"image values in [{low:g}, {high:g}], outside [0, 1] (images are RGB in [0, 1], "
+                "or uint8 0..255)"
+            )
+    elif kind == "depth" and array.min() < 0:
+        return f"negative depths (down to {float(array.min()):g}; depth is in metres, 0 = invalid)"
+    elif kind == "normal":
+        squared = np.einsum("...c,...c->...", array, array)  # squared lengths, no sqrt
+        low, high = (1 - NORMAL_TOLERANCE) ** 2, (1 + NORMAL_TOLERANCE) ** 2
+        bad = ((squared < low) & (squared > 0)) | (squared > high)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            return (
+                f"{np.count_nonzero(bad)} normals that are not unit vectors (length "
+                f"{float(np.sqrt(squared[row, col])):.4g} at row {row}, column {col}; allowed: "
+                f"1 ± {NORMAL_TOLERANCE:g}, or all-zero = invalid)"
+            )
+    return None
 
 
 class NpyFolderDataset(LazyDataset):
@@ -298,9 +337,13 @@ class NpyFolderDataset(LazyDataset):
                         f"file {self._path(key, i)} has shape {shape}, expected {expected} "
                         f"(the size of {self._path('image', 0)})"
                     )
-                if dtype.kind not in "fiub":
+                if dtype.kind not in "fiu":
+                    holding = ""
+                    if kind == "segmentation":
+                        holding = f" holding class ids -1..{self.task_specs[key].num_classes - 1}"
                     raise self._error(
                         f"file {self._path(key, i)} has dtype {dtype}, expected a number type"
+                        f"{holding}"
                     )
         return native
 
@@ -311,7 +354,8 @@ class NpyFolderDataset(LazyDataset):
 
     def _load(self, key: str, i: int) -> Tensor:
         """Field ``key`` of sample ``i`` at the files' size, channels first, documented dtype;
-        checks that values are finite and class ids in ``-1 .. classes - 1``."""
+        checks that values are finite and in range (:func:`_range_problem`) and class ids in
+        ``-1 .. classes - 1``."""
         path = self._path(key, i)
         try:
             array = np.load(path, allow_pickle=False)
@@ -327,6 +371,8 @@ class NpyFolderDataset(LazyDataset):
                 )
         elif not np.isfinite(array).all():
             raise self._error(f"file {path} holds NaN or infinite values")
+        elif problem := _range_problem(array, kind):
+            raise self._error(f"file {path} holds {problem}")
         return convert_stored(_to_channels_first(array, kind), kind)
 
     def _resize(self, key: str, value: Tensor) -> Tensor:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -33,7 +34,7 @@ from torch import Tensor, nn
 
 from mtlrepro import paper_numbers
 from mtlrepro.balancing import create_balancer
-from mtlrepro.config import ConfigError, build_config, check_choice
+from mtlrepro.config import ConfigError, build_config, check_choice, check_distinct, check_range
 from mtlrepro.data import get_dataset
 from mtlrepro.data.augment import FlipCropDataset
 from mtlrepro.data.vehicles import VEHICLE_COLOURS, VEHICLE_TYPES, class_labels
@@ -56,6 +57,10 @@ from mtlrepro.report import Claim, make_claim
 from mtlrepro.tasks import make_tasks
 from mtlrepro.train import TrainConfig, evaluate, fit, seed_everything
 
+SECTION = "distinctiveness_pruning"
+"""The ``params.yaml`` section of paper A (its notebook ``01_distinctiveness_pruning``)."""
+DATASETS: tuple[str, ...] = ("vehicles", "vehiclex")
+"""Datasets of the study: embedded and real Vehicle-X."""
 TABLE3_TASKS: tuple[str, ...] = ("colour", "type", "identity", "camera")
 """Tasks in the order Table 3 adds them."""
 PAPER_TASK_NAMES: dict[str, str] = {"colour": "colour", "type": "type", "identity": "id"}
@@ -109,13 +114,46 @@ class PruningStudyConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        """Check the family names (the rest is checked by the builders it feeds)."""
-        for family in (self.backbone, *self.families):
-            check_choice("backbone family", family, FAMILIES)
-        if self.backbone not in self.families:
-            raise ConfigError(f"backbone {self.backbone!r} must be one of families {self.families}")
+        """Check every field; messages name it ``PruningStudyConfig.<field>``
+        (``distinctiveness_pruning.<field>`` through :func:`study_config`)."""
+        check_choice("dataset", self.dataset, DATASETS, name="PruningStudyConfig.dataset")
+        if not self.tasks:
+            raise ConfigError("PruningStudyConfig.tasks must name at least one task")
         for task in self.tasks:
-            check_choice("task", task, TABLE3_TASKS)
+            check_choice("task", task, TABLE3_TASKS, name="PruningStudyConfig.tasks")
+        check_distinct("PruningStudyConfig.tasks", self.tasks)
+        check_choice("backbone family", self.backbone, FAMILIES, name="PruningStudyConfig.backbone")
+        for family in self.families:
+            check_choice("backbone family", family, FAMILIES, name="PruningStudyConfig.families")
+        check_distinct("PruningStudyConfig.families", self.families)
+        if self.backbone not in self.families:
+            raise ConfigError(
+                f"PruningStudyConfig.backbone {self.backbone!r} must be one of families "
+                f"{self.families}"
+            )
+        for name in ("hidden", "epochs", "batch_size"):
+            check_range(f"PruningStudyConfig.{name}", getattr(self, name), 1, integer=True)
+        check_range("PruningStudyConfig.probe_size", self.probe_size, 2, integer=True)
+        check_range("PruningStudyConfig.theta", self.theta, 0.0, 90.0)
+        check_range("PruningStudyConfig.lr", self.lr, 0.0, low_inclusive=False)
+        check_range("PruningStudyConfig.weight_decay", self.weight_decay, 0.0)
+        check_range("PruningStudyConfig.lr_patience", self.lr_patience, 0, integer=True)
+        check_range(
+            "PruningStudyConfig.hard_mining", self.hard_mining, 0.0, 1.0, low_inclusive=False
+        )
+        check_range("PruningStudyConfig.seed", self.seed, 0, integer=True)
+        if self.threads is not None:
+            check_range("PruningStudyConfig.threads", self.threads, 1, integer=True)
+        if self.weights_dir is not None:
+            folder = Path(self.weights_dir)
+            if not folder.is_dir():
+                raise ConfigError(f"PruningStudyConfig.weights_dir: folder {folder} does not exist")
+            missing = [f"{f}.pth" for f in self.families if not (folder / f"{f}.pth").is_file()]
+            if missing:
+                raise ConfigError(
+                    f"PruningStudyConfig.weights_dir: folder {folder} lacks {', '.join(missing)} "
+                    "(one state dict <family>.pth per backbone family)"
+                )
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -126,9 +164,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def study_config(profile: str, **overrides: Any) -> PruningStudyConfig:
-    """The profile's preset with ``overrides`` (``None`` values are ignored) applied."""
+    """The profile's preset with ``overrides`` (``None`` values are ignored) applied; messages
+    name parameters as ``params.yaml`` does (``distinctiveness_pruning.epochs``)."""
     given = {k: v for k, v in overrides.items() if v is not None}
-    return build_config(PruningStudyConfig, PRESETS, profile, given)
+    return build_config(PruningStudyConfig, PRESETS, profile, given, section=SECTION)
 
 
 class Normalised(nn.Module):

@@ -35,7 +35,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import multiprocessing
+import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -49,8 +51,16 @@ import torch
 from tqdm.std import tqdm
 
 from mtlrepro.balancing import create_balancer
-from mtlrepro.config import ConfigError, build_config, check_choice, check_range
+from mtlrepro.config import ConfigError, build_config, check_choice, check_distinct, check_range
 from mtlrepro.data import get_dataset
+from mtlrepro.interrupts import (
+    Interrupted,
+    child_pids,
+    interruptible,
+    signal_number,
+    stop_new_children,
+    stop_with_parent,
+)
 from mtlrepro.methods.group_sparsity import (
     PROXES,
     GroupSparsityProx,
@@ -64,6 +74,8 @@ from mtlrepro.train import TrainConfig, evaluate, fit, seed_everything
 
 NOTEBOOK = "02_group_sparsity"
 """The notebook (and results folder) of paper B."""
+SECTION = "group_sparsity"
+"""The ``params.yaml`` section of paper B (its notebook's name without the order prefix)."""
 UNIT_KINDS: tuple[str, ...] = ("table", "sweep", "l1")
 """Kinds of independent run units (see the module doc)."""
 DATASET_TASKS: dict[str, tuple[str, ...]] = {
@@ -114,32 +126,44 @@ class SparsityStudyConfig:
     workers: int = 1
 
     def __post_init__(self) -> None:
-        """Check every field; raises :class:`~mtlrepro.config.ConfigError`."""
+        """Check every field; messages name it ``SparsityStudyConfig.<field>``
+        (``group_sparsity.<field>`` through :func:`study_config`)."""
         if not self.datasets:
-            raise ConfigError("datasets must name at least one dataset")
-        for name in (*self.datasets, self.sweep_dataset):
-            check_choice("dataset", name, tuple(DATASET_TASKS))
-        if len(set(self.datasets)) != len(self.datasets):
-            raise ConfigError(f"datasets must be distinct; got {self.datasets}")
+            raise ConfigError("SparsityStudyConfig.datasets must name at least one dataset")
+        for key, names in (("datasets", self.datasets), ("sweep_dataset", (self.sweep_dataset,))):
+            for name in names:
+                check_choice(
+                    "dataset", name, tuple(DATASET_TASKS), name=f"SparsityStudyConfig.{key}"
+                )
+        check_distinct("SparsityStudyConfig.datasets", self.datasets)
+        for key in ("lambdas", "sweep_lambdas"):
+            for lam in getattr(self, key):
+                parse_lambda(lam, f"SparsityStudyConfig.{key}")
+            check_distinct(f"SparsityStudyConfig.{key}", getattr(self, key), lambda_label)
+        parse_lambda(self.l1_lambda, "SparsityStudyConfig.l1_lambda")
         if 0.0 not in self.lambdas or len(self.lambdas) < 2:
-            raise ConfigError(f"lambdas must hold 0 and a sparse value; got {self.lambdas}")
-        for lam in (*self.lambdas, *self.sweep_lambdas, self.l1_lambda):
-            check_range("lambda", lam, 0.0)
-        if set(self.sweep_lambdas) & set(self.lambdas):
-            raise ConfigError("sweep_lambdas must not repeat a value of lambdas")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError(f"seeds must be distinct and non-empty; got {self.seeds}")
+            raise ConfigError(
+                f"SparsityStudyConfig.lambdas must hold 0 and a sparse value; got {self.lambdas}"
+            )
+        repeated = sorted(set(self.sweep_lambdas) & set(self.lambdas))
+        if repeated:
+            raise ConfigError(
+                "SparsityStudyConfig.sweep_lambdas must not repeat a value of lambdas; both hold "
+                f"{lambda_label(repeated[0])}"
+            )
+        if not self.seeds:
+            raise ConfigError("SparsityStudyConfig.seeds must hold at least one seed")
         for seed in self.seeds:
-            check_range("seed", seed, 0, integer=True)
-        check_choice("prox", self.prox, PROXES[:2])
-        check_range("epochs", self.epochs, 1, integer=True)
-        check_range("lr", self.lr, 0.0, low_inclusive=False)
-        if self.n_train is not None:
-            check_range("n_train", self.n_train, 1, integer=True)
-        check_range("latency_repeats", self.latency_repeats, 1, integer=True)
-        if self.threads is not None:
-            check_range("threads", self.threads, 1, integer=True)
-        check_range("workers", self.workers, 1, integer=True)
+            check_range("SparsityStudyConfig.seeds", seed, 0, integer=True)
+        check_distinct("SparsityStudyConfig.seeds", self.seeds)
+        check_choice("prox", self.prox, PROXES[:2], name="SparsityStudyConfig.prox")
+        check_range("SparsityStudyConfig.epochs", self.epochs, 1, integer=True)
+        check_range("SparsityStudyConfig.lr", self.lr, 0.0, low_inclusive=False)
+        for name in ("n_train", "threads"):
+            if getattr(self, name) is not None:
+                check_range(f"SparsityStudyConfig.{name}", getattr(self, name), 1, integer=True)
+        for name in ("latency_repeats", "workers"):
+            check_range(f"SparsityStudyConfig.{name}", getattr(self, name), 1, integer=True)
 
     @property
     def sweep_all_lambdas(self) -> tuple[float, ...]:
@@ -177,7 +201,7 @@ def study_config(profile: str, **overrides: Any) -> SparsityStudyConfig:
     """The profile's preset with ``overrides`` applied (``None`` values keep the preset).
 
     λ values may be given as strings (``"1e-3"``, as ``params.yaml`` writes them); lists become
-    tuples.
+    tuples.  Messages name parameters as ``params.yaml`` does (``group_sparsity.lambdas``).
 
     Args:
         profile: ``smoke``, ``cpu`` or ``paper``.
@@ -187,27 +211,29 @@ def study_config(profile: str, **overrides: Any) -> SparsityStudyConfig:
     for key, value in overrides.items():
         if value is None:
             continue
-        if key in ("lambdas", "sweep_lambdas"):
-            value = tuple(parse_lambda(v) for v in value)
+        if key in ("lambdas", "sweep_lambdas") and isinstance(value, list | tuple):
+            value = tuple(parse_lambda(v, f"{SECTION}.{key}") for v in value)
         elif key == "l1_lambda":
-            value = parse_lambda(value)
+            value = parse_lambda(value, f"{SECTION}.{key}")
         elif isinstance(value, list):
             value = tuple(value)
         given[key] = value
-    return build_config(SparsityStudyConfig, PRESETS, profile, given)
+    return build_config(SparsityStudyConfig, PRESETS, profile, given, section=SECTION)
 
 
-def parse_lambda(value: str | float) -> float:
-    """A λ from ``params.yaml`` (a string such as ``"1e-3"`` or a number) as a float >= 0.
+def parse_lambda(value: str | float, name: str = "lambda") -> float:
+    """A λ from ``params.yaml`` (a string such as ``"1e-3"`` or a number) as a finite float >= 0.
 
     Args:
         value: the λ.
+        name: the parameter holding it, for the message (e.g. ``"group_sparsity.lambdas"``).
     """
     try:
-        lam = float(value)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"lambda must be a number such as 1e-3; got {value!r}") from err
-    check_range("lambda", lam, 0.0)
+        lam = math.nan if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        lam = math.nan
+    if not (math.isfinite(lam) and lam >= 0):
+        raise ConfigError(f"{name}: λ must be a finite number >= 0 such as 1e-3; got {value!r}")
     return lam
 
 
@@ -424,8 +450,15 @@ def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
         return
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    before = child_pids()
+    pool = ProcessPoolExecutor(workers, mp_context=context)
+    try:
         yield pool
+    except BaseException:  # e.g. stopped by a signal: the workers must not train on
+        stop_new_children(before)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _read_unit(path: Path, settings: Mapping[str, Any]) -> list[dict[str, Any]] | None:
@@ -451,6 +484,7 @@ def run_unit(
     runs_dir: str | Path,
     *,
     progress: bool = True,
+    retrain: bool = False,
 ) -> list[dict[str, Any]]:
     """One unit's runs: read from its file when it matches the settings, else trained and saved.
 
@@ -463,16 +497,19 @@ def run_unit(
         profile: the profile.
         runs_dir: the runs folder (:func:`runs_dir_for`).
         progress: show a progress bar over the unit's combinations.
+        retrain: train and save even if a matching file exists (the DVC stages do: they run
+            because the code changed, which the settings do not record).
 
     Returns:
         One record per combination (see :func:`train_combination`) with the unit's settings
         (``kind``, ``dataset``, ``lam``, ``seed``, ``prox``) added.
     """
     check_choice("dataset", dataset, tuple(DATASET_TASKS))
-    check_range("lambda", lam, 0.0)
+    parse_lambda(lam)
+    check_range("seed", seed, 0, integer=True)
     settings = unit_settings(kind, dataset, lam, seed, config, profile)
     path = unit_path(runs_dir, kind, dataset, lam, seed)
-    runs = _read_unit(path, settings)
+    runs = None if retrain else _read_unit(path, settings)
     if runs is None:
         combos = unit_combinations(kind, dataset)
         jobs = [(dataset, combo, lam, settings["prox"], seed, config, profile) for combo in combos]
@@ -550,8 +587,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Trains one unit with the settings of ``params.yaml`` (top-level ``profile`` and the
     ``group_sparsity`` section, as the notebook gets them) into
-    ``results/runs/02_group_sparsity/`` (:func:`unit_path`); the DVC stages
-    ``group_sparsity_table``, ``group_sparsity_sweep`` and ``group_sparsity_l1`` call it.
+    ``results/runs/02_group_sparsity/`` (:func:`unit_path`), replacing its file atomically only
+    when done; the DVC stages ``group_sparsity_table``, ``group_sparsity_sweep`` and
+    ``group_sparsity_l1`` call it.  SIGINT, SIGTERM, SIGHUP or the death of the parent
+    ``dvc repro`` stop it (worker processes included) and leave the file as it was.  Exit
+    status: 0 done, 2 a bad parameter, 128 + N stopped by signal N.
 
     Args:
         argv: arguments without the program name (default: ``sys.argv[1:]``).
@@ -561,6 +601,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mtlrepro.experiments.group_sparsity_runs", description=main.__doc__
     )
+    # a λ such as -1e-2 is a value (rejected below with its params.yaml name), not an unknown
+    # option: argparse's pattern of negative numbers lacks exponents before Python 3.14, which
+    # widened it the same way (a positional may then start with '-' if it matches)
+    parser._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$", re.I)
     parser.add_argument("kind", help=f"unit kind: {', '.join(UNIT_KINDS)}")
     parser.add_argument("dataset", help=f"dataset: {', '.join(DATASET_TASKS)}")
     parser.add_argument("lam", help="λ, e.g. 1e-3 (written as in params.yaml)")
@@ -574,27 +618,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        stop_with_parent()
         params = load_params(args.params, NOTEBOOK)
         profile = params.pop("profile")
         progress = params.pop("progress", True)
         config = study_config(profile, **params)
-        lam = parse_lambda(args.lam)
+        lam = parse_lambda(args.lam, "argument lam")
         if lambda_label(lam) != args.lam:
             raise ConfigError(f"write λ {args.lam!r} as {lambda_label(lam)!r} (file names use it)")
         runs_dir = args.runs or runs_dir_for(REPO_ROOT / "results" / NOTEBOOK)
-        run_unit(
-            args.kind,
-            args.dataset,
-            lam,
-            args.seed,
-            config,
-            profile,
-            runs_dir,
-            progress=bool(progress),
-        )
+        with interruptible():
+            run_unit(
+                args.kind,
+                args.dataset,
+                lam,
+                args.seed,
+                config,
+                profile,
+                runs_dir,
+                progress=bool(progress),
+                retrain=True,
+            )
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except (Interrupted, KeyboardInterrupt) as stop:
+        signum = signal_number(stop)
+        print(
+            f"error: unit {args.kind} {args.dataset} λ={args.lam} seed {args.seed} "
+            f"{Interrupted(signum)}: its file was left as it was before the run",
+            file=sys.stderr,
+        )
+        return 128 + signum
     print(f"wrote {unit_path(runs_dir, args.kind, args.dataset, lam, args.seed)}")
     return 0
 

@@ -96,8 +96,6 @@ class GroupSparsityConfig:
 def _check_options(lam: Any, prox: Any, backbone: Any, newton_steps: Any, newton_tol: Any) -> None:
     """Validate the hook's options (see :class:`GroupSparsityConfig`)."""
     check_range("lam", lam, 0.0)
-    if math.isinf(lam):
-        raise ConfigError(f"lam must be finite; got {lam!r}")
     check_choice("prox", prox, PROXES)
     if backbone is not None and (not isinstance(backbone, str) or not backbone):
         raise ConfigError(f"backbone must be a non-empty attribute name or None; got {backbone!r}")

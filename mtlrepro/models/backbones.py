@@ -170,8 +170,8 @@ class Backbone(nn.Module):
         """
         state = load_torch_file(
             path,
-            f"replace it with a complete copy of the {self.family!r} weights (a state dict "
-            "written by torch.save)",
+            "the file is truncated or corrupt: replace it with a complete copy of the "
+            f"{self.family!r} weights (a state dict written by torch.save)",
         )
         if not isinstance(state, dict):
             raise ConfigError(f"{path}: expected a state dict, got {type(state).__name__}")
