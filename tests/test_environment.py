@@ -47,3 +47,13 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme.split("\n## ")[0], "README must open with the test command"
     assert re.search(r"^make test$", ci, flags=re.M)
+
+
+def test_ci_runs_the_training_and_notebook_tests_on_onednn_avx2_kernels():
+    ci = (ROOT / ".ci" / "run").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^make test-avx2$", ci, flags=re.M)
+    recipe = makefile.split("\ntest-avx2:", 1)[1].split("\n\n", 1)[0]
+    assert "ONEDNN_MAX_CPU_ISA=AVX2" in recipe and "$(AVX2_TESTS)" in recipe
+    for name in ("test_train.py", "test_notebooks.py", "test_onednn.py"):
+        assert name in makefile.split("AVX2_TESTS :=", 1)[1].split("\ntest-avx2:", 1)[0]

@@ -299,3 +299,30 @@ def test_unknown_parameter_stops_before_running(tmp_path: Path,
                           str(tmp_path / "results")])
     assert code == 2 and "unknown profile 'huge'" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_a_notebook_run_by_the_pipeline_finds_its_run_units_beside_the_final_folder(
+    tmp_path: Path,
+) -> None:
+    """The notebook runs in a staging folder, but the units the DVC stages wrote live beside the
+    results folder it replaces (``results/runs/<notebook>``), and that is where it looks."""
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("output_dir = None")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        params,
+        nbformat.v4.new_code_cell(
+            "from mtlrepro import report\n"
+            "from mtlrepro.experiments import group_sparsity_runs as runs_module\n"
+            f"out = report.resolve_output_dir(output_dir, '{NAME}')\n"
+            "(out / 'runs_dir.txt').write_text(str(runs_module.runs_dir_for(out)))"
+        ),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    (tmp_path / "notebooks").mkdir()
+    nbformat.write(nb, tmp_path / "notebooks" / f"{NAME}.ipynb")
+    folder = run_notebook(NAME, {}, tmp_path / "results", notebooks_dir=tmp_path / "notebooks",
+                          progress_bar=False)
+    assert (folder / "runs_dir.txt").read_text() == str(tmp_path / "results" / "runs" / NAME)

@@ -74,6 +74,8 @@ from mtlrepro.train import TrainConfig, evaluate, fit, seed_everything
 
 NOTEBOOK = "02_group_sparsity"
 """The notebook (and results folder) of paper B."""
+_STAGING_NAME = re.compile(r"\.(?P<name>.+)\.staging")
+"""The pipeline's staging folder for results folder ``<name>``: ``.<name>.staging``."""
 SECTION = "group_sparsity"
 """The ``params.yaml`` section of paper B (its notebook's name without the order prefix)."""
 UNIT_KINDS: tuple[str, ...] = ("table", "sweep", "l1")
@@ -289,13 +291,18 @@ def runs_dir_for(output_dir: str | Path) -> Path:
     """Where a notebook's run units live: ``<output_dir>/../runs/<output folder name>``.
 
     For the pipeline's ``results/02_group_sparsity`` this is ``results/runs/02_group_sparsity``
-    (the DVC run stages' outputs, outside the notebook's own output folder).
+    (the DVC run stages' outputs, outside the notebook's own output folder).  The pipeline runs
+    the notebook into the staging folder ``results/.02_group_sparsity.staging`` that replaces
+    ``results/02_group_sparsity`` at the end (:func:`mtlrepro.pipeline.run_notebook`): the runs
+    folder is that of the folder it replaces.
 
     Args:
         output_dir: the notebook's output folder.
     """
     output_dir = Path(output_dir)
-    return output_dir.parent / "runs" / output_dir.name
+    staged = _STAGING_NAME.fullmatch(output_dir.name)
+    name = staged["name"] if staged else output_dir.name
+    return output_dir.parent / "runs" / name
 
 
 def unit_path(runs_dir: str | Path, kind: str, dataset: str, lam: float, seed: int) -> Path:
