@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +74,35 @@ def test_cli_rejects_a_lambda_not_written_canonically(tmp_path: Path, capsys) ->
                              "--runs", str(tmp_path / "runs")])
     assert code == 2 and "'1e-3'" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_unit_leaves_its_file_as_it_was(tmp_path: Path, signum: int) -> None:
+    """The DVC stage's command, stopped mid-training: it says so, exits 128 + N, and the unit
+    file it would replace keeps its old bytes."""
+    params = tmp_path / "params.yaml"
+    params.write_text("profile: smoke\ngroup_sparsity:\n  seeds: [0]\n  epochs: 500\n")
+    runs = tmp_path / "runs"
+    old = runs_module.unit_path(runs, "sweep", "scenes", 1.0, 0)
+    old.parent.mkdir(parents=True)
+    old.write_text('{"settings": {}, "runs": []}\n')
+    command = [sys.executable, "-m", "mtlrepro.experiments.group_sparsity_runs", "sweep",
+               "scenes", "1", "0", "--params", str(params), "--runs", str(runs)]
+    unit = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    assert unit.stderr is not None
+    seen = ""
+    while "sweep scenes" not in seen:  # the unit's progress bar: it is training now
+        char = unit.stderr.read(1)
+        assert char, f"the unit ended before training: {seen[-2000:]}"
+        seen += char
+    time.sleep(1)  # into the training loop (500 smoke epochs take minutes)
+    unit.send_signal(signum)
+    _, err = unit.communicate(timeout=60)
+    assert unit.returncode == 128 + signum, err[-2000:]
+    assert f"stopped by {signal.Signals(signum).name}" in err and "left as it was" in err
+    assert old.read_text() == '{"settings": {}, "runs": []}\n'
+    assert sorted(p.name for p in old.parent.iterdir()) == [old.name]  # no temporary file
 
 
 # ------------------------------------------------------------------------------- run units
