@@ -326,3 +326,19 @@ def test_a_notebook_run_by_the_pipeline_finds_its_run_units_beside_the_final_fol
     folder = run_notebook(NAME, {}, tmp_path / "results", notebooks_dir=tmp_path / "notebooks",
                           progress_bar=False)
     assert (folder / "runs_dir.txt").read_text() == str(tmp_path / "results" / "runs" / NAME)
+
+
+@pytest.mark.slow
+def test_a_swap_interrupted_by_a_kill_is_finished_by_the_next_run(tmp_path: Path) -> None:
+    """Killed between the swap's two renames, the old results sit in ``.<name>.previous``
+    and ``<name>`` is missing: the next run, even a failing one, puts them back first."""
+    _write_tiny_notebook(tmp_path / "notebooks")
+    results = tmp_path / "results"
+    backup = results / f".{NAME}.previous"
+    backup.mkdir(parents=True)
+    (backup / "metrics.json").write_text('{"n": 1}\n')
+    with pytest.raises(NotebookFailed, match="was not changed"):
+        run_notebook(NAME, {"fail": True}, results, notebooks_dir=tmp_path / "notebooks",
+                     progress_bar=False)
+    assert (results / NAME / "metrics.json").read_text() == '{"n": 1}\n'
+    assert not backup.exists()
