@@ -54,19 +54,27 @@ def _png_with_software_text() -> bytes:
     return buffer.getvalue()
 
 
-def _write_tiny_notebook(folder: Path) -> Path:
-    """A notebook with a tagged parameters cell that writes metrics into its output_dir."""
+def _write_notebook(folder: Path, parameters: str, cells: list[str]) -> Path:
+    """``<folder>/00_tiny.ipynb``: a title, a cell of ``parameters`` tagged ``parameters``, then
+    the code ``cells``, for the ``python3`` kernel."""
     nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell("profile = 'cpu'\noutput_dir = None\nn = 3\nfail = False")
+    params = nbformat.v4.new_code_cell(parameters)
     params.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_markdown_cell("# Tiny notebook"), params]
-    nb.cells += [nbformat.v4.new_code_cell(source) for source in TINY_CELLS]
+    nb.cells += [nbformat.v4.new_code_cell(source) for source in cells]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{NAME}.ipynb"
     nbformat.write(nb, path)
     return path
+
+
+def _write_tiny_notebook(folder: Path) -> Path:
+    """A notebook with a tagged parameters cell that writes metrics into its output_dir."""
+    return _write_notebook(
+        folder, "profile = 'cpu'\noutput_dir = None\nn = 3\nfail = False", TINY_CELLS
+    )
 
 
 def _fake_executed_notebook(run: int) -> dict[str, Any]:
@@ -307,22 +315,13 @@ def test_a_notebook_run_by_the_pipeline_finds_its_run_units_beside_the_final_fol
 ) -> None:
     """The notebook runs in a staging folder, but the units the DVC stages wrote live beside the
     results folder it replaces (``results/runs/<notebook>``), and that is where it looks."""
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell("output_dir = None")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [
-        params,
-        nbformat.v4.new_code_cell(
-            "from mtlrepro import report\n"
-            "from mtlrepro.experiments import group_sparsity_runs as runs_module\n"
-            f"out = report.resolve_output_dir(output_dir, '{NAME}')\n"
-            "(out / 'runs_dir.txt').write_text(str(runs_module.runs_dir_for(out)))"
-        ),
-    ]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    (tmp_path / "notebooks").mkdir()
-    nbformat.write(nb, tmp_path / "notebooks" / f"{NAME}.ipynb")
+    cell = (
+        "from mtlrepro import report\n"
+        "from mtlrepro.experiments import group_sparsity_runs as runs_module\n"
+        f"out = report.resolve_output_dir(output_dir, '{NAME}')\n"
+        "(out / 'runs_dir.txt').write_text(str(runs_module.runs_dir_for(out)))"
+    )
+    _write_notebook(tmp_path / "notebooks", "output_dir = None", [cell])
     folder = run_notebook(NAME, {}, tmp_path / "results", notebooks_dir=tmp_path / "notebooks",
                           progress_bar=False)
     assert (folder / "runs_dir.txt").read_text() == str(tmp_path / "results" / "runs" / NAME)
