@@ -63,11 +63,13 @@ def _raise_interrupted(signum: int, _frame: object) -> None:
 @contextmanager
 def signals_raise() -> Iterator[None]:
     """While the body runs, SIGTERM and SIGHUP raise :class:`Interrupted` in the main thread,
-    so ``finally`` and ``except`` clauses run; outside the main thread, a no-op."""
+    so ``finally`` and ``except`` clauses run; outside the main thread, a no-op.  A signal
+    ignored on entry (SIGHUP under ``nohup``) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in STOP_SIGNALS}
+    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in STOP_SIGNALS
+                if signal.getsignal(signum) != signal.SIG_IGN}
     try:
         yield
     finally:
@@ -123,19 +125,50 @@ def interruptible() -> Iterator[None]:
             raise
 
 
+SHELLS = frozenset({"sh", "dash", "bash", "zsh", "ksh", "mksh", "fish"})
+"""Process names :func:`launcher` looks through: ``dvc repro`` runs a stage's command with
+``$SHELL -c``, or ``/bin/sh -c`` when ``SHELL`` is unset, and dash (Debian's ``/bin/sh``)
+stays alive as the command's parent instead of replacing itself with it."""
+
+
+def launcher() -> psutil.Process | None:
+    """The nearest ancestor of this process that is not a shell (e.g. ``dvc repro``), or
+    ``None`` when there is none."""
+    ancestor = psutil.Process().parent()
+    while ancestor is not None and ancestor.name() in SHELLS:
+        ancestor = ancestor.parent()
+    return ancestor
+
+
+def _terminate_self_when_gone(process: psutil.Process) -> None:
+    with suppress(psutil.Error):
+        process.wait()
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def stop_with_parent() -> None:
-    """Ask Linux to send this process SIGTERM when its parent dies (e.g. ``dvc repro`` killed by
-    SIGTERM); elsewhere a no-op.  Call it first thing in a command-line entry point.
+    """Receive SIGTERM when the process that launched this one dies (e.g. ``dvc repro`` killed
+    by SIGTERM or SIGKILL), whether it is the parent or a shell stands between them.  Call it
+    first thing in a command-line entry point.
+
+    Linux sends the signal on the parent's death (``PR_SET_PDEATHSIG``); when the parent is a
+    shell, a daemon thread also waits for the nearest non-shell ancestor (:func:`launcher`).
+    A no-op outside Linux, and when SIGHUP is ignored (``nohup``: the user asked the run to
+    outlive its terminal).
 
     Raises:
         Interrupted: the parent had already died.
     """
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
         return
     parent = os.getppid()
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:
         raise Interrupted(signal.SIGTERM)
+    starter = launcher()
+    if starter is not None and starter.pid != parent:
+        threading.Thread(target=_terminate_self_when_gone, args=(starter,), daemon=True,
+                         name="stop-with-launcher").start()
 
 
 @contextmanager

@@ -9,8 +9,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import psutil
@@ -51,9 +53,11 @@ def _params(n: int, pause: float = 0, fail: bool = False) -> str:
 
 
 def _env() -> dict[str, str]:
-    """The environment `make` gives DVC: the venv's python first on PATH, no analytics."""
+    """The environment `make` gives DVC: the venv's python first on PATH, no analytics; and no
+    SHELL, as on CI, so that DVC runs the stage command with `/bin/sh -c` and (with dash) the
+    shell stays between DVC and the pipeline."""
     return {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "SHELL"},
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "DVC_NO_ANALYTICS": "1",
         "PYTHONUNBUFFERED": "1",
@@ -133,22 +137,37 @@ def committed(repo: Path) -> Callable[[], None]:
     return check
 
 
-def _start_slow_repro(repo: Path) -> tuple[subprocess.Popen[str], psutil.Process]:
-    """`dvc repro` of a long-pausing run in its own process group; returns it and the pipeline
-    process once the kernel has written its first result (into the staging folder)."""
-    (repo / "params.yaml").write_text(_params(2, pause=600))
-    dvc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=_env(),
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           start_new_session=True)
-    staged = repo / "results" / f".{NAME}.staging" / "first.txt"
-    deadline = time.monotonic() + STAGE_TIMEOUT_S
-    while not (staged.exists() and (repo / "kernel.pid").exists()):
-        assert dvc.poll() is None, dvc.stdout.read() if dvc.stdout else ""
-        assert time.monotonic() < deadline, "the stage did not start"
-        time.sleep(0.2)
-    pipeline = next(p for p in psutil.Process(dvc.pid).children(recursive=True)
-                    if "mtlrepro.pipeline" in " ".join(p.cmdline()))
-    return dvc, pipeline
+@pytest.fixture
+def start_slow_repro(repo: Path) -> Iterator[Callable[[], tuple[subprocess.Popen[str],
+                                                                   psutil.Process]]]:
+    """Starts `dvc repro` of a long-pausing run in its own process group; returns it and the
+    pipeline process once the kernel has written its first result (into the staging folder).
+    Afterwards kills whatever a failed test left running, so one failure does not cascade."""
+    started: list[psutil.Process] = []
+
+    def start() -> tuple[subprocess.Popen[str], psutil.Process]:
+        (repo / "params.yaml").write_text(_params(2, pause=600))
+        dvc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+        started.append(psutil.Process(dvc.pid))
+        staged = repo / "results" / f".{NAME}.staging" / "first.txt"
+        deadline = time.monotonic() + STAGE_TIMEOUT_S
+        while not (staged.exists() and (repo / "kernel.pid").exists()):
+            assert dvc.poll() is None, dvc.stdout.read() if dvc.stdout else ""
+            assert time.monotonic() < deadline, "the stage did not start"
+            time.sleep(0.2)
+        family = psutil.Process(dvc.pid).children(recursive=True)
+        started.extend(family)
+        # the python process itself, not the `sh -c "python -m mtlrepro.pipeline …"` around it
+        pipeline = next(p for p in family if "mtlrepro.pipeline" in p.cmdline())
+        return dvc, pipeline
+
+    yield start
+    for process in started:
+        with suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(started, timeout=STAGE_TIMEOUT_S)
 
 
 def _wait(process: subprocess.Popen[str] | psutil.Process) -> None:
@@ -170,9 +189,9 @@ def test_failed_stage_keeps_the_committed_results(
     ["SIGTERM to dvc", "SIGINT to the group", "SIGTERM to the pipeline", "SIGKILL to the group"],
 )
 def test_interrupted_stage_keeps_the_committed_results_and_stops_the_kernel(
-    repo: Path, committed: Callable[[], None], how: str
+    repo: Path, committed: Callable[[], None], start_slow_repro: Callable[..., Any], how: str
 ) -> None:
-    dvc, pipeline = _start_slow_repro(repo)
+    dvc, pipeline = start_slow_repro()
     signum = getattr(signal, how.split()[0])
     if how.endswith("to dvc"):
         os.kill(dvc.pid, signum)
@@ -187,8 +206,10 @@ def test_interrupted_stage_keeps_the_committed_results_and_stops_the_kernel(
     committed()
 
 
-def test_second_concurrent_run_is_refused(repo: Path, committed: Callable[[], None]) -> None:
-    dvc, pipeline = _start_slow_repro(repo)
+def test_second_concurrent_run_is_refused(
+    repo: Path, committed: Callable[[], None], start_slow_repro: Callable[..., Any]
+) -> None:
+    dvc, pipeline = start_slow_repro()
     try:
         second = _run(repo, sys.executable, "-m", "mtlrepro.pipeline", "run", NAME)
         assert second.returncode == 1
