@@ -34,11 +34,11 @@ import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mtlrepro.data.base import DataFilesError
 from mtlrepro.data.nyuv2 import (
     NYUV2_COUNTS,
     SPLIT_FOLDERS,
     TASK_FOLDERS,
-    DataFilesError,
     NpyFolderDataset,
     nyuv2_fix,
     nyuv2_root,
@@ -164,7 +164,7 @@ def validate(root: Path) -> dict[str, int]:
     """Open both folders of ``root`` with the ``nyuv2`` loader and read their first and last
     samples; return the number of images per folder.
 
-    Raises :class:`~mtlrepro.data.nyuv2.DataFilesError` naming the first bad file.
+    Raises :class:`~mtlrepro.data.base.DataFilesError` naming the first bad file.
 
     Args:
         root: a folder in the MTAN NYU-v2 layout.

@@ -157,8 +157,9 @@ def build_config(
 ) -> T:
     """Build dataclass ``cls`` from its defaults, the named preset, then ``overrides``.
 
-    Presets only override fields.  Unknown keys and values of the wrong type raise
-    :class:`ConfigError` with the list of allowed keys or the expected type.  Lists given for
+    Presets only override fields; a ``profile`` field is set to ``profile``.  Unknown keys and
+    values of the wrong type raise :class:`ConfigError` with the list of allowed keys or the
+    expected type.  Lists given for
     tuple fields are converted to tuples (YAML has no tuples).  With ``section``, every message
     names a field as in ``params.yaml``, ``<section>.<field>``, where it would say
     ``<class name>.<field>`` (the class's ``__post_init__`` names fields that way too).
@@ -174,9 +175,11 @@ def build_config(
     prefix = section or cls.__name__
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {"profile": profile} if "profile" in names else {}
     for source in (presets.get(profile, {}), overrides or {}):
         for key, value in source.items():
+            if key == "profile":
+                raise ConfigError(f"{prefix}: the profile is chosen by the profile argument")
             if key not in names:
                 raise ConfigError(
                     f"unknown {prefix} parameter {key!r}; allowed: {', '.join(names)}"

@@ -10,15 +10,18 @@ recomputed interval (closed intervals, with :data:`FLOAT_SLACK` for binary float
 otherwise the disagreement is beyond rounding -- a finding to report, never to "fix" in the
 data.
 
-Checks (each returns a tidy DataFrame, see :data:`RESULT_COLUMNS`):
+The checks (each a tidy DataFrame of :data:`RESULT_COLUMNS` rows:
+:func:`relative_performance_check`, :func:`mean_check`, :func:`hidden_size_check`) are applied
+to each paper's tables by its package's ``consistency.checks()``
+(``mtlrepro/experiments/<paper>/consistency.py``):
 
 * paper D, Eq. 10-11: Δ per task and Δ_T of Tables 2, 3 and 4 recomputed from the absolute
   numbers of Tables 11, 12 and 13 against their ``Single-Task`` row, and Table 6 from
-  Table 14 against Table 11's ``Single-Task`` row (:func:`paper_d_checks`);
+  Table 14 against Table 11's ``Single-Task`` row (``experiments/baselines``);
 * paper A: compression % = 100·(h_initial − h_final)/h_initial and feature utilisation % =
   100·h_final/h_initial (Tables 2 and 3; hidden sizes are unit counts, hence exact), and
-  Table 1's "Average" = mean of the task rows (:func:`paper_a_checks`);
-* paper E: Table 2's "Total" = mean of the nine task columns (:func:`paper_e_checks`).
+  Table 1's "Average" = mean of the task rows (``experiments/distinctiveness``);
+* paper E: Table 2's "Total" = mean of the nine task columns (``experiments/partition``).
 """
 
 from __future__ import annotations
@@ -28,8 +31,6 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
-
-from mtlrepro import paper_numbers
 
 FLOAT_SLACK = 1e-9
 """Absolute tolerance of the overlap test: the numbers are decimal, their floats are not."""
@@ -366,68 +367,11 @@ def hidden_size_check(frame: pd.DataFrame, *, check: str = "hidden_size") -> pd.
     return _frame(rows)
 
 
-def paper_d_checks() -> pd.DataFrame:
-    """Paper D, Eq. 10-11: Tables 2/3/4 from Tables 11/12/13, and Table 6 from Table 14."""
-    nyu = paper_numbers.table("D", "Table 11")
-    return pd.concat(
-        [
-            relative_performance_check(
-                paper_numbers.table("D", "Table 2"), nyu, check="D_table2_from_table11"
-            ),
-            relative_performance_check(
-                paper_numbers.table("D", "Table 3"),
-                paper_numbers.table("D", "Table 12"),
-                check="D_table3_from_table12",
-            ),
-            relative_performance_check(
-                paper_numbers.table("D", "Table 4"),
-                paper_numbers.table("D", "Table 13"),
-                check="D_table4_from_table13",
-            ),
-            relative_performance_check(
-                paper_numbers.table("D", "Table 6"),
-                paper_numbers.table("D", "Table 14"),
-                reference=nyu,
-                check="D_table6_from_table14",
-            ),
-        ],
-        ignore_index=True,
-    )
-
-
-def paper_a_checks() -> pd.DataFrame:
-    """Paper A: Tables 2 and 3 (compression, utilisation) and Table 1's average."""
-    return pd.concat(
-        [
-            hidden_size_check(paper_numbers.table("A", "Table 2"), check="A_table2_hidden_sizes"),
-            hidden_size_check(paper_numbers.table("A", "Table 3"), check="A_table3_hidden_sizes"),
-            mean_check(
-                paper_numbers.table("A", "Table 1"),
-                ["colour", "type", "id"],
-                check="A_table1_average",
-            ),
-        ],
-        ignore_index=True,
-    )
-
-
-def paper_e_checks() -> pd.DataFrame:
-    """Paper E: Table 2's "Total" column against the mean of its nine task columns."""
-    frame = paper_numbers.table("E", "Table 2")
-    parts = [t for t in dict.fromkeys(frame["task"]) if t != "all"]
-    return mean_check(frame, parts, check="E_table2_total")
-
-
-def all_checks() -> pd.DataFrame:
-    """Every check above, concatenated (column ``check`` names each one)."""
-    return pd.concat([paper_d_checks(), paper_a_checks(), paper_e_checks()], ignore_index=True)
-
-
 def summarise(checks: pd.DataFrame) -> pd.DataFrame:
     """Per check: how many printed numbers were recomputed, and how many disagree.
 
     Args:
-        checks: a frame of :data:`RESULT_COLUMNS` rows (e.g. :func:`paper_d_checks`).
+        checks: a frame of :data:`RESULT_COLUMNS` rows (e.g. a paper's ``consistency.checks()``).
 
     Returns:
         One row per ``check`` with ``numbers``, ``consistent``, ``inconsistent`` and the

@@ -126,16 +126,22 @@ def interruptible() -> Iterator[None]:
 
 
 SHELLS = frozenset({"sh", "dash", "bash", "zsh", "ksh", "mksh", "fish"})
-"""Process names :func:`launcher` looks through: ``dvc repro`` runs a stage's command with
-``$SHELL -c``, or ``/bin/sh -c`` when ``SHELL`` is unset, and dash (Debian's ``/bin/sh``)
-stays alive as the command's parent instead of replacing itself with it."""
+"""Shell process names.  ``dvc repro`` runs a stage's command with ``$SHELL -c``, or
+``/bin/sh -c`` when ``SHELL`` is unset, and dash (Debian's ``/bin/sh``) stays alive as the
+command's parent instead of replacing itself with it: :func:`launcher` looks through such
+``-c`` wrappers."""
+
+
+def _is_command_wrapper(process: psutil.Process) -> bool:
+    """A shell running one command line (``sh -c ...``), not an interactive shell."""
+    return process.name() in SHELLS and "-c" in process.cmdline()[1:]
 
 
 def launcher() -> psutil.Process | None:
-    """The nearest ancestor of this process that is not a shell (e.g. ``dvc repro``), or
-    ``None`` when there is none."""
+    """The process that launched this one, looking through ``sh -c`` wrappers (e.g. the
+    ``dvc repro`` above a stage's ``/bin/sh -c``), or ``None`` when there is none."""
     ancestor = psutil.Process().parent()
-    while ancestor is not None and ancestor.name() in SHELLS:
+    while ancestor is not None and _is_command_wrapper(ancestor):
         ancestor = ancestor.parent()
     return ancestor
 
@@ -148,24 +154,28 @@ def _terminate_self_when_gone(process: psutil.Process) -> None:
 
 def stop_with_parent() -> None:
     """Receive SIGTERM when the process that launched this one dies (e.g. ``dvc repro`` killed
-    by SIGTERM or SIGKILL), whether it is the parent or a shell stands between them.  Call it
-    first thing in a command-line entry point.
+    by SIGTERM or SIGKILL), whether it is the parent or ``sh -c`` wrappers stand between them.
+    Call it first thing in a command-line entry point.
 
-    Linux sends the signal on the parent's death (``PR_SET_PDEATHSIG``); when the parent is a
-    shell, a daemon thread also waits for the nearest non-shell ancestor (:func:`launcher`).
-    A no-op outside Linux, and when SIGHUP is ignored (``nohup``: the user asked the run to
-    outlive its terminal).
+    Linux sends the signal on the parent's death (``PR_SET_PDEATHSIG``); when the launcher is
+    further up (:func:`launcher`), a daemon thread also waits for it.  A no-op outside Linux,
+    and for a run started from an interactive shell under ``nohup`` (SIGHUP ignored): the user
+    asked it to outlive its terminal.  A program launching it (``dvc repro``) is always
+    watched, even when ``nohup`` was applied further up (its ignored SIGHUP is inherited).
 
     Raises:
         Interrupted: the parent had already died.
     """
-    if not sys.platform.startswith("linux") or signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+    if not sys.platform.startswith("linux"):
+        return
+    starter = launcher()
+    nohup = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    if nohup and (starter is None or starter.name() in SHELLS):
         return
     parent = os.getppid()
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:
         raise Interrupted(signal.SIGTERM)
-    starter = launcher()
     if starter is not None and starter.pid != parent:
         threading.Thread(target=_terminate_self_when_gone, args=(starter,), daemon=True,
                          name="stop-with-launcher").start()

@@ -1,7 +1,7 @@
 """Run one paper notebook for the DVC pipeline, reproducibly.
 
 ``python -m mtlrepro.pipeline run 00_baselines`` reads ``params.yaml`` (the top-level
-``profile`` plus the notebook's own section, named by :func:`section_name`), checks every
+``profile`` plus the notebook's own section, :func:`mtlrepro.params.load_params`), checks every
 parameter against the notebook's ``parameters`` cell, executes ``notebooks/00_baselines.ipynb``
 with papermill (kernel ``python3``, working directory = the notebook's folder, as in
 JupyterLab) with ``output_dir="results/00_baselines"``, then normalises the executed notebook
@@ -33,7 +33,6 @@ from typing import Any
 
 import nbformat
 import papermill
-import yaml
 from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
 
@@ -49,7 +48,9 @@ from mtlrepro.interrupts import (
     stop_new_children,
     stop_with_parent,
 )
+from mtlrepro.params import load_params
 from mtlrepro.report import REPO_ROOT, atomic_write_text
+from mtlrepro.runs import staging_folder
 
 KERNEL_NAME = "python3"
 
@@ -82,15 +83,6 @@ class NotebookFailed(RuntimeError):
 
 
 # --------------------------------------------------------------------------- parameters
-
-
-def section_name(notebook: str) -> str:
-    """The ``params.yaml`` section of a notebook: its name without the ``NN_`` order prefix.
-
-    Args:
-        notebook: notebook name, e.g. ``"00_baselines"`` (-> ``"baselines"``).
-    """
-    return re.sub(r"^\d+_", "", notebook)
 
 
 def notebook_parameters(path: str | Path) -> dict[str, str]:
@@ -135,37 +127,6 @@ def check_parameters(
     if "profile" in parameters:
         check_profile(parameters["profile"])
     return dict(parameters)
-
-
-def load_params(
-    params_path: str | Path, notebook: str, *, section: str | None = None
-) -> dict[str, Any]:
-    """Parameters of one notebook from ``params.yaml``: top-level ``profile`` + its section.
-
-    Args:
-        params_path: the YAML file.
-        notebook: the notebook's name.
-        section: the section to read; default :func:`section_name` of ``notebook``.
-    """
-    path = Path(params_path)
-    if not path.is_file():
-        raise ConfigError(f"parameter file {path} does not exist")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path} must hold a mapping at the top level")
-    key = section or section_name(notebook)
-    own = data.get(key) or {}
-    if not isinstance(own, Mapping):
-        raise ConfigError(f"{path}: section {key!r} must be a mapping of parameter -> value")
-    for reserved in ("profile", "output_dir"):
-        if reserved in own:
-            raise ConfigError(
-                f"{path}: section {key!r} may not set {reserved!r} "
-                "(profile is top-level; output_dir is set by the pipeline)"
-            )
-    parameters = {"profile": data["profile"]} if "profile" in data else {}
-    parameters.update(own)
-    return parameters
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -397,7 +358,8 @@ def run_notebook(
         raise ConfigError("output_dir is set by the pipeline; do not pass it")
     params = check_parameters(name, parameters, declared)
     root = Path(results_root).resolve()
-    final, staging = root / name, root / f".{name}.staging"
+    final = root / name
+    staging = staging_folder(final)
     failed_copy = root / f".{name}.failed.ipynb"
     root.mkdir(parents=True, exist_ok=True)
     with run_lock(root / f".{name}.lock", f"notebook {name} into {final}"), signals_raise():

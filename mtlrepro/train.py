@@ -2,7 +2,13 @@
 
 Methods plug in through :class:`Hooks` (``extra_loss``, ``after_backward``, ``after_step``,
 ``end_of_epoch``, each a no-op by default) and a :class:`~mtlrepro.balancing.Balancer` (loss
-weighting, hard-sample mining, PCGrad); the loop never asks which method it runs.
+weighting, hard-sample mining, PCGrad); the loop never asks which method it runs.  Further
+seams, unused unless a hook overrides them: optimiser parameter groups with their own lr and
+weight decay (``param_groups``, ``excluded_parameters``), inner updates before the shared step
+(``before_step``; paper C, Alg. 1), per-task gradient masks (``task_gradient_masks``; paper E,
+§3), one task per step with per-task optimiser state (``step_task``,
+``per_task_optimizer_state``; paper E, App. A.2); and named phases with rewinds
+(:func:`mtlrepro.phases.fit_phases`; paper D, §3.2).
 
 What :func:`fit` adds around the step: device choice (CUDA when available), seeding (python,
 numpy, torch and the balancer's generator from ``TrainConfig.seed``), a per-epoch data order
@@ -38,8 +44,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 import random
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,8 +59,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.std import tqdm
 
 from mtlrepro.balancing import Balancer
-from mtlrepro.config import ConfigError, check_choice, check_range
+from mtlrepro.config import DEFAULT_PROFILE, ConfigError, check_choice, check_profile, check_range
 from mtlrepro.tasks import Task
+from mtlrepro.torch_files import load_torch_file
 
 HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "step", "split", "task", "metric", "value")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
@@ -80,26 +87,6 @@ _POSTFIX_EVERY = 10
 
 StepLog = dict[str, dict[str, float]]
 """Task (or ``"all"``) -> metric -> value, as returned by :func:`train_step`."""
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint or weights file cannot be read; the message names it and what to do."""
-
-
-def load_torch_file(path: str | os.PathLike[str], fix: str) -> Any:
-    """``torch.load`` of a file of tensors (``weights_only``, onto the CPU); a missing,
-    truncated or corrupt file raises :class:`CheckpointError` naming it, the reason and ``fix``.
-
-    Args:
-        path: the file.
-        fix: what to do about a bad file, appended to the message.
-    """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as exc:
-        detail = str(exc).split(". ", 1)[0]  # torch's first sentence
-        reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-        raise CheckpointError(f"{path} cannot be read ({reason}); {fix}") from exc
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -129,6 +116,8 @@ class TrainConfig:
     """Training settings (validated on creation; bad values raise ``ConfigError``).
 
     Attributes:
+        profile: the profile the run belongs to (``smoke``, ``cpu`` or ``paper``); it changes
+            nothing here, but checkpoints and logged params record it.
         epochs: epochs to train (``>= 1``).
         batch_size: samples per step (``>= 1``); each epoch visits ``len(data) // batch_size``
             full batches in a fresh random order (one batch of all samples if fewer).
@@ -159,6 +148,7 @@ class TrainConfig:
             used to simulate an interruption (a partial epoch is neither logged nor saved).
     """
 
+    profile: str = DEFAULT_PROFILE
     epochs: int = 10
     batch_size: int = 16
     lr: float = 1e-3
@@ -182,6 +172,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Check every field; raises :class:`~mtlrepro.config.ConfigError`."""
+        check_profile(self.profile)
         for name in ("epochs", "batch_size", "lr_step_size", "eval_every", "eval_batch_size"):
             check_range(f"TrainConfig.{name}", getattr(self, name), 1, integer=True)
         check_range("TrainConfig.lr", self.lr, 0.0, low_inclusive=False)
@@ -219,7 +210,74 @@ class Hooks:
 
     Subclass and override what a method needs; :func:`fit` calls each hook of each object in
     its ``hooks`` list, in list order.
+
+    Attributes:
+        per_task_optimizer_state: if any hook sets it, :func:`fit` keeps one optimiser per task
+            (same parameter groups) and steps the one of the task :meth:`step_task` selects, so
+            that e.g. each task has its own momentum (paper E, App. A.2).
     """
+
+    per_task_optimizer_state: bool = False
+
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Optimiser parameter groups with their own settings, added after the default groups.
+
+        Each group is a dict with a unique ``"name"``, its ``"params"`` and any optimiser
+        setting, e.g. ``{"name": "arch", "params": [...], "lr": 1e-2, "weight_decay": 0.0}``
+        (paper D trains α, β, γ at lr 1e-2 beside network weights at 1e-4; paper C's
+        task-specific diagonals get no weight decay).  Its parameters leave the default model
+        group; a parameter claimed twice (here or in :meth:`excluded_parameters`, by any hook)
+        is a ``ConfigError``.  The lr schedule scales every group's lr.
+
+        Args:
+            model: the model being trained.
+        """
+        return []
+
+    def excluded_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        """Parameters the shared optimiser must not update: frozen ones (paper D's α, β, γ
+        during warm-up), or ones the hook updates itself in :meth:`before_step` (paper C's
+        M(j), Alg. 1).
+
+        Args:
+            model: the model being trained.
+        """
+        return []
+
+    def before_step(self, model: nn.Module, batch: Mapping[str, Tensor], step: int) -> None:
+        """Called at the start of each step, before the shared step's ``zero_grad`` and forward:
+        the place for inner updates with the hook's own optimiser (paper C, Alg. 1: per task j,
+        update only M(j) with L_j, then the shared step on Σ_i α_i L_i with every M(j) fixed).
+
+        Args:
+            model: the model.
+            batch: the step's batch, on the model's device.
+            step: the 1-based number of this step.
+        """
+
+    def step_task(self, step: int) -> str | None:
+        """The one task whose loss this step trains (the others' are computed and logged but
+        not back-propagated), or ``None`` for all; paper E, App. A.2 samples one task per
+        step.  Called once per step; at most one task may be selected per step.
+
+        Args:
+            step: the 1-based number of this step.
+        """
+        return None
+
+    def task_gradient_masks(self, model: nn.Module) -> dict[str, dict[str, Tensor]] | None:
+        """Per-task backward masks (paper E, §3): task -> parameter name -> a mask
+        broadcastable to the parameter, or ``None`` for none.
+
+        When any hook returns masks, each task's weighted loss ``λ_t L_t`` is differentiated on
+        its own, its gradient multiplied by the task's masks (unmasked where it has none), and
+        the sum written to ``.grad`` of the optimiser's parameters; the balancer must use
+        ``gradient="sum"``.  Masks of the same task and parameter from several hooks multiply.
+
+        Args:
+            model: the model being trained.
+        """
+        return None
 
     def extra_loss(
         self, model: nn.Module, batch: Mapping[str, Tensor], preds: Mapping[str, Tensor]
@@ -287,6 +345,9 @@ class TrainerState:
         rows: history rows so far (dicts with :data:`HISTORY_COLUMNS`).
         rebuild_optimizer: set by a hook that changed the model's parameters; the loop then
             builds a fresh optimiser (keeping the current learning rates) and scheduler state.
+        task_optimizers: task -> its own optimiser (:attr:`Hooks.per_task_optimizer_state`),
+            stepped instead of ``optimizer``, which then only carries the scheduled lrs; ``{}``
+            otherwise.
     """
 
     config: TrainConfig
@@ -296,6 +357,7 @@ class TrainerState:
     step: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
     rebuild_optimizer: bool = False
+    task_optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
 
     def log(self, metric: str, value: float, task: str = "all", split: str = "train") -> None:
         """Append a history row at the current epoch and step.
@@ -348,7 +410,7 @@ def train_step(
     tasks: Mapping[str, Task],
     batch: Mapping[str, Tensor],
     balancer: Balancer,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | Mapping[str, torch.optim.Optimizer],
     hooks: Sequence[Hooks] = (),
     step: int = 1,
 ) -> StepLog:
@@ -359,9 +421,10 @@ def train_step(
         tasks: task name -> :class:`~mtlrepro.tasks.Task` (per-sample ``loss``).
         batch: ``"image"`` and one target per task, on the model's device.
         balancer: mining, weighting and backward (summed or PCGrad).
-        optimizer: the optimiser of the model's and the balancer's parameters.
+        optimizer: the optimiser of the model's and the balancer's parameters, or task -> its
+            optimiser, of which the one of the task :meth:`Hooks.step_task` selects steps.
         hooks: method hooks, called in order.
-        step: 1-based number of this step, for error messages.
+        step: 1-based number of this step, for error messages and the step hooks.
 
     Returns:
         The balancer's log (``{task: {"loss", "weight"}, "all": {"loss"}}``), plus
@@ -370,6 +433,16 @@ def train_step(
     Raises:
         NonFiniteLossError: a task loss is NaN or infinite.
     """
+    # 0. the methods' inner updates (paper C, Alg. 1) and the step's task (paper E)
+    for hook in hooks:
+        hook.before_step(model, batch, step)
+    task = _step_task(hooks, step, tasks)
+    if isinstance(optimizer, Mapping):
+        if task is None:
+            raise ConfigError(
+                f"per-task optimisers need a hook's step_task to select a task at step {step}"
+            )
+        optimizer = optimizer[task]
     optimizer.zero_grad(set_to_none=True)
     # 1. forward
     preds = model(batch["image"])
@@ -382,8 +455,14 @@ def train_step(
         loss = hook.extra_loss(model, batch, preds)
         if loss is not None:
             extra = loss if extra is None else extra + loss
-    # 4. balancer: hard mining -> weighting -> backward (or PCGrad)
-    log = balancer.backward(per_sample, model, extra_loss=extra)
+    # 4. balancer: hard mining -> weighting -> backward (or PCGrad); task by task when a hook
+    #    selects the step's task or masks the task gradients (paper E)
+    masks = _task_masks(hooks, model, tasks)
+    if task is None and not masks:
+        log = balancer.backward(per_sample, model, extra_loss=extra)
+    else:
+        trained = list(balancer.task_names) if task is None else [task]
+        log = _per_task_backward(per_sample, balancer, optimizer, extra, trained, masks)
     # 5. the methods' gradient hooks
     for hook in hooks:
         hook.after_backward(model)
@@ -395,6 +474,75 @@ def train_step(
     # 8. metrics of this step
     if extra is not None:
         log["all"]["extra_loss"] = float(extra.detach())
+    return log
+
+
+def _step_task(hooks: Sequence[Hooks], step: int, tasks: Mapping[str, Task]) -> str | None:
+    """The task the hooks' :meth:`Hooks.step_task` selects for this step, or ``None``."""
+    chosen = {task for task in (hook.step_task(step) for hook in hooks) if task is not None}
+    if len(chosen) > 1 or not chosen <= set(tasks):
+        raise ConfigError(
+            f"step_task selected {sorted(chosen)} at step {step}; select one of {list(tasks)}"
+        )
+    return next(iter(chosen), None)
+
+
+def _task_masks(
+    hooks: Sequence[Hooks], model: nn.Module, tasks: Mapping[str, Task]
+) -> dict[str, dict[int, Tensor]]:
+    """The hooks' :meth:`Hooks.task_gradient_masks`: task -> parameter id -> mask (``{}`` for
+    none); unknown tasks or parameter names are a ``ConfigError``."""
+    returned = [masks for masks in (hook.task_gradient_masks(model) for hook in hooks) if masks]
+    if not returned:
+        return {}
+    params = dict(model.named_parameters())
+    merged: dict[str, dict[int, Tensor]] = {}
+    for masks in returned:
+        for task, by_name in masks.items():
+            check_choice("task of a gradient mask", task, list(tasks))
+            task_masks = merged.setdefault(task, {})
+            for name, mask in by_name.items():
+                if name not in params:
+                    raise ConfigError(f"gradient mask for {name!r}, not a parameter of the model")
+                key = id(params[name])
+                task_masks[key] = mask if key not in task_masks else task_masks[key] * mask
+    return merged
+
+
+def _per_task_backward(
+    per_sample: Mapping[str, Tensor],
+    balancer: Balancer,
+    optimizer: torch.optim.Optimizer,
+    extra: Tensor | None,
+    trained: Sequence[str],
+    masks: Mapping[str, Mapping[int, Tensor]],
+) -> StepLog:
+    """Gradients ``Σ_{t ∈ trained} m_t ⊙ ∇(λ_t L_t)`` (paper E, §3) into ``.grad`` of the
+    optimiser's parameters, plus the unmasked gradient of ``extra``; the balancer's mining and
+    weighting are used as in :meth:`~mtlrepro.balancing.Balancer.backward`, and so is its log."""
+    if balancer.gradient != "sum":
+        raise ConfigError(
+            "step_task and task_gradient_masks need a balancer with gradient='sum'; got "
+            f"{balancer.gradient!r}"
+        )
+    losses = balancer.task_losses(per_sample)
+    terms = balancer.weighting.terms(losses)
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+    for task in trained:
+        grads = torch.autograd.grad(terms[task], params, retain_graph=True, allow_unused=True)
+        for param, grad in zip(params, grads, strict=True):
+            if grad is not None:
+                mask = masks.get(task, {}).get(id(param))
+                grad = grad if mask is None else grad * mask
+                param.grad = grad if param.grad is None else param.grad + grad
+    if extra is not None and extra.requires_grad:
+        extra.backward()
+    weights = balancer.weighting.weights()
+    log = {
+        name: {"loss": float(losses[name].detach()), "weight": float(weights[name])}
+        for name in balancer.task_names
+    }
+    log["all"] = {"loss": float(torch.stack(list(terms.values())).sum().detach())}
     return log
 
 
@@ -524,19 +672,61 @@ def seed_everything(seed: int) -> None:
 
 
 def _make_optimizer(
-    model: nn.Module, balancer: Balancer, config: TrainConfig
+    model: nn.Module, balancer: Balancer, config: TrainConfig, hooks: Sequence[Hooks] = ()
 ) -> torch.optim.Optimizer:
-    """The configured optimiser over the model's and (without weight decay) the balancer's
-    trainable parameters."""
-    groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    """The configured optimiser over the model's trainable parameters the hooks do not claim,
+    the balancer's (without weight decay), then the hooks' :meth:`Hooks.param_groups`."""
+    hook_groups, claimed = _hook_groups(model, hooks)
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in model.parameters() if p.requires_grad and id(p) not in claimed]}
+    ]
     balancer_params = [p for p in balancer.parameters() if p.requires_grad]
     if balancer_params:
         groups.append({"params": balancer_params, "weight_decay": 0.0})
+    groups += hook_groups
     if config.optimizer == "adam":
         return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(
         groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
+
+
+def _hook_groups(model: nn.Module, hooks: Sequence[Hooks]) -> tuple[list[dict[str, Any]], set[int]]:
+    """The hooks' parameter groups (copied) and the ids of every parameter the hooks claim in
+    a group or as excluded; a parameter claimed twice is a ``ConfigError`` naming it."""
+    groups: list[dict[str, Any]] = []
+    claimed: set[int] = set()
+    for hook in hooks:
+        claims = [(f"{type(hook).__name__}.excluded_parameters", hook.excluded_parameters(model))]
+        for group in hook.param_groups(model):
+            if not {"name", "params"} <= group.keys():
+                raise ConfigError(
+                    f"{type(hook).__name__}.param_groups: a group needs a name and params"
+                )
+            if any(group["name"] == other["name"] for other in groups):
+                raise ConfigError(f"two hook parameter groups are named {group['name']!r}")
+            groups.append(dict(group, params=list(group["params"])))
+            claims.append((f"group {group['name']!r}", groups[-1]["params"]))
+        for owner, params in claims:
+            for param in params:
+                if id(param) in claimed:
+                    name = next((n for n, p in model.named_parameters() if p is param), "?")
+                    raise ConfigError(
+                        f"parameter {name!r} is claimed twice by the hooks (again by {owner})"
+                    )
+                claimed.add(id(param))
+    return groups, claimed
+
+
+def _group_lrs(optimizer: torch.optim.Optimizer) -> dict[str | int, float]:
+    """Each parameter group's lr, keyed by its name (hook groups) or else its position."""
+    return {group.get("name", k): group["lr"] for k, group in enumerate(optimizer.param_groups)}
+
+
+def _set_group_lrs(optimizer: torch.optim.Optimizer, lrs: Mapping[str | int, float]) -> None:
+    """Set the lrs :func:`_group_lrs` returned (groups it does not hold keep theirs)."""
+    for k, group in enumerate(optimizer.param_groups):
+        group["lr"] = lrs.get(group.get("name", k), group["lr"])
 
 
 def _make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Scheduler | None:
@@ -552,16 +742,22 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Sc
     return None
 
 
-def _rebuild_optimizer(state: TrainerState, model: nn.Module, balancer: Balancer) -> None:
-    """Fresh optimiser for the model's current parameters, keeping lrs and schedule state."""
-    lrs = [group["lr"] for group in state.optimizer.param_groups]
-    optimizer = _make_optimizer(model, balancer, state.config)
-    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
-        group["lr"] = lr
+def _rebuild_optimizer(
+    state: TrainerState, model: nn.Module, balancer: Balancer, hooks: Sequence[Hooks]
+) -> None:
+    """Fresh optimiser(s) for the model's current parameters, keeping each group's lr and the
+    schedule state."""
+    lrs = _group_lrs(state.optimizer)
+    optimizer = _make_optimizer(model, balancer, state.config, hooks)
+    _set_group_lrs(optimizer, lrs)
     scheduler = _make_scheduler(optimizer, state.config)
     if scheduler is not None and state.scheduler is not None:
         scheduler.load_state_dict(state.scheduler.state_dict())
     state.optimizer, state.scheduler, state.rebuild_optimizer = optimizer, scheduler, False
+    state.task_optimizers = {
+        task: _make_optimizer(model, balancer, state.config, hooks)
+        for task in state.task_optimizers
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -617,8 +813,9 @@ def _save_atomic(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> No
 def _checkpoint(
     state: TrainerState, model: nn.Module, balancer: Balancer, hooks: Sequence[Hooks]
 ) -> dict[str, Any]:
-    """Everything needed to resume exactly, plus a self-description (config, method)."""
-    return {
+    """Everything needed to resume exactly, plus a self-description (config, method); the
+    per-task optimisers' states only when there are any."""
+    payload = {
         "format": CHECKPOINT_FORMAT,
         "config": dataclasses.asdict(state.config),
         "method": {"balancer": balancer.describe(), "hooks": [type(h).__name__ for h in hooks]},
@@ -632,6 +829,9 @@ def _checkpoint(
         "rng": _rng_state(),
         "history": state.rows,
     }
+    if state.task_optimizers:
+        payload["task_optimizers"] = {t: o.state_dict() for t, o in state.task_optimizers.items()}
+    return payload
 
 
 def _restore(
@@ -663,11 +863,18 @@ def _restore(
         )
     if len(ckpt["hooks"]) != len(hooks):
         raise ConfigError(f"{path} was written with {len(ckpt['hooks'])} hooks; got {len(hooks)}")
+    if bool(state.task_optimizers) != ("task_optimizers" in ckpt):
+        raise ConfigError(
+            f"{path} and the hooks differ in per_task_optimizer_state; resume with the hooks "
+            "the checkpoint was written with"
+        )
     for hook, hook_state in zip(hooks, ckpt["hooks"], strict=True):
         hook.load_state_dict(hook_state)
     model.load_state_dict(ckpt["model"])
     balancer.load_state_dict(ckpt["balancer"])
     state.optimizer.load_state_dict(ckpt["optimizer"])
+    for task, optimizer in state.task_optimizers.items():
+        optimizer.load_state_dict(ckpt["task_optimizers"][task])
     if state.scheduler is not None:
         state.scheduler.load_state_dict(ckpt["scheduler"])
     _set_rng_state(ckpt["rng"])
@@ -740,7 +947,8 @@ def fit(
         val_set: validation split, or ``None`` for none.
         balancer: loss balancer (its parameters are optimised with the model's).
         config: training settings.
-        hooks: method hooks, called in order.
+        hooks: method hooks, called in order (their ``param_groups``,
+            ``excluded_parameters`` and ``per_task_optimizer_state`` shape the optimiser).
 
     Returns:
         The model, the history, the final validation metrics and the progress counts.
@@ -759,8 +967,12 @@ def fit(
     balancer.to(device)
     seed_everything(config.seed)
     balancer.manual_seed(config.seed)
-    optimizer = _make_optimizer(model, balancer, config)
+    optimizer = _make_optimizer(model, balancer, config, hooks)
     state = TrainerState(config, optimizer, _make_scheduler(optimizer, config))
+    if any(hook.per_task_optimizer_state for hook in hooks):
+        state.task_optimizers = {
+            task: _make_optimizer(model, balancer, config, hooks) for task in tasks
+        }
     if config.resume and config.checkpoint_path and Path(config.checkpoint_path).exists():
         _restore(config.checkpoint_path, state, model, balancer, hooks)
     live = None
@@ -831,7 +1043,7 @@ def _train_epoch(
             tasks,
             _to_device(batch, device),
             balancer,
-            state.optimizer,
+            state.task_optimizers or state.optimizer,
             hooks,
             state.step + 1,
         )
@@ -879,10 +1091,16 @@ def _end_epoch(
         hook.end_of_epoch(model, epoch, state)
     if isinstance(state.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         state.scheduler.step(sum(means[task]["loss"] for task in tasks))
+    elif state.scheduler is not None and state.task_optimizers:
+        with warnings.catch_warnings():  # torch's warning: the lr holder itself never steps
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+            state.scheduler.step()
     elif state.scheduler is not None:
         state.scheduler.step()
     if state.rebuild_optimizer:
-        _rebuild_optimizer(state, model, balancer)
+        _rebuild_optimizer(state, model, balancer, hooks)
+    for optimizer in state.task_optimizers.values():  # they follow the schedule too
+        _set_group_lrs(optimizer, _group_lrs(state.optimizer))
 
 
 def _val_at(rows: Sequence[Mapping[str, Any]], step: int) -> dict[str, dict[str, float]]:

@@ -6,8 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from mtlrepro import baselines
+from mtlrepro import paper_numbers
 from mtlrepro.config import ConfigError
+from mtlrepro.experiments.baselines import claims
+from mtlrepro.experiments.baselines import study as baselines
 from mtlrepro.metrics import LOWER_IS_BETTER, relative_performance
 from mtlrepro.report import NOT_REPRODUCED, REPRODUCED
 from mtlrepro.tasks import TaskSpec
@@ -44,10 +46,35 @@ SHARED = {  # paper D's Table 11 "Shared Bottom" row
 }
 
 
-def _result(shared: dict, single_params: int = 300, shared_params: int = 100):
-    """A BaselinesResult with given test metrics (no training)."""
-    config = baselines.baselines_config("smoke")
-    result = baselines.BaselinesResult(config, "smoke", SPECS)
+def _paper_row(row: str) -> dict[str, dict[str, float]]:
+    """Task -> metric -> value of a row of paper D's Table 11."""
+    table = paper_numbers.table("D", "Table 11")
+    out: dict[str, dict[str, float]] = {}
+    for _, entry in table[(table["row"] == row) & (table["task"] != "")].iterrows():
+        out.setdefault(entry["task"], {})[entry["metric"]] = float(entry["value"])
+    return out
+
+
+CROSS_STITCH = _paper_row("Cross-Stitch")
+MTAN = _paper_row("MTAN")
+PAPER_ARCHITECTURES = {"Cross-Stitch": (CROSS_STITCH, 300), "MTAN": (MTAN, 311)}
+"""Row -> (test metrics, parameters): paper D's Tables 11 and 2 (shared bottom: 100)."""
+
+
+def _result(
+    shared: dict,
+    single_params: int = 300,
+    shared_params: int = 100,
+    architectures: dict[str, tuple[dict, int]] | None = None,
+):
+    """A BaselinesResult with given test metrics (no training); ``architectures``: row ->
+    (test metrics, parameters) of the cross-stitch/MTAN rows (default: none)."""
+    architectures = architectures or {}
+    names = {row: name for name, row in baselines.ARCHITECTURE_ROWS.items()}
+    config = baselines.baselines_config(
+        "smoke", architectures=tuple(names[row] for row in architectures)
+    )
+    result = baselines.BaselinesResult(config, SPECS)
     empty = pd.DataFrame()
     for task in TASKS:
         result.runs.append(
@@ -59,6 +86,8 @@ def _result(shared: dict, single_params: int = 300, shared_params: int = 100):
         result.runs.append(
             baselines.RunResult(baselines.shared_row(name), TASKS, shared_params, empty, shared, {})
         )
+    for row, (scores, params) in architectures.items():
+        result.runs.append(baselines.RunResult(row, TASKS, params, empty, scores, {}))
     return result
 
 
@@ -107,12 +136,12 @@ def test_metrics_table_reports_parameters_relative_to_the_shared_network():
 
 
 def test_claims_follow_the_measured_numbers():
-    agreeing = {c.claim_id: c.verdict for c in baselines.claims(_result(SHARED))}
+    agreeing = {c.claim_id: c.verdict for c in claims.evaluate(_result(SHARED))}
     assert agreeing == {f"BL{i}": REPRODUCED for i in range(1, 6)}
     # swap the roles: shared bottom now wins segmentation and loses the rest -> all flip
     flipped = {
         c.claim_id: c.verdict
-        for c in baselines.claims(
+        for c in claims.evaluate(
             _result(
                 {
                     **SINGLE,
@@ -128,6 +157,102 @@ def test_claims_follow_the_measured_numbers():
     assert flipped == {f"BL{i}": NOT_REPRODUCED for i in range(1, 6)}
 
 
+def test_delta_table_reproduces_paper_d_cross_stitch_and_mtan_rows():
+    result = _result(SHARED, architectures=PAPER_ARCHITECTURES)
+    assert result.rows[-2:] == ["Cross-Stitch", "MTAN"]
+    table = baselines.delta_table(result).set_index("method")
+    for row in ("Cross-Stitch", "MTAN"):
+        for task in ("segmentation", "normal", "depth", "all"):
+            paper = paper_numbers.value("D", "Table 2", row, task, "delta")
+            assert table.loc[row, f"delta_{task}"] == pytest.approx(paper, abs=0.05), (row, task)
+    # parameters stay relative to the shared bottom (paper D: 3.00 and 3.11)
+    assert table.loc["Cross-Stitch", "params_rel"] == pytest.approx(3.0)
+    assert table.loc["MTAN", "params_rel"] == pytest.approx(3.11)
+    metrics = baselines.metrics_table(result).set_index("method")
+    assert metrics.loc["MTAN", "segmentation/miou"] == 26.0
+    assert metrics.loc["MTAN", "params_rel"] == pytest.approx(3.11)
+    summary = baselines.summary_metrics(result)
+    assert summary["params"]["Cross-Stitch"] == 300
+    assert summary["delta"]["MTAN"]["delta_all"] == pytest.approx(2.7, abs=0.05)
+    assert summary["config"]["architectures"] == ["cross_stitch", "mtan"]
+
+
+def test_paper_table2_adds_the_configured_architectures_rows():
+    both = baselines.paper_table2().set_index("method")
+    assert list(both.index) == [
+        "paper D: Single-Task",
+        "paper D: Shared Bottom",
+        "paper D: Cross-Stitch",
+        "paper D: MTAN",
+    ]
+    assert both.loc["paper D: MTAN", "delta_all"] == 2.7
+    assert both.loc["paper D: MTAN", "params_rel"] == 3.11
+    assert both.loc["paper D: Cross-Stitch", "delta_segmentation"] == -4.9
+    assert len(baselines.paper_table2(())) == 2
+    assert list(baselines.paper_table2(("mtan",))["method"])[-1] == "paper D: MTAN"
+    with pytest.raises(ConfigError, match="unknown architecture 'dag'"):
+        baselines.paper_table2(("dag",))
+
+
+def _verdicts(result) -> dict[str, str]:
+    return {c.claim_id: c.verdict for c in claims.evaluate(result)}
+
+
+def test_architecture_claims_follow_the_measured_numbers():
+    agreeing = _verdicts(_result(SHARED, architectures=PAPER_ARCHITECTURES))
+    assert agreeing == {f"BL{i}": REPRODUCED for i in range(1, 11)}
+    # cross-stitch and MTAN now lose to single-task (and MTAN to the shared bottom), and their
+    # parameter ratios are 2.0 and 2.35 -> BL6-BL10 flip, BL1-BL5 stay
+    worse = {
+        "segmentation": {"miou": 20.0, "pixel_acc": 50.0},
+        "depth": SINGLE["depth"] | {"abs_err": 0.9},
+        "normal": SINGLE["normal"] | {"mean_angle": 30.0},
+    }
+    flipped = _verdicts(
+        _result(SHARED, architectures={"Cross-Stitch": (worse, 200), "MTAN": (worse, 235)})
+    )
+    assert flipped == {f"BL{i}": REPRODUCED for i in range(1, 6)} | {
+        f"BL{i}": NOT_REPRODUCED for i in range(6, 11)
+    }
+
+
+def test_mtan_beating_single_task_but_not_the_shared_bottom_flips_only_bl8():
+    # MTAN's Δ_T is positive but below the shared bottom's (paper: 2.7 > 1.7)
+    shared_all = baselines.delta_table(_result(SHARED)).set_index("method")
+    assert shared_all.loc[baselines.shared_row("equal"), "delta_all"] > 1.0
+    weaker = {**SINGLE, "segmentation": {"miou": 28.0, "pixel_acc": 59.5}}  # Δ_T ≈ +0.5
+    result = _result(SHARED, architectures={"MTAN": (weaker, 311)})
+    measured = {c.claim_id: c for c in claims.evaluate(result)}
+    assert set(measured) == {f"BL{i}" for i in range(1, 6)} | {"BL7", "BL8", "BL10"}
+    assert measured["BL7"].verdict == REPRODUCED
+    assert measured["BL8"].verdict == NOT_REPRODUCED
+    assert measured["BL8"].paper_value == pytest.approx(1.0)
+    assert measured["BL8"].our_value < 0
+
+
+def test_parameter_claims_say_why_a_ratio_differs():
+    result = _result(
+        SHARED, architectures={"Cross-Stitch": (CROSS_STITCH, 297), "MTAN": (MTAN, 235)}
+    )
+    measured = {c.claim_id: c for c in claims.evaluate(result)}
+    assert measured["BL9"].verdict == REPRODUCED  # 2.97 is within 5% of 3.00
+    assert measured["BL9"].paper_value == pytest.approx(3.0)
+    assert "below" not in measured["BL9"].details
+    assert measured["BL10"].verdict == NOT_REPRODUCED  # 2.35 vs 3.11
+    assert measured["BL10"].our_value == pytest.approx(2.35)
+    assert measured["BL10"].paper_value == pytest.approx(3.11)
+    assert "24% below the paper's (3.11)" in measured["BL10"].details
+    assert "lorenmt/mtan" in measured["BL10"].details
+
+
+def test_no_architectures_gives_the_two_baselines_and_claims_bl1_to_bl5():
+    result = _result(SHARED)
+    assert result.config.architectures == ()
+    assert "Cross-Stitch" not in result.rows and "MTAN" not in result.rows
+    assert _verdicts(result) == {f"BL{i}": REPRODUCED for i in range(1, 6)}
+    assert len(baselines.delta_table(result)) == 4
+
+
 def test_config_validation_names_what_is_allowed():
     with pytest.raises(ConfigError, match="allowed: 'equal', 'uncertainty', 'pcgrad'"):
         baselines.baselines_config("smoke", balancers=("equal", "gradnorm"))
@@ -139,10 +264,36 @@ def test_config_validation_names_what_is_allowed():
         baselines.baselines_config("laptop")
 
 
-def test_smoke_run_trains_every_network_and_predicts_the_samples():
+def test_architectures_are_validated_like_balancers():
+    with pytest.raises(
+        ConfigError,
+        match="^baselines.architectures: unknown architecture 'dag'; "
+        "allowed: 'cross_stitch', 'mtan'$",
+    ):
+        baselines.baselines_config("smoke", architectures=("mtan", "dag"))
+    with pytest.raises(ConfigError, match="^baselines.architectures has 'mtan' twice"):
+        baselines.baselines_config("smoke", architectures=("mtan", "mtan"))
+    assert baselines.baselines_config("smoke", architectures=[]).architectures == ()
+    assert baselines.baselines_config("smoke", architectures=["mtan"]).architectures == ("mtan",)
+    assert baselines.BaselinesConfig().architectures == ("cross_stitch", "mtan")
+
+
+def test_smoke_run_trains_every_network_and_predicts_the_samples(tmp_path):
     config = baselines.baselines_config("smoke", balancers=("equal",))
-    result = baselines.run_baselines(config, "smoke", progress=False)
-    assert result.rows == [baselines.SINGLE_TASK, baselines.shared_row("equal")]
+    result = baselines.run_baselines(config, log_dir=tmp_path, progress=False)
+    shared = baselines.shared_row("equal")
+    assert result.rows == [baselines.SINGLE_TASK, shared, "Cross-Stitch", "MTAN"]
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "single-segmentation",
+        "single-depth",
+        "single-normal",
+        "shared-equal",
+        "cross_stitch",
+        "mtan",
+    }
+    params = {row: result.row_parameters(row) for row in result.rows}
+    assert params["Cross-Stitch"] > params[shared] and params["MTAN"] > params[shared]
+    assert {c.claim_id for c in claims.evaluate(result)} == {f"BL{i}" for i in range(1, 11)}
     predictions = baselines.sample_predictions(result)
     for row in result.rows:
         assert set(predictions[row]) == set(TASKS)
@@ -150,3 +301,12 @@ def test_smoke_run_trains_every_network_and_predicts_the_samples():
     assert torch.isfinite(torch.tensor(baselines.delta_table(result)["delta_all"].to_numpy())).all()
     history = baselines.training_history(result)
     assert set(history["run"]) == set(result.rows)
+    # without the architectures, the other rows train exactly as before (same numbers)
+    alone = baselines.run_baselines(
+        baselines.baselines_config("smoke", balancers=("equal",), architectures=()),
+        progress=False,
+    )
+    assert alone.rows == [baselines.SINGLE_TASK, shared]
+    for row in alone.rows:
+        assert alone.row_scores(row) == result.row_scores(row)
+    assert [c.claim_id for c in claims.evaluate(alone)] == [f"BL{i}" for i in range(1, 6)]

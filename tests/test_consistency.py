@@ -8,6 +8,9 @@ import pytest
 from mtlrepro import consistency as cs
 from mtlrepro import paper_numbers as pn
 from mtlrepro.consistency import Interval
+from mtlrepro.experiments.baselines import consistency as paper_d
+from mtlrepro.experiments.distinctiveness import consistency as paper_a
+from mtlrepro.experiments.partition import consistency as paper_e
 from mtlrepro.metrics import relative_performance
 
 # Float comparisons of recomputed numbers: double precision on a handful of terms.
@@ -88,7 +91,7 @@ def test_relative_performance_interval_points_match_a_hand_computation() -> None
 
 
 def test_d_table2_check_has_every_method_row_and_task() -> None:
-    result = cs.paper_d_checks()
+    result = paper_d.checks()
     table2 = result[result["check"] == "D_table2_from_table11"]
     printed = pn.table("D", "Table 2")
     assert list(dict.fromkeys(table2["row"])) == list(dict.fromkeys(printed["row"]))
@@ -97,7 +100,7 @@ def test_d_table2_check_has_every_method_row_and_task() -> None:
 
 
 def test_shared_bottom_row_of_d_table2_is_consistent() -> None:
-    result = cs.paper_d_checks()
+    result = paper_d.checks()
     row = result[
         (result["check"] == "D_table2_from_table11") & (result["row"] == "Shared Bottom")
     ].set_index("task")
@@ -114,7 +117,7 @@ def test_shared_bottom_row_of_d_table2_is_consistent() -> None:
 
 
 def test_reference_row_recomputes_to_exactly_zero() -> None:
-    result = cs.paper_d_checks()
+    result = paper_d.checks()
     single = result[result["row"] == "Single-Task"]
     assert len(single) == 4 + 3 + 6  # Tables 2, 3, 4
     assert (single[["recomputed", "recomputed_low", "recomputed_high"]] == 0.0).all().all()
@@ -182,7 +185,7 @@ def test_table6_findings_vanish_when_its_dep_and_norm_headers_are_swapped() -> N
 
 
 def test_hidden_size_definitions_of_paper_a() -> None:
-    result = cs.paper_a_checks().set_index(["check", "row", "metric"])
+    result = paper_a.checks().set_index(["check", "row", "metric"])
     key = ("A_table2_hidden_sizes", "EfficientNet-B0")
     assert result.at[(*key, "compression"), "recomputed"] == pytest.approx(100 * 19 / 128)
     assert result.at[(*key, "utilisation"), "recomputed"] == pytest.approx(100 * 109 / 128)
@@ -191,7 +194,7 @@ def test_hidden_size_definitions_of_paper_a() -> None:
 
 
 def test_paper_e_total_is_the_mean_of_the_nine_tasks() -> None:
-    result = cs.paper_e_checks().set_index("row")
+    result = paper_e.checks().set_index("row")
     independent = [53.2, 74.1, 97.8, 49.4, 99.7, 78.3, 87.7, 94.3, 77.1]
     assert result.at["independent", "recomputed"] == pytest.approx(sum(independent) / 9)
     assert result["consistent"].all()
@@ -199,7 +202,7 @@ def test_paper_e_total_is_the_mean_of_the_nine_tasks() -> None:
 
 
 def test_all_checks_is_tidy_and_reports_exactly_the_known_findings() -> None:
-    result = cs.all_checks()
+    result = pd.concat([paper_d.checks(), paper_a.checks(), paper_e.checks()], ignore_index=True)
     assert list(result.columns) == list(cs.RESULT_COLUMNS)
     assert result["consistent"].dtype == bool
     assert set(result["check"]) == {
@@ -223,7 +226,7 @@ def test_all_checks_is_tidy_and_reports_exactly_the_known_findings() -> None:
 
 
 def test_summary_counts_every_number_and_names_each_finding():
-    checks = cs.paper_d_checks()
+    checks = paper_d.checks()
     summary = cs.summarise(checks).set_index("check")
     assert summary["numbers"].sum() == len(checks)
     assert (summary["consistent"] + summary["inconsistent"] == summary["numbers"]).all()

@@ -15,11 +15,9 @@ from mtlrepro.data.base import TensorDataset
 from mtlrepro.methods.distinctiveness import (
     DistinctivenessConfig,
     DistinctivenessPruning,
-    JointEncoderModel,
     activation_patterns,
     centre_patterns,
     compression,
-    distinctiveness_config,
     min_distinctiveness_angle,
     pairwise_angles,
     prune_pair,
@@ -27,6 +25,7 @@ from mtlrepro.methods.distinctiveness import (
     utilisation,
 )
 from mtlrepro.models import count_parameters
+from mtlrepro.models.joint_encoder import JointEncoderModel
 from mtlrepro.tasks import TaskSpec, make_tasks
 from mtlrepro.train import Hooks, TrainConfig, TrainerState, fit
 
@@ -421,18 +420,12 @@ def test_config_rejects_bad_values(bad: dict[str, object]) -> None:
         DistinctivenessConfig(**bad)  # type: ignore[arg-type]
 
 
-def test_config_presets_and_overrides_are_checked() -> None:
-    assert distinctiveness_config("smoke").hidden == 16
-    assert distinctiveness_config("paper", theta=20).theta == 20
+def test_config_defaults_are_the_papers_and_the_hook_takes_them() -> None:
     assert DistinctivenessConfig().theta == 30.0 and DistinctivenessConfig().hidden == 128
-    with pytest.raises(ConfigError):
-        distinctiveness_config("cpu", thetta=20.0)
-    with pytest.raises(ConfigError):
-        distinctiveness_config("cpu", theta="30")
     with pytest.raises(ConfigError):
         DistinctivenessPruning(_probe(1))
     hook = DistinctivenessPruning.from_config(
-        distinctiveness_config(coefficient="least_squares"), _probe()
+        DistinctivenessConfig(coefficient="least_squares"), _probe()
     )
     assert hook.coefficient == "least_squares" and hook.theta == 30.0
 

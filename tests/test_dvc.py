@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
@@ -10,6 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from mtlrepro import papers
+from mtlrepro.runs import runs_dir_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -60,57 +64,77 @@ def test_stage_deps_cover_every_mtlrepro_module_the_notebook_imports(name):
         for item in items.split(",")
     )
     assert imported, "the notebook imports nothing from mtlrepro"
-    _assert_deps_cover(imported, NOTEBOOK_STAGES[name]["deps"])
+    _assert_deps_cover([*imported, "mtlrepro.pipeline"], NOTEBOOK_STAGES[name]["deps"])
 
 
 RUN_STAGES = {
     name: stage
     for name, stage in DVC_YAML["stages"].items()
-    if "mtlrepro.experiments.group_sparsity_runs" in stage["cmd"]
+    if stage["cmd"].startswith("python -m mtlrepro.runs ")
 }
 
 
-def test_run_stages_share_deps_that_cover_every_mtlrepro_module_they_import():
-    deps = [stage["deps"] for stage in RUN_STAGES.values()]
-    assert len(deps) == 3 and all(d == deps[0] for d in deps)
-    _assert_deps_cover(["mtlrepro.experiments.group_sparsity_runs"], deps[0])
+def _paper_of_run_stage(stage: dict) -> papers.Paper:
+    return papers.paper(stage["cmd"].split()[3])
 
 
-def test_run_stages_write_exactly_the_units_the_notebook_reads():
+def test_every_paper_with_run_units_has_one_run_stage_per_kind():
+    kinds = {(p.name, kind) for p in papers.PAPERS for kind in p.unit_kinds}
+    staged = {(stage["cmd"].split()[3], stage["cmd"].split()[4]) for stage in RUN_STAGES.values()}
+    assert staged == kinds
+
+
+@pytest.mark.parametrize("paper", [p.name for p in papers.PAPERS if p.unit_kinds])
+def test_run_stages_share_deps_that_cover_every_mtlrepro_module_they_import(paper):
+    deps = [s["deps"] for s in RUN_STAGES.values() if _paper_of_run_stage(s).name == paper]
+    assert deps and all(d == deps[0] for d in deps)
+    _assert_deps_cover(["mtlrepro.runs", f"mtlrepro.experiments.{paper}.units"], deps[0])
+
+
+@pytest.mark.parametrize("paper", [p for p in papers.PAPERS if p.unit_kinds], ids=lambda p: p.name)
+def test_run_stages_write_exactly_the_units_the_notebook_reads(paper):
     """The matrix stages' outputs are the unit files of the study params.yaml describes."""
-    from mtlrepro.experiments import group_sparsity_runs as runs_module
-
-    section = dict(PARAMS["group_sparsity"])
-    section.pop("progress", None)
-    config = runs_module.study_config(PARAMS["profile"], **section)
-    runs_dir = runs_module.runs_dir_for("results/02_group_sparsity")
-    expected = {
-        runs_module.unit_path(runs_dir, *unit).as_posix()
-        for unit in runs_module.study_units(config)
-    }
+    module = importlib.import_module(f"{paper.package}.units")
+    runs_dir = runs_dir_for(f"results/{paper.notebook}")
+    params = {"profile": PARAMS["profile"], **PARAMS[paper.name]}
+    expected = {path.as_posix() for path in module.unit_files(params, runs_dir)}
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     dvc = Path(sys.executable).with_name("dvc")
     listing = subprocess.run(
         [str(dvc), "stage", "list"], cwd=ROOT, env=env, capture_output=True, text=True,
         timeout=120, check=True,
     ).stdout
+    stages = {n for n, s in RUN_STAGES.items() if _paper_of_run_stage(s) == paper}
     outs = {
         line.split("Outputs ")[1].strip()
         for line in listing.splitlines()
-        if line.startswith("group_sparsity_") and "Outputs " in line
+        if line.split("@")[0].split()[0] in stages and "Outputs " in line
     }
     assert outs == expected
-    assert f"{runs_dir.as_posix()}" in DVC_YAML["stages"]["group_sparsity"]["deps"]
+    assert runs_dir.as_posix() in DVC_YAML["stages"][paper.name]["deps"]
+
+
+@pytest.mark.parametrize("paper", papers.PAPERS, ids=lambda p: p.name)
+def test_every_registered_paper_has_its_package_notebook_stage_and_section(paper):
+    assert (ROOT / "mtlrepro" / "experiments" / paper.name / "__init__.py").is_file()
+    assert paper.notebook == f"{paper.notebook[:2]}_{paper.name}"
+    assert (ROOT / "notebooks" / f"{paper.notebook}.ipynb").is_file()
+    assert _notebook_of(NOTEBOOK_STAGES[paper.name]) == paper.notebook
+    assert paper.name in PARAMS
+
+
+def test_the_registry_lists_every_notebook():
+    notebooks = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
+    assert {p.notebook for p in papers.PAPERS} == notebooks
 
 
 def _assert_deps_cover(modules: list[str], deps: list[str]) -> None:
-    """Every mtlrepro file loaded by importing ``modules`` (and the pipeline) is a dep."""
+    """Every mtlrepro file loaded by importing ``modules`` is a dep."""
     probe = (
         "import sys, importlib\n"
         f"for m in {modules!r}:\n"
         "    try: importlib.import_module(m)\n"
         "    except ModuleNotFoundError: importlib.import_module(m.rpartition('.')[0])\n"
-        "import mtlrepro.pipeline\n"
         "print('\\n'.join(sorted(m.__file__ for n, m in sys.modules.items()"
         " if n.startswith('mtlrepro') and getattr(m, '__file__', None))))"
     )

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mtlrepro.config import ConfigError
-from mtlrepro.experiments import distinctiveness as study
+from mtlrepro.experiments.distinctiveness import claims, study
 from mtlrepro.report import NOT_REPRODUCED, REPRODUCED
 
 TASKS = ("colour", "type", "identity")
@@ -49,7 +49,7 @@ def _result(
         for k, h in enumerate(task_finals, start=1)
     }
     baseline = _run("Baseline", config.backbone, TASKS, main.hidden_final, baseline_acc)
-    return study.StudyResult(config, "smoke", main, baseline, families, by_count, [])
+    return study.StudyResult(config, main, baseline, families, by_count, [])
 
 
 def test_table1_compares_runs_and_carries_the_papers_resnet50_numbers():
@@ -78,7 +78,7 @@ def test_paper_scale_parameter_counts_match_table2():
 
 def test_claims_follow_the_measured_numbers():
     good = _result()
-    verdicts = {c.claim_id: c.verdict for c in study.claims(good)}
+    verdicts = {c.claim_id: c.verdict for c in claims.evaluate(good)}
     assert verdicts == dict.fromkeys(["A1", "A2", "A3", "A4", "A5"], REPRODUCED)
     bad = _result(
         dprune_acc=60.0,
@@ -86,7 +86,7 @@ def test_claims_follow_the_measured_numbers():
         family_finals={f: 60 + 5 * i for i, f in enumerate(study.FAMILIES)},
         angles=(20.0, 10.0),
     )
-    flipped = {c.claim_id: c.verdict for c in study.claims(bad)}
+    flipped = {c.claim_id: c.verdict for c in claims.evaluate(bad)}
     assert flipped == {
         "A1": NOT_REPRODUCED,
         "A2": NOT_REPRODUCED,
@@ -112,7 +112,7 @@ def test_config_validation_names_what_is_allowed():
 
 def test_smoke_study_trains_every_run_once_and_prunes():
     config = study.study_config("smoke", families=("resnet18", "resnet50"))
-    result = study.run_study(config, "smoke", progress=False)
+    result = study.run_study(config, progress=False)
     assert set(result.families) == {"resnet18", "resnet50"}
     assert result.families["resnet50"] is result.main
     assert result.by_task_count[3] is result.main

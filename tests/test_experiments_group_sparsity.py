@@ -15,11 +15,12 @@ import pandas as pd
 import pytest
 
 from mtlrepro.config import ConfigError
-from mtlrepro.experiments import group_sparsity as study
-from mtlrepro.experiments import group_sparsity_runs as runs_module
+from mtlrepro.experiments.group_sparsity import claims, study
+from mtlrepro.experiments.group_sparsity import units as runs_module
 from mtlrepro.methods.group_sparsity import channel_groups
 from mtlrepro.models import create_model
 from mtlrepro.report import VERDICTS
+from mtlrepro.runs import main as runs_main
 
 SCENES = runs_module.DATASET_TASKS["scenes"]
 
@@ -70,8 +71,8 @@ def test_units_cover_tables_sweep_and_l1() -> None:
 def test_cli_rejects_a_lambda_not_written_canonically(tmp_path: Path, capsys) -> None:
     params = tmp_path / "params.yaml"
     params.write_text("profile: smoke\ngroup_sparsity:\n  seeds: [0]\n")
-    code = runs_module.main(["sweep", "scenes", "0.001", "0", "--params", str(params),
-                             "--runs", str(tmp_path / "runs")])
+    code = runs_main(["group_sparsity", "sweep", "scenes", "0.001", "0", "--params", str(params),
+                      "--runs", str(tmp_path / "runs")])
     assert code == 2 and "'1e-3'" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
@@ -87,8 +88,8 @@ def test_a_stopped_unit_leaves_its_file_as_it_was(tmp_path: Path, signum: int) -
     old = runs_module.unit_path(runs, "sweep", "scenes", 1.0, 0)
     old.parent.mkdir(parents=True)
     old.write_text('{"settings": {}, "runs": []}\n')
-    command = [sys.executable, "-m", "mtlrepro.experiments.group_sparsity_runs", "sweep",
-               "scenes", "1", "0", "--params", str(params), "--runs", str(runs)]
+    command = [sys.executable, "-m", "mtlrepro.runs", "group_sparsity", "sweep", "scenes", "1",
+               "0", "--params", str(params), "--runs", str(runs)]
     unit = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     assert unit.stderr is not None
     seen = ""
@@ -106,7 +107,7 @@ def test_a_stopped_unit_leaves_its_file_as_it_was(tmp_path: Path, signum: int) -
 
 
 # ------------------------------------------------------------------------------- run units
-def _fake_record(dataset, tasks, lam, prox, seed, config, profile) -> dict[str, Any]:
+def _fake_record(dataset, tasks, lam, prox, seed, config) -> dict[str, Any]:
     return {"tasks": list(tasks), "lam": lam, "prox": prox, "seed": seed}
 
 
@@ -119,21 +120,21 @@ def test_unit_files_are_reused_only_with_the_same_settings(tmp_path, monkeypatch
 
     monkeypatch.setattr(runs_module, "train_combination", fake)
     config = runs_module.study_config("smoke")
-    first = runs_module.run_unit("table", "scenes", 0.3, 0, config, "smoke", tmp_path,
+    first = runs_module.run_unit("table", "scenes", 0.3, 0, config, tmp_path,
                                  progress=False)
     assert len(calls) == 7 and [r["tasks"] for r in first] == [
         list(c) for c in runs_module.combinations(SCENES)
     ]
-    again = runs_module.run_unit("table", "scenes", 0.3, 0, config, "smoke", tmp_path,
+    again = runs_module.run_unit("table", "scenes", 0.3, 0, config, tmp_path,
                                  progress=False)
     assert again == first and len(calls) == 7  # read back, nothing trained
     longer = runs_module.study_config("smoke", epochs=3)
-    runs_module.run_unit("table", "scenes", 0.3, 0, longer, "smoke", tmp_path, progress=False)
+    runs_module.run_unit("table", "scenes", 0.3, 0, longer, tmp_path, progress=False)
     assert len(calls) == 14  # other settings: trained again and the file replaced
     stored = json.loads(runs_module.unit_path(tmp_path, "table", "scenes", 0.3, 0).read_text())
     assert stored["settings"]["epochs"] == 3
     # the DVC stages retrain whatever the file holds: they run because the code changed
-    runs_module.run_unit("table", "scenes", 0.3, 0, longer, "smoke", tmp_path, progress=False,
+    runs_module.run_unit("table", "scenes", 0.3, 0, longer, tmp_path, progress=False,
                          retrain=True)
     assert len(calls) == 21
 
@@ -141,7 +142,7 @@ def test_unit_files_are_reused_only_with_the_same_settings(tmp_path, monkeypatch
 @pytest.mark.slow
 def test_a_real_unit_records_sparsity_masks_and_metrics(tmp_path) -> None:
     config = runs_module.study_config("smoke", threads=1)
-    runs = runs_module.run_unit("sweep", "scenes", 3.0, 0, config, "smoke", tmp_path,
+    runs = runs_module.run_unit("sweep", "scenes", 3.0, 0, config, tmp_path,
                                 progress=False)
     (run,) = runs
     assert run["tasks"] == list(SCENES) and set(run["test"]) == set(SCENES)
@@ -170,9 +171,9 @@ def _specs(dataset: str):
 def test_worker_processes_give_the_same_numbers_as_one_process(tmp_path) -> None:
     one = runs_module.study_config("smoke", threads=1, workers=1)
     two = runs_module.study_config("smoke", threads=1, workers=2)
-    a = runs_module.run_unit("l1", "scenes", 3.0, 0, one, "smoke", tmp_path / "a",
+    a = runs_module.run_unit("l1", "scenes", 3.0, 0, one, tmp_path / "a",
                              progress=False)
-    b = runs_module.run_unit("l1", "scenes", 3.0, 0, two, "smoke", tmp_path / "b",
+    b = runs_module.run_unit("l1", "scenes", 3.0, 0, two, tmp_path / "b",
                              progress=False)
     assert a == b
 
@@ -250,15 +251,16 @@ def test_claims_follow_the_numbers() -> None:
         for b in study.LATENCY_BATCH_SIZES
     ])
     peaked = _synthetic_runs({0.0: 1.0, 0.5: 1.1, 1.0: 1.05, 1.5: 0.8})
-    verdicts = {c.claim_id: c.verdict for c in study.claims(peaked, latencies, config, "smoke")}
+    verdicts = {c.claim_id: c.verdict for c in claims.evaluate(peaked, latencies, config)}
     assert set(verdicts.values()) <= set(VERDICTS)
     assert verdicts["B1"] == verdicts["B2"] == verdicts["B3"] == verdicts["B5"] == "reproduced"
     assert verdicts["B4"] == "not reproduced"  # L1 parameter sparsity 6 % < 50 %
     declining = _synthetic_runs({0.0: 1.0, 0.5: 0.95, 1.0: 0.9, 1.5: 0.8})
-    verdicts = {c.claim_id: c.verdict for c in study.claims(declining, latencies, config, "smoke")}
+    declined = claims.evaluate(declining, latencies, config)
+    verdicts = {c.claim_id: c.verdict for c in declined}
     assert verdicts["B2"] == "not reproduced"  # performance never improves over dense
     slower = latencies.assign(latency_ms=latencies["lam"] + 10.0)
-    verdicts = {c.claim_id: c.verdict for c in study.claims(peaked, slower, config, "smoke")}
+    verdicts = {c.claim_id: c.verdict for c in claims.evaluate(peaked, slower, config)}
     assert verdicts["B3"] == "not reproduced"
 
 
@@ -290,7 +292,7 @@ def test_latency_is_measured_on_a_slimmed_backbone_with_the_runs_zero_groups() -
         for lam, sparsity, zeros in ((0.0, 0.0, dense), (0.3, 10.0, sparse))
     ])
     config = runs_module.study_config("smoke", lambdas=[0, 0.3], latency_repeats=1)
-    table = study.latency_vs_lambda(runs, config, "smoke", batch_sizes=(1,), progress=False)
+    table = study.latency_vs_lambda(runs, config, batch_sizes=(1,), progress=False)
     by_lam = table.set_index("lam")
     assert by_lam.loc[0.3, "flops"] < by_lam.loc[0.0, "flops"]
     assert by_lam.loc[0.3, "parameters"] < by_lam.loc[0.0, "parameters"]
@@ -301,10 +303,10 @@ def test_heatmap_panels_show_before_single_and_multi_task_masks(tmp_path) -> Non
     config = runs_module.study_config("smoke", datasets=["scenes"], seeds=[0], threads=1)
     runs = pd.DataFrame([
         {**run, "combo": "+".join(run["tasks"])}
-        for run in runs_module.run_unit("table", "scenes", 0.3, 0, config, "smoke", tmp_path,
+        for run in runs_module.run_unit("table", "scenes", 0.3, 0, config, tmp_path,
                                         progress=False)
     ])
-    panels = study.heatmap_panels(runs, "scenes", 0.3, 0, "smoke")
+    panels = study.heatmap_panels(runs, config, "scenes", 0.3, 0)
     assert list(panels) == [
         "before training", "segmentation (single-task)", "depth (single-task)",
         "normal (single-task)", "all tasks (multi-task)",

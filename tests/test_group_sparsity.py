@@ -14,10 +14,8 @@ from mtlrepro.balancing import create_balancer
 from mtlrepro.config import ConfigError
 from mtlrepro.data.base import TensorDataset
 from mtlrepro.methods.group_sparsity import (
-    GroupSparsityConfig,
     GroupSparsityProx,
     channel_groups,
-    group_sparsity_config,
     sparsity_stats,
     zero_group_mask,
 )
@@ -194,18 +192,16 @@ def test_weighted_prox_needs_an_adam_type_optimiser() -> None:
         {"backbone": ""},
         {"newton_steps": 0},
         {"newton_tol": 0.0},
-        {"lambda": 1e-6},
     ],
 )
-def test_bad_config_values_raise_config_error(overrides: dict[str, object]) -> None:
+def test_bad_hook_options_raise_config_error(overrides: dict[str, object]) -> None:
+    options: dict[str, object] = {"lam": 1e-6, "prox": "group", **overrides}
     with pytest.raises(ConfigError):
-        group_sparsity_config("cpu", **overrides)
+        GroupSparsityProx(**options)  # type: ignore[arg-type]
 
 
-def test_config_builds_the_matching_hook() -> None:
-    config = group_sparsity_config("paper", lam=1e-5, prox="weighted_group")
-    assert config == GroupSparsityConfig(lam=1e-5, prox="weighted_group")
-    hook = GroupSparsityProx.from_config(config)
+def test_the_hook_keeps_its_options_and_finds_its_backbone() -> None:
+    hook = GroupSparsityProx(1e-5, "weighted_group")
     assert (hook.lam, hook.prox, hook.backbone) == (1e-5, "weighted_group", "backbone")
     with pytest.raises(ConfigError, match="no module attribute"):
         hook.shared_module(nn.Linear(2, 2))

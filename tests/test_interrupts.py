@@ -4,10 +4,12 @@ become exceptions and a second run is refused."""
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import psutil
@@ -67,8 +69,11 @@ def test_launcher_looks_through_shells() -> None:
     assert int(shown.stdout) == os.getpid()
 
 
-def test_killed_launcher_stops_the_run_behind_a_shell(tmp_path: Path) -> None:
-    starter, run = _start_behind_a_shell(tmp_path, "watch")
+@pytest.mark.parametrize("mode", ["watch", "nohup"])
+def test_killed_launcher_stops_the_run_behind_a_shell(tmp_path: Path, mode: str) -> None:
+    """`dvc repro` killed: its stage stops, also when the whole run was started under nohup
+    (the stage inherits the ignored SIGHUP, but its launcher is a program, not a terminal)."""
+    starter, run = _start_behind_a_shell(tmp_path, mode)
     starter.kill()
     starter.wait()
     assert _wait_for(tmp_path / "stopped", 10), "the run outlived its launcher"
@@ -76,15 +81,32 @@ def test_killed_launcher_stops_the_run_behind_a_shell(tmp_path: Path) -> None:
     psutil.wait_procs([psutil.Process(run)] if psutil.pid_exists(run) else [], timeout=10)
 
 
-def test_nohup_run_outlives_its_launcher(tmp_path: Path) -> None:
-    starter, run = _start_behind_a_shell(tmp_path, "nohup")
-    starter.kill()
-    starter.wait()
-    time.sleep(3)
+@pytest.mark.parametrize("mode", ["watch", "nohup"])
+def test_a_run_from_an_interactive_shell_outlives_it_only_under_nohup(
+    tmp_path: Path, mode: str
+) -> None:
+    shell = subprocess.Popen(["/bin/bash", "--norc", "-i"], stdin=subprocess.PIPE,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    assert shell.stdin is not None
+    shell.stdin.write(
+        f"{shlex.quote(sys.executable)} -c {shlex.quote(RUN)} {shlex.quote(str(tmp_path))} "
+        f"{mode}\n".encode()
+    )
+    shell.stdin.flush()
+    assert _wait_for(tmp_path / "ready", 30), "the run did not start"
+    run = int((tmp_path / "ready").read_text())
+    shell.kill()
+    shell.wait()
     try:
-        assert psutil.pid_exists(run) and not (tmp_path / "stopped").exists()
+        if mode == "nohup":
+            time.sleep(3)
+            assert psutil.pid_exists(run) and not (tmp_path / "stopped").exists()
+        else:
+            assert _wait_for(tmp_path / "stopped", 10), "the run outlived its terminal"
     finally:
-        os.kill(run, signal.SIGTERM)
+        with suppress(ProcessLookupError):
+            os.kill(run, signal.SIGTERM)
     assert _wait_for(tmp_path / "stopped", 10)
 
 

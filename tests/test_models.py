@@ -45,6 +45,8 @@ TINY = {"widths": (4, 8, 8), "convs_per_stage": 2}
 # Per registered model: the smallest configuration and an input size it accepts (dilated-ResNet
 # heads upsample by the output stride 8, so its inputs must be divisible by 8).
 TINY_MODELS = {
+    "cross_stitch": (TINY, (12, 10)),
+    "mtan": (TINY, (12, 10)),
     "segnet": (TINY, (12, 10)),  # 12x10 is not divisible by 2**3 = 8: SegNet takes any size
     "deeplab_resnet": ({"profile": "smoke"}, (16, 24)),
 }
@@ -86,7 +88,8 @@ def segnet_closed_form(widths: tuple[int, ...], convs: tuple[int, ...], outs: li
 
 
 def test_registry_holds_exactly_the_expected_models() -> None:
-    assert MODELS.names() == ["deeplab_resnet", "segnet"] == sorted(TINY_MODELS)
+    registered = ["cross_stitch", "deeplab_resnet", "mtan", "segnet"]
+    assert MODELS.names() == registered == sorted(TINY_MODELS)
 
 
 @pytest.mark.parametrize("task_set", sorted(TASK_SETS))
@@ -262,7 +265,11 @@ def test_yaml_lists_are_accepted_for_tuple_fields() -> None:
 @pytest.mark.parametrize(
     ("name", "kwargs", "message"),
     [
-        ("resnet", {}, "unknown model 'resnet'; allowed: 'deeplab_resnet', 'segnet'"),
+        (
+            "resnet",
+            {},
+            "unknown model 'resnet'; allowed: 'cross_stitch', 'deeplab_resnet', 'mtan', 'segnet'",
+        ),
         ("segnet", {"depth": 3}, "unknown SegNetConfig parameter 'depth'; allowed: widths"),
         ("segnet", {"width_mult": 0}, r"width_mult must be a number in \(0"),
         ("segnet", {"width_mult": -1.0}, r"width_mult must be a number in \(0"),
@@ -314,3 +321,15 @@ def test_task_names_that_are_module_attributes_work_and_round_trip() -> None:
 def test_task_name_with_a_dot_raises_config_error() -> None:
     with pytest.raises(ConfigError, match="without '.'"):
         create_model("segnet", [TaskSpec("a.b", "classification", 2)], **TINY)
+
+
+@pytest.mark.parametrize("name", ["segnet", "cross_stitch", "mtan"])
+def test_segnet_models_take_their_sizes_from_a_profile_like_every_model_factory(name) -> None:
+    by_profile = create_model(name, NYU_TASKS, profile="cpu")
+    explicit = create_model(name, NYU_TASKS, widths=(64, 128, 256, 512), width_mult=0.25)
+    assert by_profile.config == explicit.config
+    assert count_parameters(by_profile) == count_parameters(explicit)
+    assert create_model(name, NYU_TASKS, profile="smoke").config.stage_widths == (8, 16)
+    assert create_model(name, NYU_TASKS, profile="smoke", widths=(4,)).config.widths == (4,)
+    with pytest.raises(ConfigError, match="unknown profile 'gpu'"):
+        create_model(name, NYU_TASKS, profile="gpu")

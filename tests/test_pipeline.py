@@ -16,14 +16,13 @@ import pytest
 
 from mtlrepro import pipeline
 from mtlrepro.config import ConfigError
+from mtlrepro.params import load_params, section_name
 from mtlrepro.pipeline import (
     NotebookFailed,
     check_parameters,
     finalize_notebook,
-    load_params,
     render_html,
     run_notebook,
-    section_name,
     strip_png_metadata,
 )
 from mtlrepro.report import REPO_ROOT
@@ -317,9 +316,9 @@ def test_a_notebook_run_by_the_pipeline_finds_its_run_units_beside_the_final_fol
     results folder it replaces (``results/runs/<notebook>``), and that is where it looks."""
     cell = (
         "from mtlrepro import report\n"
-        "from mtlrepro.experiments import group_sparsity_runs as runs_module\n"
+        "from mtlrepro.runs import runs_dir_for\n"
         f"out = report.resolve_output_dir(output_dir, '{NAME}')\n"
-        "(out / 'runs_dir.txt').write_text(str(runs_module.runs_dir_for(out)))"
+        "(out / 'runs_dir.txt').write_text(str(runs_dir_for(out)))"
     )
     _write_notebook(tmp_path / "notebooks", "output_dir = None", [cell])
     folder = run_notebook(NAME, {}, tmp_path / "results", notebooks_dir=tmp_path / "notebooks",

@@ -12,6 +12,8 @@ import torch
 
 from mtlrepro import plots
 from mtlrepro.config import ConfigError
+from mtlrepro.experiments.distinctiveness import figures as a_figures
+from mtlrepro.experiments.group_sparsity import figures as b_figures
 
 
 @pytest.fixture
@@ -158,7 +160,7 @@ def test_metric_bars_have_one_panel_per_metric() -> None:
 def test_class_distribution_figure_has_a_panel_per_task_and_one_for_the_condition():
     rng = np.random.default_rng(0)
     labels = {"colour": rng.integers(0, 12, 300), "type": rng.integers(0, 11, 300)}
-    fig = plots.plot_class_distributions(labels, condition=("colour", 3, "type"))
+    fig = a_figures.plot_class_distributions(labels, condition=("colour", 3, "type"))
     assert len(fig.axes) == 3
     # the sorted class shares of a task add up to 100 %
     heights = [p.get_height() for p in fig.axes[0].patches]
@@ -168,10 +170,10 @@ def test_class_distribution_figure_has_a_panel_per_task_and_one_for_the_conditio
 def test_min_angle_figure_draws_one_line_per_architecture_and_the_threshold():
     curves = pd.DataFrame({"epoch": [1, 2, 1, 2], "min_angle": [5.0, 9.0, 3.0, 4.0],
                            "architecture": ["A", "A", "B", "B"]})
-    fig = plots.plot_min_angle_curves(curves, theta=30)
+    fig = a_figures.plot_min_angle_curves(curves, theta=30)
     assert len(fig.axes[0].lines) == 3
     with pytest.raises(ConfigError, match="lack columns"):
-        plots.plot_min_angle_curves(curves.drop(columns="epoch"))
+        a_figures.plot_min_angle_curves(curves.drop(columns="epoch"))
 
 
 # --------------------------------------------------------------------------- paper B figures
@@ -237,7 +239,7 @@ def _tick_labels(ax) -> list[str]:
 def test_lambda_axis_puts_zero_one_decade_left_of_the_smallest_positive_lambda(
     rng: np.random.Generator,
 ) -> None:
-    fig = plots.plot_sparsity_vs_lambda(_sparsity(rng))
+    fig = b_figures.plot_sparsity_vs_lambda(_sparsity(rng))
     ax = fig.axes[0]
     assert ax.get_xlabel() == "λ"
     assert _tick_labels(ax) == ["0", "1e-05", "0.0001", "0.001"]
@@ -250,9 +252,9 @@ def test_lambda_axis_puts_zero_one_decade_left_of_the_smallest_positive_lambda(
 
 
 def test_every_lambda_figure_shows_lambda_zero_as_a_tick(rng: np.random.Generator) -> None:
-    axes = [*plots.plot_performance_vs_lambda(_performance(rng)).axes,
-            *plots.plot_sparsity_vs_lambda(_sparsity(rng)).axes,
-            *plots.plot_latency_vs_lambda(_latency()).axes]  # incl. the twin axis
+    axes = [*b_figures.plot_performance_vs_lambda(_performance(rng)).axes,
+            *b_figures.plot_sparsity_vs_lambda(_sparsity(rng)).axes,
+            *b_figures.plot_latency_vs_lambda(_latency()).axes]  # incl. the twin axis
     assert len(axes) == 4 + 1 + 3
     for ax in axes:
         assert ax.get_xscale() == "symlog"
@@ -263,7 +265,7 @@ def test_performance_vs_lambda_has_a_panel_per_task_metric_with_the_seed_mean(
     rng: np.random.Generator,
 ) -> None:
     perf = _performance(rng)
-    fig = plots.plot_performance_vs_lambda(perf, lower_is_better={"abs_err"})
+    fig = b_figures.plot_performance_vs_lambda(perf, lower_is_better={"abs_err"})
     assert len(fig.axes) == 4  # 2 x 3 grid, the two unused slots removed
     assert [ax.get_title() for ax in fig.axes] == ["segmentation", "segmentation", "normal",
                                                    "depth"]
@@ -282,7 +284,7 @@ def test_sparsity_vs_lambda_draws_group_and_parameter_sparsity_with_std_bands(
     rng: np.random.Generator,
 ) -> None:
     sparsity = _sparsity(rng)
-    ax = plots.plot_sparsity_vs_lambda(sparsity).axes[0]
+    ax = b_figures.plot_sparsity_vs_lambda(sparsity).axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["% group sparsity",
                                                                    "% parameter sparsity"]
     stats = sparsity.groupby("lam")["group_sparsity"].agg(["mean", "std"])
@@ -296,7 +298,7 @@ def test_sparsity_over_training_draws_one_line_per_lambda_ordered_by_lambda(
     rng: np.random.Generator,
 ) -> None:
     history = _sparsity_history(rng)
-    fig = plots.plot_sparsity_over_training(history)
+    fig = b_figures.plot_sparsity_over_training(history)
     assert len(fig.axes) == 2  # group and parameter sparsity
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["λ = 0", "λ = 1e-05", "λ = 0.0001", "λ = 0.001"]
@@ -308,12 +310,12 @@ def test_sparsity_over_training_draws_one_line_per_lambda_ordered_by_lambda(
     luminance = [np.dot(matplotlib.colors.to_rgb(line.get_color()), [0.2126, 0.7152, 0.0722])
                  for line in lines]
     assert luminance == sorted(luminance, reverse=True)
-    single = plots.plot_sparsity_over_training(history.drop(columns="param_sparsity"))
+    single = b_figures.plot_sparsity_over_training(history.drop(columns="param_sparsity"))
     assert len(single.axes) == 1
 
 
 def test_latency_vs_lambda_is_relative_to_the_dense_backbone_per_setting() -> None:
-    fig = plots.plot_latency_vs_lambda(_latency())
+    fig = b_figures.plot_latency_vs_lambda(_latency())
     ax_time, ax_cost, twin = fig.axes
     lines = ax_time.get_lines()
     assert len(lines) == 4  # three (device, batch) settings + the dotted dense reference
@@ -332,14 +334,15 @@ def test_latency_vs_lambda_is_relative_to_the_dense_backbone_per_setting() -> No
 def test_latency_vs_lambda_needs_a_dense_row_and_one_row_per_setting() -> None:
     latency = _latency()
     with pytest.raises(ConfigError, match="dense \\(lam = 0\\) row .* 'cuda', batch size 16"):
-        plots.plot_latency_vs_lambda(latency[~((latency.lam == 0) & (latency.device == "cuda"))])
+        missing = latency[~((latency.lam == 0) & (latency.device == "cuda"))]
+        b_figures.plot_latency_vs_lambda(missing)
     with pytest.raises(ConfigError, match="one row per"):
-        plots.plot_latency_vs_lambda(pd.concat([latency, latency.iloc[:1]]))
+        b_figures.plot_latency_vs_lambda(pd.concat([latency, latency.iloc[:1]]))
 
 
 def test_heatmap_images_mark_exactly_the_zero_groups(rng: np.random.Generator) -> None:
     panels = _masks(rng)
-    fig = plots.plot_sparsity_heatmaps(panels)
+    fig = b_figures.plot_sparsity_heatmaps(panels)
     assert len(fig.axes) == 3
     layers = list(panels["before training"])
     for ax, (title, masks) in zip(fig.axes, panels.items(), strict=True):
@@ -355,7 +358,7 @@ def test_heatmap_images_mark_exactly_the_zero_groups(rng: np.random.Generator) -
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == layers
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["active group", "zero group",
                                                                   "no channel"]
-    unlabelled = plots.plot_sparsity_heatmaps(panels, layer_labels=False)
+    unlabelled = b_figures.plot_sparsity_heatmaps(panels, layer_labels=False)
     assert "conv1" not in [t.get_text() for t in unlabelled.axes[0].get_yticklabels()]
 
 
@@ -365,23 +368,23 @@ def test_heatmaps_reject_mismatched_layers(rng: np.random.Generator) -> None:
         ("layer9.conv" if k == "layer3.conv" else k): v
         for k, v in panels["all tasks (multi-task)"].items()}}
     with pytest.raises(ConfigError, match="same layers in the same order"):
-        plots.plot_sparsity_heatmaps(renamed)
+        b_figures.plot_sparsity_heatmaps(renamed)
     reordered = {**panels, "before training": dict(reversed(panels["before training"].items()))}
     with pytest.raises(ConfigError, match="same layers in the same order"):
-        plots.plot_sparsity_heatmaps(reordered)
+        b_figures.plot_sparsity_heatmaps(reordered)
     narrower = {**panels, "before training": {**panels["before training"],
                                               "conv1": np.zeros(2, dtype=bool)}}
     with pytest.raises(ConfigError, match="'conv1' has 3 channels .* 2 in panel 'before training'"):
-        plots.plot_sparsity_heatmaps(narrower)
+        b_figures.plot_sparsity_heatmaps(narrower)
 
 
 @pytest.mark.parametrize(
     ("plot", "frame", "column"),
     [
-        (plots.plot_performance_vs_lambda, _performance, "metric"),
-        (plots.plot_sparsity_vs_lambda, _sparsity, "param_sparsity"),
-        (plots.plot_sparsity_over_training, _sparsity_history, "epoch"),
-        (plots.plot_latency_vs_lambda, lambda _: _latency(), "flops"),
+        (b_figures.plot_performance_vs_lambda, _performance, "metric"),
+        (b_figures.plot_sparsity_vs_lambda, _sparsity, "param_sparsity"),
+        (b_figures.plot_sparsity_over_training, _sparsity_history, "epoch"),
+        (b_figures.plot_latency_vs_lambda, lambda _: _latency(), "flops"),
     ],
 )
 def test_lambda_figures_name_a_missing_column_and_reject_negative_lambda(
@@ -398,11 +401,11 @@ def test_lambda_figures_name_a_missing_column_and_reject_negative_lambda(
 def test_paper_b_figures_save_as_png(name: str, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     fig = {
-        "perf": lambda: plots.plot_performance_vs_lambda(_performance(rng)),
-        "sparsity": lambda: plots.plot_sparsity_vs_lambda(_sparsity(rng)),
-        "history": lambda: plots.plot_sparsity_over_training(_sparsity_history(rng)),
-        "latency": lambda: plots.plot_latency_vs_lambda(_latency()),
-        "heatmaps": lambda: plots.plot_sparsity_heatmaps(_masks(rng)),
+        "perf": lambda: b_figures.plot_performance_vs_lambda(_performance(rng)),
+        "sparsity": lambda: b_figures.plot_sparsity_vs_lambda(_sparsity(rng)),
+        "history": lambda: b_figures.plot_sparsity_over_training(_sparsity_history(rng)),
+        "latency": lambda: b_figures.plot_latency_vs_lambda(_latency()),
+        "heatmaps": lambda: b_figures.plot_sparsity_heatmaps(_masks(rng)),
     }[name]()
     path = plots.save_figure(fig, tmp_path, f"fig3_{name}")
     assert path.read_bytes().startswith(b"\x89PNG")

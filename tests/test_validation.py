@@ -22,23 +22,24 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from mtlrepro import baselines, pipeline
+from mtlrepro import papers
 from mtlrepro.balancing import create_balancer
 from mtlrepro.config import ConfigError
 from mtlrepro.data import get_dataset
-from mtlrepro.data.nyuv2 import NYUV2_CLASSES, DataFilesError
-from mtlrepro.experiments import distinctiveness
-from mtlrepro.experiments import group_sparsity_runs as runs_module
+from mtlrepro.data.base import DataFilesError
+from mtlrepro.data.nyuv2 import NYUV2_CLASSES
+from mtlrepro.experiments.baselines import study as baselines
+from mtlrepro.experiments.distinctiveness import study as distinctiveness
+from mtlrepro.experiments.group_sparsity import units as runs_module
 from mtlrepro.models.backbones import create_backbone
+from mtlrepro.params import load_params, section_name
 from mtlrepro.report import REPO_ROOT
+from mtlrepro.runs import main as runs_main
 from mtlrepro.tasks import TaskSpec, make_tasks
-from mtlrepro.train import CheckpointError, TrainConfig, fit
+from mtlrepro.torch_files import CheckpointError
+from mtlrepro.train import TrainConfig, fit
 
-NOTEBOOKS: dict[str, str] = {
-    "baselines": "00_baselines",
-    "distinctiveness_pruning": "01_distinctiveness_pruning",
-    "group_sparsity": "02_group_sparsity",
-}
+NOTEBOOKS: dict[str, str] = {p.name: p.notebook for p in papers.PAPERS}
 """params.yaml section -> notebook."""
 
 
@@ -47,7 +48,7 @@ def test_each_study_names_its_params_yaml_section() -> None:
     sections = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
     for module in (baselines, distinctiveness, runs_module):
         assert module.SECTION in sections and module.SECTION in NOTEBOOKS
-        assert pipeline.section_name(NOTEBOOKS[module.SECTION]) == module.SECTION
+        assert section_name(NOTEBOOKS[module.SECTION]) == module.SECTION
 
 
 def _first_cells(notebook: str) -> tuple[str, str]:
@@ -64,13 +65,13 @@ PARAMETER_CASES: list[tuple[str, str, str]] = [
     ("baselines", "threads: 0", "baselines.threads must be an integer in [1, inf); got 0"),
     ("baselines", "epochs: 2.5", "baselines.epochs must be of type int; got 2.5"),
     ("baselines", "seed: true", "baselines.seed must be of type int; got True"),
-    ("distinctiveness_pruning", "epochs: -1", "distinctiveness_pruning.epochs must be an integer"),
-    ("distinctiveness_pruning", "seed: -3", "distinctiveness_pruning.seed must be an integer"),
-    ("distinctiveness_pruning", "threads: 0", "distinctiveness_pruning.threads must be an integer"),
+    ("distinctiveness", "epochs: -1", "distinctiveness.epochs must be an integer"),
+    ("distinctiveness", "seed: -3", "distinctiveness.seed must be an integer"),
+    ("distinctiveness", "threads: 0", "distinctiveness.threads must be an integer"),
     (
-        "distinctiveness_pruning",
+        "distinctiveness",
         "weights_dir: /no/such/folder",
-        "distinctiveness_pruning.weights_dir: folder /no/such/folder does not exist",
+        "distinctiveness.weights_dir: folder /no/such/folder does not exist",
     ),
     (
         "group_sparsity",
@@ -108,7 +109,7 @@ def test_a_bad_parameter_stops_the_notebooks_first_cell_naming_its_params_yaml_k
     params_file = tmp_path / "params.yaml"
     params_file.write_text(f"profile: smoke\n{section}:\n  {line}\n", encoding="utf-8")
     notebook = NOTEBOOKS[section]
-    params = pipeline.load_params(params_file, notebook)
+    params = load_params(params_file, notebook)
     parameters_cell, first_cell = _first_cells(notebook)
     namespace: dict[str, Any] = {}
     exec(parameters_cell, namespace)  # the notebook's defaults, then what papermill injects
@@ -151,7 +152,7 @@ def test_the_dvc_stage_command_reports_a_bad_lambda_or_seed_by_name(
     params_file = tmp_path / "params.yaml"
     params_file.write_text(f"profile: smoke\ngroup_sparsity:\n  {line}\n", encoding="utf-8")
     runs = tmp_path / "runs"
-    code = runs_module.main([*argv, "--params", str(params_file), "--runs", str(runs)])
+    code = runs_main(["group_sparsity", *argv, "--params", str(params_file), "--runs", str(runs)])
     err = capsys.readouterr().err
     assert code == 2 and message in err, err
     assert "arguments are required" not in err

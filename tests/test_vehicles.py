@@ -16,19 +16,15 @@ from mtlrepro.config import ConfigError, build_config
 from mtlrepro.data import cache as data_cache
 from mtlrepro.data import get_dataset, vehicles
 from mtlrepro.data.base import TensorDataset
+from mtlrepro.data.stats import conditional_distribution, label_distribution, total_variation
+from mtlrepro.data.vehicle_classes import VEHICLE_COLOURS, VEHICLE_TYPES, VEHICLES_TASKS
 from mtlrepro.data.vehicles import (
     COLOUR_SHARES,
     PINK_TYPE_SHARES,
     TYPE_GIVEN_COLOUR,
-    VEHICLE_COLOURS,
-    VEHICLE_TYPES,
     VEHICLES_PRESETS,
-    VEHICLES_TASKS,
     VehiclesConfig,
-    conditional_distribution,
     generate_vehicles,
-    label_distribution,
-    total_variation,
     vehicle_cameras,
     vehicle_catalogue,
     vehicles_images_per_second,

@@ -1,6 +1,8 @@
-"""Tests for mtlrepro.data.vehiclex (and data_scripts/prepare_vehiclex.py) on a tiny on-disk
-fixture in the released layout: 3 train, 2 val and 2 test JPEGs of 40x40 with one
-``finegrained_label.xml``."""
+"""Tests of what only Vehicle-X's released layout has -- XML labels, their encodings and
+classes -- (and data_scripts/prepare_vehiclex.py), on the tiny fixture of ``real_fixtures.py``:
+3 train, 2 val and 2 test JPEGs of 40x40 with one ``finegrained_label.xml``.  The contract
+every real-data loader keeps (splits, dtypes, batches, caps, tasks, root, profiles, missing
+files, training) is tested in ``test_real_datasets.py``."""
 
 from __future__ import annotations
 
@@ -14,66 +16,24 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from real_fixtures import VEHICLEX_ITEMS, item_xml, write_vehiclex, write_xml
 
-import mtlrepro
 from mtlrepro.config import ConfigError
 from mtlrepro.data import get_dataset
-from mtlrepro.data.nyuv2 import DATA_DIR_ENV, DataFilesError
-from mtlrepro.data.vehicles import conditional_distribution, label_distribution
-from mtlrepro.data.vehiclex import (
-    VEHICLEX_TASKS,
-    VehicleXDataset,
-    build_vehiclex,
-    vehiclex_root,
-)
+from mtlrepro.data.base import DataFilesError
+from mtlrepro.data.stats import conditional_distribution, label_distribution
+from mtlrepro.data.vehiclex import VehicleXDataset
 
 FIX = "python data_scripts/prepare_vehiclex.py"
-SCRIPT = Path(mtlrepro.__file__).resolve().parents[1] / "data_scripts" / "prepare_vehiclex.py"
-# split -> (image name, colorID, typeID, solid RGB colour of the image)
-ITEMS: dict[str, list[tuple[str, int, int, tuple[int, int, int]]]] = {
-    "train": [
-        ("0001_c001_1.jpg", 4, 0, (200, 30, 30)),
-        ("0002_c003_7.jpg", 11, 3, (240, 140, 180)),
-        ("10005_c002_12.jpg", 6, 10, (235, 235, 235)),
-    ],
-    "val": [("0002_c001_3.jpg", 11, 3, (30, 60, 200)), ("10005_c003_2.jpg", 6, 10, (20, 160, 40))],
-    "test": [("0001_c002_5.jpg", 4, 0, (90, 90, 90)), ("0002_c002_9.jpg", 11, 3, (10, 10, 10))],
-}
+ITEMS = VEHICLEX_ITEMS
 SIZE = {"height": 16, "width": 24}
-
-
-def item_xml(name: str, colour: int, vtype: int, extra: str = "") -> str:
-    """One ``<Item>`` as in Vehicle-X (vehicle and camera ids repeated from the name)."""
-    vid, cam = name.split("_")[:2]
-    return (
-        f'<Item imageName="{name}" vehicleID="{vid}" cameraID="{cam}" colorID="{colour}" '
-        f'typeID="{vtype}" orientation="12.5" lightInt="0.8" camHei="9.1" {extra}/>'
-    )
-
-
-def write_xml(path: Path, items: list[str], encoding: str = "utf-8") -> Path:
-    """A label file in the released structure with the given items."""
-    text = (
-        f'<?xml version="1.0" encoding="{encoding}"?>\n<TrainingImages Version="1.0">\n'
-        f'<Items number="{len(items)}">\n' + "\n".join(items) + "\n</Items>\n</TrainingImages>\n"
-    )
-    path.write_bytes(text.encode(encoding))
-    return path
 
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     """The fixture layout under ``tmp_path / "vehiclex"``; the XML is declared ``gb2312``
     (as the AI City Challenge files) and holds a Chinese attribute."""
-    base = tmp_path / "vehiclex"
-    items = []
-    for split, rows in ITEMS.items():
-        (base / split).mkdir(parents=True)
-        for name, colour, vtype, rgb in rows:
-            Image.new("RGB", (40, 40), rgb).save(base / split / name, quality=95)
-            items.append(item_xml(name, colour, vtype, 'note="车辆"'))
-    write_xml(base / "finegrained_label.xml", items, "gb2312")
-    return base
+    return write_vehiclex(tmp_path / "vehiclex")
 
 
 def open_split(root: Path, split: str, **overrides: object) -> VehicleXDataset:
@@ -81,13 +41,10 @@ def open_split(root: Path, split: str, **overrides: object) -> VehicleXDataset:
     return get_dataset("vehiclex", split, "paper", root=str(root), **{**SIZE, **overrides})
 
 
-def test_loader_reads_images_and_labels_in_the_documented_layout(root: Path) -> None:
+def test_loader_reads_the_labels_and_image_of_each_file_sorted_by_name(root: Path) -> None:
     data = open_split(root, "train")
-    assert (data.name, data.split, len(data), data.image_size) == ("vehiclex", "train", 3, (16, 24))
-    assert list(data.task_specs) == list(VEHICLEX_TASKS)
     assert [p.name for p in data.files] == sorted(name for name, *_ in ITEMS["train"])
     batch = data.batch(torch.arange(3))
-    assert batch["image"].dtype == torch.float32 and batch["image"].shape == (3, 3, 16, 24)
     by_name = {name: row for name, *row in ITEMS["train"]}
     for i, path in enumerate(data.files):
         colour, vtype, rgb = by_name[path.name]
@@ -95,8 +52,6 @@ def test_loader_reads_images_and_labels_in_the_documented_layout(root: Path) -> 
         # Solid colours survive JPEG and the resize in RGB order (JPEG error <= 3 / 255).
         mean = batch["image"][i].mean((1, 2)) * 255
         np.testing.assert_allclose(mean.numpy(), rgb, atol=3.0)
-    for task in VEHICLEX_TASKS:
-        assert batch[task].dtype == torch.int64, task
 
 
 def test_identity_and_camera_classes_are_contiguous_and_shared_by_all_splits(root: Path) -> None:
@@ -104,10 +59,6 @@ def test_identity_and_camera_classes_are_contiguous_and_shared_by_all_splits(roo
     for split in ("train", "val", "test"):
         data = open_split(root, split)
         assert data.vehicle_ids == (1, 2, 10005)
-        assert data.task_specs["identity"].num_classes == 3
-        assert data.task_specs["camera"].num_classes == 3  # c001..c003
-        assert data.task_specs["colour"].num_classes == 12
-        assert data.task_specs["type"].num_classes == 11
         for i, path in enumerate(data.files):
             vid, cam = path.name.split("_")[:2]
             assert int(data.targets["identity"][i]) == expected_id[vid], path.name
@@ -131,25 +82,6 @@ def test_label_base_one_shifts_colours_and_types(root: Path) -> None:
     assert one.targets["colour"].tolist() == [10, 5] and one.targets["type"].tolist() == [2, 9]
 
 
-def test_samples_equal_batches_and_limits_select_a_prefix(root: Path) -> None:
-    data = open_split(root, "train", tasks=["type", "identity"])
-    batch = data.batch([2, 0])
-    assert set(batch) == {"image", "type", "identity"}
-    for j, i in enumerate([2, 0]):
-        sample = data[i]
-        for key, value in sample.items():
-            assert torch.equal(value, batch[key][j]), key
-    assert torch.equal(data[-1]["image"], data[2]["image"])
-    with pytest.raises(IndexError):
-        data[3]
-    with pytest.raises(IndexError):
-        data.batch([0, 5])
-    first_two = open_split(root, "train", n_train=2)
-    assert first_two.files == data.files[:2]
-    with pytest.raises(ConfigError, match="asked for the first 4 images but .* holds 3"):
-        open_split(root, "train", n_train=4)
-
-
 def test_label_helpers_work_on_the_lazy_dataset(root: Path) -> None:
     data = open_split(root, "train")
     share = label_distribution(data, "colour")
@@ -161,14 +93,6 @@ def test_label_helpers_work_on_the_lazy_dataset(root: Path) -> None:
 def _break(root: Path, how: str) -> Path:
     """Damage the fixture one way; return the file or folder the error must name."""
     xml = root / "finegrained_label.xml"
-    if how == "no root":
-        return root / "elsewhere"
-    if how == "no split folder":
-        (root / "train").rename(root / "training")
-        return root / "train"
-    if how == "no label file":
-        xml.unlink()
-        return xml
     if how == "malformed xml":
         xml.write_text("<TrainingImages><Items><Item imageName=")
         return xml
@@ -197,9 +121,6 @@ def _names() -> list[str]:
 @pytest.mark.parametrize(
     ("how", "problem"),
     [
-        ("no root", "does not exist"),
-        ("no split folder", "does not exist"),
-        ("no label file", "does not exist"),
         ("malformed xml", "is not a readable XML file"),
         ("image without item", "has no <Item> in"),
         ("colour out of range", "colorID=12, allowed: 0..11"),
@@ -211,49 +132,15 @@ def test_missing_or_malformed_files_stop_with_one_clear_error(
     root: Path, how: str, problem: str
 ) -> None:
     named = _break(root, how)
-    target = named if how == "no root" else root
     with pytest.raises(DataFilesError) as info:
-        open_split(target, "train")
+        open_split(root, "train")
     message = str(info.value)
     assert str(named) in message and problem in message and FIX in message, message
 
 
-def test_unreadable_image_fails_when_loaded_naming_the_file(root: Path) -> None:
-    path = root / "val" / ITEMS["val"][0][0]
-    path.write_bytes(b"not a jpeg")
-    data = open_split(root, "val")  # listing and labels are fine
-    assert len(data) == 2
-    with pytest.raises(DataFilesError, match=re.escape(str(path)) + ".*not a readable image"):
-        data[0]
-
-
-def test_default_root_follows_the_data_dir_variable(
-    root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(DATA_DIR_ENV, str(root.parent))
-    assert vehiclex_root() == root
-    data = build_vehiclex("val", "smoke", n_val=2)
-    assert data.config.root == str(root) and data.image_size == (64, 64)
-    monkeypatch.delenv(DATA_DIR_ENV)
-    repo = Path(mtlrepro.__file__).resolve().parents[1]
-    assert vehiclex_root() == repo / "data" / "vehiclex"
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        ({"label_base": 2}, "unknown label_base 2; allowed: 0, 1"),
-        ({"root": ""}, "VehicleXConfig.root must be a folder path or None"),
-        ({"height": 4}, "height must be an integer in [8, 4096]"),
-        ({"tasks": ("colour", "depth")}, "unknown vehiclex task 'depth'; allowed: 'colour'"),
-        ({"n_val": 0}, "n_val must be an integer in [1,"),
-    ],
-)
-def test_config_rejects_bad_values_naming_what_is_allowed(
-    root: Path, overrides: dict[str, object], message: str
-) -> None:
-    with pytest.raises(ConfigError, match=re.escape(message)):
-        get_dataset("vehiclex", "val", "smoke", **{"root": str(root), **overrides})
+def test_label_base_must_be_zero_or_one(root: Path) -> None:
+    with pytest.raises(ConfigError, match=re.escape("unknown label_base 2; allowed: 0, 1")):
+        get_dataset("vehiclex", "val", "smoke", root=str(root), label_base=2)
 
 
 # ------------------------------------------------------------------ data_scripts/prepare_vehiclex

@@ -25,6 +25,11 @@ from mtlrepro.config import ConfigError, check_choice, check_range
 from mtlrepro.registry import Registry
 from mtlrepro.tasks import TaskSpec
 
+
+class DataFilesError(FileNotFoundError):
+    """A dataset's files are missing or malformed; the message names the file and the fix."""
+
+
 DATA_DIR_ENV = "MTLREPRO_DATA_DIR"
 """Environment variable naming the folder that holds one sub-folder per real dataset."""
 

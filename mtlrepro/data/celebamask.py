@@ -41,7 +41,7 @@ disjoint, cover every image and depend only on ``split_seed`` and the set of ids
 
 **Loading.**  Opening a split parses the attribute file and lists the image folder, so that a
 missing folder or file, a malformed attribute file or an image without its JPEG stops at once
-with one :class:`~mtlrepro.data.nyuv2.DataFilesError` naming the file and the fix.  Images
+with one :class:`~mtlrepro.data.base.DataFilesError` naming the file and the fix.  Images
 and masks are read with Pillow when a sample or batch is requested (nothing is cached):
 JPEGs are decoded at a reduced scale where libjpeg allows one that is not smaller than the
 target (Pillow's draft mode, DCT-domain downscaling), converted to RGB and resized to
@@ -70,12 +70,12 @@ from mtlrepro.data.base import (
     DATA_DIR_ENV,
     DATASETS,
     SPLITS,
+    DataFilesError,
     LazyDataset,
     check_real_dataset_config,
     convert_stored,
     dataset_root,
 )
-from mtlrepro.data.nyuv2 import DataFilesError
 from mtlrepro.tasks import TaskSpec
 
 CELEBAMASK_CLASSES: tuple[str, ...] = ("background", "skin", "hair")
@@ -452,7 +452,7 @@ def build_celebamask(split: str, profile: str = "cpu", **overrides: object) -> C
 def celebamask_counts(root: Path) -> dict[str, int]:
     """Open every split of a CelebAMask-HQ folder, read its first and last sample (image,
     mask, attributes) and return the number of images per split (raises
-    :class:`~mtlrepro.data.nyuv2.DataFilesError` naming the first bad file).
+    :class:`~mtlrepro.data.base.DataFilesError` naming the first bad file).
 
     Args:
         root: a folder in the CelebAMask-HQ layout.

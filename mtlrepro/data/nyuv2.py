@@ -61,6 +61,7 @@ from mtlrepro.data.base import (
     DATA_DIR_ENV,
     DATASETS,
     SPLITS,
+    DataFilesError,
     LazyDataset,
     check_real_dataset_config,
     convert_stored,
@@ -86,10 +87,6 @@ TASK_FOLDERS: dict[str, str] = {"segmentation": "label", "depth": "depth", "norm
 PREPARE_COMMAND = "python data_scripts/prepare_nyuv2.py"
 NORMAL_TOLERANCE = 1e-3
 """Largest ``|‖n‖ - 1|`` of a valid (non-zero) stored normal."""
-
-
-class DataFilesError(FileNotFoundError):
-    """A dataset's files are missing or malformed; the message names the file and the fix."""
 
 
 @dataclasses.dataclass(frozen=True)

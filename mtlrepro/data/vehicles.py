@@ -58,8 +58,10 @@ spread evenly over every split (counts differ by at most one) and identity class
 come from ``SeedSequence([seed, index of split, 0, c])``, the id permutation of cycle ``c``
 from ``SeedSequence([seed, index of split, 1, c])``, so splits are independent and a smaller
 split is a prefix of a larger one.  :func:`vehicles_labels` gives a split's labels without
-rendering it (e.g. paper A's Fig. 2 at the paper profile); :func:`label_distribution` and
-:func:`conditional_distribution` tabulate them for any classification dataset.
+rendering it (e.g. paper A's Fig. 2 at the paper profile);
+:func:`~mtlrepro.data.stats.label_distribution` and
+:func:`~mtlrepro.data.stats.conditional_distribution` tabulate them for any classification
+dataset.
 
 **Presets** (:data:`VEHICLES_PRESETS`): ``smoke`` 32x32, 48 / 24 / 24 images of 24 vehicles;
 ``cpu`` 48x48, 4,500 / 1,500 / 1,500 images of 300 vehicles (15 / 5 / 5 per vehicle; about 4 s
@@ -72,13 +74,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from mtlrepro.config import ConfigError, check_choice, check_range
+from mtlrepro.config import check_choice, check_range
 from mtlrepro.data.base import DATASETS, SPLITS, TensorDataset, check_task_subset
 from mtlrepro.data.generated import (
     RowRenderer,
@@ -86,22 +86,9 @@ from mtlrepro.data.generated import (
     render_in_chunks,
     rows_per_render,
 )
+from mtlrepro.data.vehicle_classes import VEHICLE_COLOURS, VEHICLE_TYPES, VEHICLES_TASKS
 from mtlrepro.tasks import TaskSpec
 
-# Vehicle-X's colour and type lists (list_color.txt / list_type.txt of the AI City Challenge
-# packaging; the order is inferred from public code using them, and agrees with paper A, where
-# pink is a colour and "sportscar" the tenth type).
-# fmt: off
-VEHICLE_COLOURS: tuple[str, ...] = (
-    "yellow", "orange", "green", "gray", "red", "blue",
-    "white", "golden", "brown", "black", "purple", "pink",
-)
-VEHICLE_TYPES: tuple[str, ...] = (
-    "sedan", "suv", "van", "hatchback", "mpv", "pickup",
-    "bus", "truck", "estate", "sportscar", "rv",
-)
-# fmt: on
-VEHICLES_TASKS: tuple[str, ...] = ("colour", "type", "identity", "camera")
 VEHICLES_VERSION = 1  # bump whenever generation changes: it is part of the cache key
 CHUNK = 32  # images per random-number chunk (fixed: part of the determinism contract)
 _PIXEL_BUDGET = 1 << 16  # pixels rendered at once per face pass (bounds memory)
@@ -1113,62 +1100,3 @@ def vehicles_images_per_second(n: int = 400, height: int = 64, width: int = 64) 
     start = time.process_time()
     generate_vehicles(config, "train")
     return n / (time.process_time() - start)
-
-
-def class_labels(dataset: Any, task: str) -> tuple[Tensor, int]:
-    """All labels of a classification task of a dataset, and its number of classes.
-
-    Works for a :class:`~mtlrepro.data.base.TensorDataset` (``tensors``) and for a lazily
-    read dataset exposing its labels as ``targets`` (e.g. ``vehiclex``).
-    """
-    check_choice(f"{dataset.name} task", task, tuple(dataset.task_specs))
-    spec = dataset.task_specs[task]
-    if spec.kind != "classification":
-        raise ConfigError(f"task {task!r} of {dataset.name} is {spec.kind}, not classification")
-    labels = getattr(dataset, "targets", None)
-    if labels is None:
-        labels = dataset.tensors
-    return labels[task].reshape(-1).to(torch.int64), spec.num_classes
-
-
-def label_distribution(dataset: Any, task: str, normalize: bool = True) -> np.ndarray:
-    """Class sizes of a classification task over a split (paper A, Fig. 2).
-
-    Args:
-        dataset: a split with classification tasks (``vehicles``, ``vehiclex``, ...).
-        task: the task, e.g. ``"colour"``.
-        normalize: return shares summing to 1 instead of counts.
-    """
-    labels, classes = class_labels(dataset, task)
-    counts = np.bincount(labels.numpy(), minlength=classes).astype(np.float64)
-    return counts / max(counts.sum(), 1.0) if normalize else counts
-
-
-def conditional_distribution(
-    dataset: Any, given_task: str, given_value: int, task: str
-) -> np.ndarray:
-    """``P(task | given_task = given_value)`` over a split (paper A, Eq. 2: the type shares
-    of the pink vehicles); all zeros if no sample has ``given_value``.
-
-    Args:
-        dataset: a split with classification tasks.
-        given_task: the conditioning task, e.g. ``"colour"``.
-        given_value: its class index, e.g. ``VEHICLE_COLOURS.index("pink")``.
-        task: the task whose distribution is returned, e.g. ``"type"``.
-    """
-    given, given_classes = class_labels(dataset, given_task)
-    check_range(f"{given_task} class", given_value, 0, given_classes - 1, integer=True)
-    labels, classes = class_labels(dataset, task)
-    counts = np.bincount(labels[given == given_value].numpy(), minlength=classes)
-    total = counts.sum()
-    return counts / total if total else counts.astype(np.float64)
-
-
-def total_variation(p: np.ndarray, q: np.ndarray) -> float:
-    """Total variation distance ``0.5 * sum |p - q|`` of two distributions.
-
-    Args:
-        p: shares of each class.
-        q: shares of each class (same length).
-    """
-    return 0.5 * float(np.abs(np.asarray(p) - np.asarray(q)).sum())

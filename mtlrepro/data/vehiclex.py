@@ -35,7 +35,7 @@ images that are not in the split's folder are ignored; an image without an item 
 
 **Loading.**  Opening a split lists its folder and parses the label files, so that a missing
 folder or file, a malformed XML, an image without labels or a label out of range stops at once
-with one :class:`~mtlrepro.data.nyuv2.DataFilesError` naming the file and the fix.  Images are
+with one :class:`~mtlrepro.data.base.DataFilesError` naming the file and the fix.  Images are
 read with Pillow when a sample or batch is requested (an unreadable image raises the same
 error), converted to RGB and resized to ``height`` x ``width`` (bilinear, antialiased); nothing
 is cached.  No augmentation is applied here (paper A uses random flips and crops).
@@ -61,13 +61,13 @@ from mtlrepro.data.base import (
     DATA_DIR_ENV,
     DATASETS,
     SPLITS,
+    DataFilesError,
     LazyDataset,
     check_real_dataset_config,
     convert_stored,
     dataset_root,
 )
-from mtlrepro.data.nyuv2 import DataFilesError
-from mtlrepro.data.vehicles import VEHICLE_COLOURS, VEHICLE_TYPES, VEHICLES_TASKS
+from mtlrepro.data.vehicle_classes import VEHICLE_COLOURS, VEHICLE_TYPES, VEHICLES_TASKS
 from mtlrepro.tasks import TaskSpec
 
 VEHICLEX_TASKS: tuple[str, ...] = VEHICLES_TASKS

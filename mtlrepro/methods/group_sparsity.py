@@ -50,7 +50,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from mtlrepro.config import DEFAULT_PROFILE, ConfigError, build_config, check_choice, check_range
+from mtlrepro.config import ConfigError, check_choice, check_range
 from mtlrepro.methods.proximal import (
     group_norms,
     group_rows,
@@ -65,53 +65,14 @@ PROXES: tuple[str, ...] = ("group", "weighted_group", "l1")
 """The proximal operators :class:`GroupSparsityProx` offers."""
 LAMBDA_GRID: tuple[float, ...] = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
 """The authors' λ grid (NYU-v2 default 1e-6, CelebAMask-HQ 1e-5)."""
-PRESETS: dict[str, dict[str, Any]] = {}
-"""Per-profile overrides of :class:`GroupSparsityConfig` (every profile: the defaults)."""
-
-
-@dataclass(frozen=True)
-class GroupSparsityConfig:
-    """Paper B's sparsity settings (validated on creation; bad values raise ``ConfigError``).
-
-    Attributes:
-        lam: regularisation strength λ >= 0 (paper: NYU-v2 1e-6, CelebAMask-HQ 1e-5).
-        prox: the proximal operator, one of :data:`PROXES`.
-        backbone: attribute of the model holding the shared backbone, or ``None`` for the
-            whole model.
-        newton_steps: maximum Newton iterations of the weighted prox (``>= 1``).
-        newton_tol: convergence tolerance of the weighted prox's Newton solve (``> 0``).
-    """
-
-    lam: float = 1e-6
-    prox: str = "group"
-    backbone: str | None = "backbone"
-    newton_steps: int = 30
-    newton_tol: float = 1e-9
-
-    def __post_init__(self) -> None:
-        """Check every field; raises :class:`~mtlrepro.config.ConfigError`."""
-        _check_options(self.lam, self.prox, self.backbone, self.newton_steps, self.newton_tol)
-
-
 def _check_options(lam: Any, prox: Any, backbone: Any, newton_steps: Any, newton_tol: Any) -> None:
-    """Validate the hook's options (see :class:`GroupSparsityConfig`)."""
+    """Validate the hook's options (see :class:`GroupSparsityProx`)."""
     check_range("lam", lam, 0.0)
     check_choice("prox", prox, PROXES)
     if backbone is not None and (not isinstance(backbone, str) or not backbone):
         raise ConfigError(f"backbone must be a non-empty attribute name or None; got {backbone!r}")
     check_range("newton_steps", newton_steps, 1, integer=True)
     check_range("newton_tol", newton_tol, 0.0, low_inclusive=False)
-
-
-def group_sparsity_config(profile: str = DEFAULT_PROFILE, **overrides: Any) -> GroupSparsityConfig:
-    """The config of a profile (:data:`PRESETS`) with field overrides.
-
-    Args:
-        profile: ``"smoke"``, ``"cpu"`` or ``"paper"``.
-        **overrides: :class:`GroupSparsityConfig` fields; unknown names and wrong types raise
-            :class:`~mtlrepro.config.ConfigError`.
-    """
-    return build_config(GroupSparsityConfig, PRESETS, profile, overrides)
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,21 +249,6 @@ class GroupSparsityProx(Hooks):
         self.backbone = backbone
         self.newton_steps = newton_steps
         self.newton_tol = newton_tol
-
-    @classmethod
-    def from_config(cls, config: GroupSparsityConfig) -> GroupSparsityProx:
-        """The hook with a config's settings.
-
-        Args:
-            config: the settings.
-        """
-        return cls(
-            config.lam,
-            config.prox,
-            backbone=config.backbone,
-            newton_steps=config.newton_steps,
-            newton_tol=config.newton_tol,
-        )
 
     def shared_module(self, model: nn.Module) -> nn.Module:
         """The module whose conv weights are regularised.

@@ -77,7 +77,7 @@ from torchvision.models.vgg import make_layers as vgg_make_layers
 from mtlrepro.config import PROFILES, ConfigError, check_choice
 from mtlrepro.models.onednn import avoid_onednn_strided_pointwise_bug
 from mtlrepro.registry import Registry
-from mtlrepro.train import load_torch_file
+from mtlrepro.torch_files import load_torch_file
 
 FAMILIES: tuple[str, ...] = (
     "efficientnet_b0",
@@ -190,21 +190,22 @@ class Backbone(nn.Module):
 
 
 def create_backbone(
-    family: str, scale: str = "paper", weights_path: str | os.PathLike[str] | None = None
+    family: str, profile: str = "paper", weights_path: str | os.PathLike[str] | None = None
 ) -> Backbone:
     """Build a paper-A feature extractor.
 
     Args:
         family: one of :data:`FAMILIES` (unknown names raise :class:`ConfigError`).
-        scale: ``"paper"`` (the real architecture), ``"cpu"`` (slim member of the family) or
-            ``"smoke"`` (smallest member).
+        profile: ``"paper"`` (the real architecture), ``"cpu"`` (slim member of the family) or
+            ``"smoke"`` (smallest member); the scale, received as every model factory here
+            receives it.
         weights_path: optional local state dict loaded with :meth:`Backbone.load_weights`
             (ImageNet weights for the paper scale, or a saved backbone of the same family and
             scale); ``None`` keeps the library's random initialisation.
     """
-    check_choice("backbone scale", scale, PROFILES)
-    classifier, head = BACKBONES.get(family)(scale)
-    backbone = Backbone(classifier, head, family, scale)
+    check_choice("profile", profile, PROFILES)
+    classifier, head = BACKBONES.get(family)(profile)
+    backbone = Backbone(classifier, head, family, profile)
     if weights_path is not None:
         backbone.load_weights(weights_path)
     return backbone

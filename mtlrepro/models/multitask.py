@@ -12,10 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mtlrepro.config import DEFAULT_PROFILE, ConfigError, build_config, check_choice
+from mtlrepro.config import ConfigError, check_choice
 from mtlrepro.models.heads import make_head
 from mtlrepro.models.onednn import avoid_onednn_strided_pointwise_bug
-from mtlrepro.models.segnet import SegNet, SegNetConfig, init_mtan
+from mtlrepro.models.segnet import SegNet, init_mtan, segnet_config
 from mtlrepro.registry import Registry
 from mtlrepro.tasks import TaskSpec
 
@@ -103,6 +103,18 @@ class MultiTaskModel(nn.Module):
         """Task names in head order."""
         return tuple(self.heads)
 
+    def normalise(self, images: Tensor) -> Tensor:
+        """The network's input: ``(images - mean) / std``, channels-last if configured (the
+        first step of :meth:`forward`).
+
+        Args:
+            images: float images in [0, 1], shape (B, 3, H, W).
+        """
+        x = (images - self.input_mean) / self.input_std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """Args:
         images: float images in [0, 1], shape (B, 3, H, W).
@@ -186,17 +198,20 @@ def create_model(
 
 
 @MODELS.register("segnet")
-def segnet(task_specs: dict[str, TaskSpec], **kwargs: Any) -> MultiTaskModel:
+def segnet(
+    task_specs: dict[str, TaskSpec], profile: str | None = None, **kwargs: Any
+) -> MultiTaskModel:
     """Shared-bottom SegNet: one SegNet backbone, one head per task.
 
     The decoder is built only if some task is dense.
 
     Args:
         task_specs: task name -> spec.
-        **kwargs: :class:`~mtlrepro.models.segnet.SegNetConfig` fields.
+        profile: the sizes' preset (:data:`~mtlrepro.models.segnet.SEGNET_PRESETS`), or
+            ``None`` for the :class:`~mtlrepro.models.segnet.SegNetConfig` defaults.
+        **kwargs: :class:`~mtlrepro.models.segnet.SegNetConfig` fields overriding them.
     """
-    # Models have no per-profile presets: the caller passes sizes explicitly.
-    config = build_config(SegNetConfig, {}, DEFAULT_PROFILE, kwargs)
+    config = segnet_config(profile, **kwargs)
     backbone = SegNet(
         config.stage_widths,
         config.stage_convs,
@@ -214,3 +229,71 @@ def segnet(task_specs: dict[str, TaskSpec], **kwargs: Any) -> MultiTaskModel:
     return MultiTaskModel(
         backbone, heads, task_specs, config.mean, config.std, config.channels_last, config
     )
+
+
+def segnet_heads(
+    task_specs: Mapping[str, TaskSpec],
+    dense_channels: int,
+    pooled_channels: int,
+    hidden: int | None,
+) -> dict[str, nn.Module]:
+    """The ``segnet`` model's heads (:func:`~mtlrepro.models.heads.make_head`, MTAN-initialised),
+    for the other SegNet-based architectures.
+
+    Args:
+        task_specs: task name -> spec, in head order.
+        dense_channels: channels of the features dense heads read.
+        pooled_channels: channels of the bottleneck classification heads pool.
+        hidden: hidden width of classification heads (``None``: one FC layer).
+    """
+    heads = {
+        name: make_head(spec, dense_channels, pooled_channels, hidden)
+        for name, spec in task_specs.items()
+    }
+    for head in heads.values():
+        init_mtan(head)
+    return heads
+
+
+class TaskBranchModel(MultiTaskModel):
+    """A :class:`MultiTaskModel` whose backbone gives every task its own features.
+
+    Input normalisation, channels-last, heads, the oneDNN routing and the parameter groups
+    work as in :class:`MultiTaskModel`; only the backbone's contract differs:
+
+    * ``encode(x) -> (bottlenecks, state)``: task name -> bottleneck for every task;
+    * ``decode(bottlenecks, state) -> features``: task name -> features for every dense task;
+    * ``shared_parameters()`` and ``task_parameters(task)``: the backbone's parameters that
+      every task uses and those of one task's branch.
+
+    Used by the ``cross_stitch`` and ``mtan`` models.
+    """
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """Args:
+        images: float images in [0, 1], shape (B, 3, H, W).
+
+        Returns:
+            Task name -> raw output, as :meth:`MultiTaskModel.forward`.
+        """
+        bottlenecks, state = self.backbone.encode(self.normalise(images))
+        features = self.backbone.decode(bottlenecks, state) if self._needs_decoder else {}
+        return {
+            name: head(
+                features[name] if self.task_specs[name].dense else bottlenecks[name]
+            ).contiguous()
+            for name, head in self.heads.items()
+        }
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters every task's output depends on (the backbone says which)."""
+        return list(self.backbone.shared_parameters())
+
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        """Parameters of one task's backbone branch and head.
+
+        Args:
+            task: a task name of this model.
+        """
+        check_choice("task", task, self.task_names)
+        return [*self.backbone.task_parameters(task), *self.heads[task].parameters()]

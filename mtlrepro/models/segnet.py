@@ -30,11 +30,12 @@ Choices, documented because they differ from MTAN's code:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mtlrepro.config import ConfigError, check_range
+from mtlrepro.config import DEFAULT_PROFILE, ConfigError, build_config, check_range
 
 MTAN_WIDTHS: tuple[int, ...] = (64, 128, 256, 512, 512)
 """Stage widths of MTAN's SegNet (VGG-16 encoder)."""
@@ -107,6 +108,29 @@ class SegNetConfig:
         if isinstance(self.convs_per_stage, tuple):
             return self.convs_per_stage
         return (self.convs_per_stage,) * len(self.widths)
+
+
+SEGNET_PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"widths": (8, 16)},
+    "cpu": {"widths": (64, 128, 256, 512), "width_mult": 0.25},
+    "paper": {"convs_per_stage": MTAN_CONVS_PER_STAGE},
+}
+"""Per-profile sizes of the SegNet models (``segnet``, ``cross_stitch``, ``mtan``): seconds
+(smoke), 2 CPU cores (cpu: four stages at a quarter of MTAN's widths) and MTAN's SegNet
+(paper: its widths and VGG-16 layout)."""
+
+
+def segnet_config(profile: str | None = None, **overrides: Any) -> SegNetConfig:
+    """The SegNet models' configuration: the preset of ``profile`` (:data:`SEGNET_PRESETS`;
+    ``None``: the :class:`SegNetConfig` defaults) with field ``overrides``; unknown fields and
+    wrong types raise :class:`~mtlrepro.config.ConfigError`.
+
+    Args:
+        profile: ``smoke``, ``cpu``, ``paper`` or ``None``.
+        **overrides: :class:`SegNetConfig` fields.
+    """
+    presets = SEGNET_PRESETS if profile is not None else {}
+    return build_config(SegNetConfig, presets, profile or DEFAULT_PROFILE, overrides)
 
 
 PoolRecord = tuple[Tensor, tuple[int, int]]
@@ -242,3 +266,31 @@ def init_mtan(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def pool_stage(x: Tensor) -> tuple[Tensor, PoolRecord]:
+    """The 2x2 max-pool that ends an encoder stage, as in :meth:`SegNet.encode`.
+
+    Args:
+        x: a stage's output, shape (B, C, H, W).
+
+    Returns:
+        The pooled map (``ceil_mode``: any size works) and the record :func:`unpool_stage` needs.
+    """
+    size = (x.shape[-2], x.shape[-1])
+    pooled, indices = F.max_pool2d(x, 2, 2, ceil_mode=True, return_indices=True)
+    return pooled, (indices, size)
+
+
+def unpool_stage(x: Tensor, record: PoolRecord) -> Tensor:
+    """The max-unpool that starts a decoder stage, as in :meth:`SegNet.decode`.
+
+    Args:
+        x: the map to unpool, at the pooled resolution.
+        record: :func:`pool_stage`'s record of the mirrored encoder stage.
+
+    Returns:
+        ``x`` put back at the positions of the maxima, at the exact pre-pool size.
+    """
+    indices, size = record
+    return F.max_unpool2d(x, indices, 2, 2, output_size=size)

@@ -30,19 +30,27 @@ from typing import Any
 
 import pandas as pd
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mtlrepro import paper_numbers
 from mtlrepro.balancing import create_balancer
-from mtlrepro.config import ConfigError, build_config, check_choice, check_distinct, check_range
+from mtlrepro.config import (
+    DEFAULT_PROFILE,
+    ConfigError,
+    build_config,
+    check_choice,
+    check_distinct,
+    check_profile,
+    check_range,
+)
 from mtlrepro.data import get_dataset
 from mtlrepro.data.augment import FlipCropDataset
-from mtlrepro.data.vehicles import VEHICLE_COLOURS, VEHICLE_TYPES, class_labels
+from mtlrepro.data.stats import class_labels
+from mtlrepro.data.vehicle_classes import VEHICLE_COLOURS, VEHICLE_TYPES
 from mtlrepro.methods.distinctiveness import (
+    DistinctivenessConfig,
     DistinctivenessPruning,
-    JointEncoderModel,
     compression,
-    distinctiveness_config,
     utilisation,
 )
 from mtlrepro.models import count_parameters
@@ -52,13 +60,11 @@ from mtlrepro.models.backbones import (
     create_backbone,
     paper_scale_parameter_counts,
 )
-from mtlrepro.models.segnet import IMAGENET_MEAN, IMAGENET_STD
-from mtlrepro.report import Claim, make_claim
-from mtlrepro.tasks import make_tasks
-from mtlrepro.train import TrainConfig, evaluate, fit, seed_everything
+from mtlrepro.models.joint_encoder import JointEncoderModel, Normalised
+from mtlrepro.recipe import train_config_for, train_network
 
-SECTION = "distinctiveness_pruning"
-"""The ``params.yaml`` section of paper A (its notebook ``01_distinctiveness_pruning``)."""
+SECTION = "distinctiveness"
+"""The ``params.yaml`` section of paper A (its notebook ``01_distinctiveness``)."""
 DATASETS: tuple[str, ...] = ("vehicles", "vehiclex")
 """Datasets of the study: embedded and real Vehicle-X."""
 TABLE3_TASKS: tuple[str, ...] = ("colour", "type", "identity", "camera")
@@ -74,6 +80,7 @@ class PruningStudyConfig:
     """Settings of paper A's experiments (presets per profile in :data:`PRESETS`).
 
     Attributes:
+        profile: ``smoke``, ``cpu`` or ``paper``: the data presets and the backbone scale.
         dataset: ``vehicles`` (embedded) or ``vehiclex`` (real).
         tasks: tasks of the D-Prune/baseline comparison and of Table 2.
         backbone: family of Tables 1 and 3 and of the ablations (paper: ResNet-50).
@@ -94,6 +101,7 @@ class PruningStudyConfig:
         threads: torch CPU threads (``None``: torch's default).
     """
 
+    profile: str = DEFAULT_PROFILE
     dataset: str = "vehicles"
     tasks: tuple[str, ...] = ("colour", "type", "identity")
     backbone: str = "resnet50"
@@ -115,7 +123,8 @@ class PruningStudyConfig:
 
     def __post_init__(self) -> None:
         """Check every field; messages name it ``PruningStudyConfig.<field>``
-        (``distinctiveness_pruning.<field>`` through :func:`study_config`)."""
+        (``distinctiveness.<field>`` through :func:`study_config`)."""
+        check_profile(self.profile)
         check_choice("dataset", self.dataset, DATASETS, name="PruningStudyConfig.dataset")
         if not self.tasks:
             raise ConfigError("PruningStudyConfig.tasks must name at least one task")
@@ -165,28 +174,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def study_config(profile: str, **overrides: Any) -> PruningStudyConfig:
     """The profile's preset with ``overrides`` (``None`` values are ignored) applied; messages
-    name parameters as ``params.yaml`` does (``distinctiveness_pruning.epochs``)."""
+    name parameters as ``params.yaml`` does (``distinctiveness.epochs``)."""
     given = {k: v for k, v in overrides.items() if v is not None}
     return build_config(PruningStudyConfig, PRESETS, profile, given, section=SECTION)
-
-
-class Normalised(nn.Module):
-    """ImageNet normalisation in front of a feature extractor (paper A, Eq. 17)."""
-
-    def __init__(self, extractor: nn.Module) -> None:
-        """Args:
-        extractor: maps normalised images to features.
-        """
-        super().__init__()
-        self.extractor = extractor
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-
-    def forward(self, images: Tensor) -> Tensor:
-        """Features of images in ``[0, 1]`` (computed in channels-last memory layout, measured
-        1.1-1.7x faster on CPU for every family)."""
-        normalised = (images - self.mean) / self.std
-        return self.extractor(normalised.contiguous(memory_format=torch.channels_last))
 
 
 @dataclass
@@ -239,25 +229,29 @@ class StudyResult:
     """All runs of the study, by role."""
 
     config: PruningStudyConfig
-    profile: str
     main: PruneRun
     baseline: PruneRun
     families: dict[str, PruneRun] = field(default_factory=dict)
     by_task_count: dict[int, PruneRun] = field(default_factory=dict)
     ablations: list[PruneRun] = field(default_factory=list)
 
+    @property
+    def profile(self) -> str:
+        """The profile of the study."""
+        return self.config.profile
+
 
 class _Splits:
     """The dataset's train/val/test splits, loaded once per task set."""
 
-    def __init__(self, config: PruningStudyConfig, profile: str) -> None:
-        self.config, self.profile = config, profile
+    def __init__(self, config: PruningStudyConfig) -> None:
+        self.config = config
         self._loaded: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
 
     def get(self, tasks: tuple[str, ...]) -> tuple[Any, Any, Any]:
         if tasks not in self._loaded:
             self._loaded[tasks] = tuple(
-                get_dataset(self.config.dataset, split, self.profile, tasks=tasks)
+                get_dataset(self.config.dataset, split, self.config.profile, tasks=tasks)
                 for split in ("train", "val", "test")
             )
         return self._loaded[tasks]
@@ -265,7 +259,6 @@ class _Splits:
 
 def train_joint(
     config: PruningStudyConfig,
-    profile: str,
     splits: _Splits,
     *,
     label: str,
@@ -281,8 +274,7 @@ def train_joint(
     """Train one joint-encoder network with the study's settings and test it.
 
     Args:
-        config: study settings.
-        profile: profile (selects data presets and the backbone scale).
+        config: study settings (its profile selects data presets and the backbone scale).
         splits: the data.
         label: run label.
         family: backbone family.
@@ -295,71 +287,66 @@ def train_joint(
         progress: show the progress bar.
     """
     train_set, val_set, test_set = splits.get(tasks)
-    seed_everything(config.seed)
     weights = None if config.weights_dir is None else f"{config.weights_dir}/{family}.pth"
-    backbone = create_backbone(family, scale=profile, weights_path=weights)
-    backbone.to(memory_format=torch.channels_last)
-    pruning = distinctiveness_config(
-        profile,
+    pruning = DistinctivenessConfig(
         hidden=hidden or config.hidden,
         theta=config.theta,
         enabled=prune,
         dissimilarity=not similarity_only,
         probe_size=min(config.probe_size, len(train_set)),
     )
-    model = JointEncoderModel(
-        Normalised(backbone), backbone.out_features, train_set.task_specs, hidden=pruning.hidden
-    )
+
+    def build_model() -> JointEncoderModel:
+        backbone = create_backbone(family, profile=config.profile, weights_path=weights)
+        backbone.to(memory_format=torch.channels_last)
+        return JointEncoderModel(
+            Normalised(backbone), backbone.out_features, train_set.task_specs, hidden=pruning.hidden
+        )
+
     probe = train_set.batch(torch.arange(pruning.probe_size))["image"]
-    hook = DistinctivenessPruning.from_config(pruning, probe)
     balancer = create_balancer(
         "pcgrad" if pcgrad else "equal",
         tasks,
         hard_mining=config.hard_mining if hard_mining else None,
     )
-    train_config = TrainConfig(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        lr_schedule="plateau",
-        lr_factor=0.1,
-        lr_patience=config.lr_patience,
-        eval_every=config.epochs,
-        seed=config.seed,
-        threads=config.threads,
-        progress=progress,
+    train_config = train_config_for(
+        config, lr_schedule="plateau", lr_factor=0.1, eval_every=config.epochs, progress=progress
     )
-    data = FlipCropDataset(train_set) if config.augment else train_set
-    task_objects = make_tasks(train_set.task_specs)
-    trained = fit(model, task_objects, data, val_set, balancer, train_config, hooks=[hook])
-    test = evaluate(trained.model, task_objects, test_set, train_config.eval_batch_size)
+    trained = train_network(
+        build_model,
+        train_set.task_specs,
+        balancer,
+        FlipCropDataset(train_set) if config.augment else train_set,
+        val_set,
+        test_set,
+        train_config,
+        hooks=[DistinctivenessPruning.from_config(pruning, probe)],
+    )
     return PruneRun(
         label,
         family,
         tasks,
         pruning.hidden,
-        model.hidden_size,
-        count_parameters(backbone),
-        {task: metrics["accuracy"] for task, metrics in test.items()},
+        trained.model.hidden_size,
+        count_parameters(trained.model.extractor),  # the normalisation has no parameters
+        {task: metrics["accuracy"] for task, metrics in trained.test.items()},
         trained.history.assign(run=f"{label} · {PAPER_NAMES[family]}"),
     )
 
 
-def run_study(config: PruningStudyConfig, profile: str, *, progress: bool = True) -> StudyResult:
+def run_study(config: PruningStudyConfig, *, progress: bool = True) -> StudyResult:
     """Every run of Tables 1-3, Fig. 3 and the ablations (each network trained once).
 
     Args:
         config: study settings (see :func:`study_config`).
-        profile: ``smoke``, ``cpu`` or ``paper``.
         progress: show the training progress bars.
     """
-    splits = _Splits(config, profile)
+    splits = _Splits(config)
     common = dict(progress=progress)
 
     def dprune(label: str, family: str, tasks: tuple[str, ...], **kwargs: Any) -> PruneRun:
         return train_joint(
-            config, profile, splits, label=label, family=family, tasks=tasks, **common, **kwargs
+            config, splits, label=label, family=family, tasks=tasks, **common, **kwargs
         )
 
     main = dprune("D-Prune", config.backbone, config.tasks)
@@ -383,18 +370,18 @@ def run_study(config: PruningStudyConfig, profile: str, *, progress: bool = True
             dprune("w/o PCGrad", config.backbone, config.tasks, pcgrad=False),
             dprune("similarity-only", config.backbone, config.tasks, similarity_only=True),
         ]
-    return StudyResult(config, profile, main, baseline, families, by_task_count, ablations)
+    return StudyResult(config, main, baseline, families, by_task_count, ablations)
 
 
 def training_labels(
-    config: PruningStudyConfig, profile: str
+    config: PruningStudyConfig,
 ) -> tuple[dict[str, Tensor], dict[str, tuple[str, ...]]]:
     """Fig. 2's data: every task's training labels, and the class names where known.
 
     Vehicle-X and the embedded ``vehicles`` share the 12 colour and 11 type classes (names in
-    the order of :data:`~mtlrepro.data.vehicles.VEHICLE_COLOURS` / ``VEHICLE_TYPES``).
+    the order of :data:`~mtlrepro.data.vehicle_classes.VEHICLE_COLOURS` / ``VEHICLE_TYPES``).
     """
-    train = get_dataset(config.dataset, "train", profile, tasks=TABLE3_TASKS)
+    train = get_dataset(config.dataset, "train", config.profile, tasks=TABLE3_TASKS)
     labels = {task: class_labels(train, task)[0] for task in TABLE3_TASKS}
     return labels, {"colour": VEHICLE_COLOURS, "type": VEHICLE_TYPES}
 
@@ -547,72 +534,6 @@ def training_history(result: StudyResult) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 # Claims
 # --------------------------------------------------------------------------------------------
-def claims(result: StudyResult) -> list[Claim]:
-    """Claims A1-A5 of paper A, each verdict computed from our numbers."""
-    common = dict(profile=result.profile, dataset=result.config.dataset)
-    t1 = table1(result).set_index("task")
-    wins = bool((t1["D-Prune"] >= t1["Baseline"]).all())
-    a1 = make_claim(
-        "A1",
-        "D-Prune >= a baseline trained at its final hidden size, on every task and on average",
-        "74.05 vs 71.92 (average)",
-        f"{t1.loc['average', 'D-Prune']:.2f} vs {t1.loc['average', 'Baseline']:.2f} (average)",
-        wins,
-        **common,
-        details="test accuracy %, Table 1 layout; every row must hold",
-    )
-    t3 = table3(result)
-    steps = t3["compression"].diff().dropna()
-    falls = bool((steps <= 0).all() and t3["compression"].iloc[-1] < t3["compression"].iloc[0])
-    a2 = make_claim(
-        "A2",
-        "Compression falls as tasks are added (1 -> 4 tasks)",
-        "40.63 -> 21.09 %",
-        " -> ".join(f"{c:.2f}" for c in t3["compression"]) + " %",
-        falls,
-        **common,
-        details="compression % per task count; non-increasing and last < first",
-    )
-    t2 = table2(result).set_index("architecture")
-    best, worst = t2["utilisation"].idxmax(), t2["utilisation"].idxmin()
-    efficientnets = {"EfficientNet-B0", "EfficientNet-B2"}
-    ordering = len(t2) >= 2 and best in efficientnets and worst == "VGG-11"
-    a3 = make_claim(
-        "A3",
-        "Efficient networks utilise more features: EfficientNet highest, VGG-11 lowest",
-        "highest EfficientNet-B0 (85.16 %), lowest VGG-11 (53.15 %)",
-        f"highest {best} ({t2.loc[best, 'utilisation']:.2f} %), lowest {worst} "
-        f"({t2.loc[worst, 'utilisation']:.2f} %)",
-        ordering
-        if set(PAPER_NAMES[f] for f in result.config.families) >= efficientnets | {"VGG-11"}
-        else None,
-        **common,
-        details="feature utilisation % of Table 2; n/a unless both EfficientNets and VGG-11 ran",
-    )
-    curves = min_angle_curves(result)
-    growth = curves.groupby("architecture")["min_angle"].agg(lambda s: s.iloc[-1] - s.iloc[0])
-    grows = int((growth > 0).sum())
-    a4 = make_claim(
-        "A4",
-        "The minimum distinctiveness angle grows over training (Fig. 3)",
-        "grows for every architecture",
-        f"grows for {grows} of {len(growth)} architectures",
-        bool(grows > len(growth) / 2) if result.config.epochs > 1 else None,
-        **common,
-        details="last epoch minus first epoch > 0, for a majority of the families",
-    )
-    params = table2_paper_scale_parameters()
-    a5 = make_claim(
-        "A5",
-        "Table 2's parameter counts are those of the standard ImageNet architectures",
-        ", ".join(f"{v:.2f}" for v in params["paper_M"]),
-        ", ".join(f"{v:.2f}" for v in params["library_M"]),
-        bool(params["matches"].all()),
-        profile=result.profile,
-        dataset="torchvision / timm constructors",
-        details=f"each within rounding of the printed value ({PARAMS_TOLERANCE_M} M)",
-    )
-    return [a1, a2, a3, a4, a5]
 
 
 def summary_metrics(result: StudyResult) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """Paper B's experiments: Tables 1-3, Fig. 3 (a)-(d), the sparsity heatmaps and claims B1-B5.
 
 R. Upadhyay et al., "Less is More -- Towards parsimonious multi-task models using structured
-sparsity".  The networks are trained by :mod:`mtlrepro.experiments.group_sparsity_runs` (one
+sparsity".  The networks are trained by :mod:`mtlrepro.experiments.group_sparsity.units` (one
 independent run unit per kind, dataset, λ and seed); this module turns
-:func:`~mtlrepro.experiments.group_sparsity_runs.run_study`'s frame into the paper's tables and
+:func:`~mtlrepro.experiments.group_sparsity.units.run_study`'s frame into the paper's tables and
 figure data, times the slimmed backbones and decides the claims.
 
 **Choices:** paper B's metrics -- segmentation IoU (``miou``, in %, not a fraction), normal
@@ -25,11 +25,10 @@ import pandas as pd
 import torch
 from tqdm.std import tqdm
 
-from mtlrepro import paper_numbers
 from mtlrepro.compress import conv_flops, latency, parameter_count, slim
 from mtlrepro.config import ConfigError
 from mtlrepro.data import get_dataset
-from mtlrepro.experiments.group_sparsity_runs import (
+from mtlrepro.experiments.group_sparsity.units import (
     DATASET_TASKS,
     SparsityStudyConfig,
     combinations,
@@ -38,7 +37,6 @@ from mtlrepro.experiments.group_sparsity_runs import (
 from mtlrepro.methods.group_sparsity import zero_group_mask, zero_groups_
 from mtlrepro.metrics import LOWER_IS_BETTER, relative_performance
 from mtlrepro.models import create_model
-from mtlrepro.report import Claim, make_claim
 from mtlrepro.train import seed_everything
 
 PAPER_TABLE: dict[str, str] = {
@@ -56,14 +54,6 @@ PAPER_METRIC: dict[str, str] = {
     "smile": "accuracy",
 }
 """Task -> the one metric paper B reports for it."""
-B1_TARGET_SPARSITY = 70.0
-"""B1 compares a multi-task model at about this % group sparsity with its dense version."""
-MATCH_TOLERANCE = 1.0
-"""B1: "match" = relative performance Δ of at least -1 % against the dense model."""
-B4_GROUP_SPARSITY_MAX = 10.0
-"""B4: "little group sparsity" = at most 10 % zero groups."""
-B4_PARAM_SPARSITY_MIN = 50.0
-"""B4: "similar parameter sparsity" = at least 50 % zero parameters, as the group lasso's."""
 LATENCY_BATCH_SIZES: tuple[int, ...] = (1, 16)
 """Batch sizes at which Fig. 3 (d) times the slimmed backbone."""
 LATENCY_ROUNDS = 3
@@ -89,7 +79,7 @@ def combination_table(runs: pd.DataFrame, kind: str, dataset: str) -> pd.DataFra
     the group and parameter sparsity.
 
     Args:
-        runs: :func:`run_study`'s frame.
+        runs: :func:`~mtlrepro.experiments.group_sparsity.units.run_study`'s frame.
         kind: the unit kind (``table`` for Tables 1-2, ``l1`` for Table 3).
         dataset: the dataset.
 
@@ -123,7 +113,7 @@ def sweep_runs(runs: pd.DataFrame, config: SparsityStudyConfig) -> pd.DataFrame:
     """The all-task runs of ``sweep_dataset`` at every λ of Fig. 3 (table and sweep units).
 
     Args:
-        runs: :func:`run_study`'s frame.
+        runs: :func:`~mtlrepro.experiments.group_sparsity.units.run_study`'s frame.
         config: the study settings.
     """
     full = "+".join(DATASET_TASKS[config.sweep_dataset])
@@ -139,7 +129,7 @@ def performance_vs_lambda(runs: pd.DataFrame, config: SparsityStudyConfig) -> pd
     """Fig. 3 (a): each task's metric per λ and seed (tidy: lam, seed, task, metric, value).
 
     Args:
-        runs: :func:`run_study`'s frame.
+        runs: :func:`~mtlrepro.experiments.group_sparsity.units.run_study`'s frame.
         config: the study settings.
     """
     rows = [
@@ -155,7 +145,7 @@ def sparsity_vs_lambda(runs: pd.DataFrame, config: SparsityStudyConfig) -> pd.Da
     """Fig. 3 (b): final % group and parameter sparsity per λ and seed.
 
     Args:
-        runs: :func:`run_study`'s frame.
+        runs: :func:`~mtlrepro.experiments.group_sparsity.units.run_study`'s frame.
         config: the study settings.
     """
     columns = ["lam", "seed", "group_sparsity", "param_sparsity"]
@@ -166,7 +156,7 @@ def sparsity_over_training(runs: pd.DataFrame, config: SparsityStudyConfig) -> p
     """Fig. 3 (c): % group and parameter sparsity per epoch (0 = initialisation), λ and seed.
 
     Args:
-        runs: :func:`run_study`'s frame.
+        runs: :func:`~mtlrepro.experiments.group_sparsity.units.run_study`'s frame.
         config: the study settings.
     """
     rows = [
@@ -208,7 +198,7 @@ def relative_table(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
     ``vs_single``: against each task's single-task network at λ = 0 (negative transfer).
 
     Args:
-        runs: :func:`run_study`'s frame.
+        runs: :func:`~mtlrepro.experiments.group_sparsity.units.run_study`'s frame.
         dataset: the dataset.
     """
     part = runs[(runs["kind"] == "table") & (runs["dataset"] == dataset)]
@@ -267,25 +257,25 @@ def _shown_runs(
 
 
 def heatmap_panels(
-    runs: pd.DataFrame, dataset: str, lam: float, seed: int, profile: str
+    runs: pd.DataFrame, config: SparsityStudyConfig, dataset: str, lam: float, seed: int
 ) -> dict[str, dict[str, np.ndarray]]:
     """The sparsity heatmaps' panels: the initial backbone, each single-task network and the
     all-task network at ``lam`` (paper B, Fig. 3 heatmaps).
 
     Args:
-        runs: :func:`run_study`'s frame.
+        runs: :func:`~mtlrepro.experiments.group_sparsity.units.run_study`'s frame.
+        config: the study settings (its profile's preset builds the initial backbone).
         dataset: the dataset.
         lam: the λ shown.
         seed: the seed shown.
-        profile: the profile (the initial backbone is built from its preset).
 
     Returns:
         Panel title -> layer name -> bool array over input channels (True = zero group).
     """
     tasks = DATASET_TASKS[dataset]
-    specs = get_dataset(dataset, "val", profile, tasks=tasks).task_specs
+    specs = get_dataset(dataset, "val", config.profile, tasks=tasks).task_specs
     seed_everything(seed)
-    initial = create_model("deeplab_resnet", specs, profile=profile).backbone
+    initial = create_model("deeplab_resnet", specs, profile=config.profile).backbone
     panels = {"before training": {k: v.numpy() for k, v in zero_group_mask(initial).items()}}
     for combo, run in _shown_runs(runs, dataset, lam, seed).items():
         title = f"{combo[0]} (single-task)" if len(combo) == 1 else "all tasks (multi-task)"
@@ -298,7 +288,7 @@ def layer_sparsity_table(runs: pd.DataFrame, dataset: str, lam: float, seed: int
     and of the all-task network at ``lam`` (the numbers behind the heatmaps).
 
     Args:
-        runs: :func:`~mtlrepro.experiments.group_sparsity_runs.run_study`'s frame.
+        runs: :func:`~mtlrepro.experiments.group_sparsity.units.run_study`'s frame.
         dataset: the dataset.
         lam: the λ shown.
         seed: the seed shown.
@@ -318,7 +308,6 @@ def layer_sparsity_table(runs: pd.DataFrame, dataset: str, lam: float, seed: int
 def latency_vs_lambda(
     runs: pd.DataFrame,
     config: SparsityStudyConfig,
-    profile: str,
     *,
     batch_sizes: Sequence[int] = LATENCY_BATCH_SIZES,
     progress: bool = True,
@@ -334,9 +323,8 @@ def latency_vs_lambda(
     land on one λ.
 
     Args:
-        runs: :func:`run_study`'s frame.
-        config: the study settings (``latency_repeats``).
-        profile: the profile (model preset and image size).
+        runs: :func:`~mtlrepro.experiments.group_sparsity.units.run_study`'s frame.
+        config: the study settings (``latency_repeats``; the profile's model and image size).
         batch_sizes: batch sizes to time.
         progress: show a progress bar.
 
@@ -345,9 +333,9 @@ def latency_vs_lambda(
         (multiply-accumulates per image), ``parameters``, ``group_sparsity``.
     """
     sweep = sweep_runs(runs, config)
-    data = get_dataset(config.sweep_dataset, "val", profile)
+    data = get_dataset(config.sweep_dataset, "val", config.profile)
     height, width = data.image_size
-    model = create_model("deeplab_resnet", data.task_specs, profile=profile)
+    model = create_model("deeplab_resnet", data.task_specs, profile=config.profile)
     devices = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
     rows = []
     for _, run in sweep.iterrows():
@@ -415,207 +403,18 @@ def latency_summary(latencies: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-# --------------------------------------------------------------------------------------------
-# Claims
-# --------------------------------------------------------------------------------------------
-def _paper_scores(table: str, row: str, tasks: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Paper B's printed metric of each task of one table row."""
-    return {
-        t: {PAPER_METRIC[t]: paper_numbers.value("B", table, row, t, PAPER_METRIC[t])}
-        for t in tasks
-    }
-
-
-PAPER_NYU_ROWS: dict[str, str] = {
-    "segmentation": "Semantic Segmentation",
-    "depth": "Depth estimation",
-    "normal": "Surface normal estimation",
-    "all": "segmentation + surface normal + depth estimation",
-}
-"""Our NYU-v2 combination -> the row label of paper B's Table 1."""
-PAPER_LAMBDAS: tuple[str, ...] = ("lambda=0", "lambda_1", "lambda_2")
-"""Paper B's Table 1 λ columns (their values were lost in the text extraction)."""
-
-
-def _paper_nyu(row: str, lam: str) -> dict[str, dict[str, float]]:
-    """Paper B's Table 1 scores of one row (``lam``: ``"lambda=0"``, ``"lambda_1"``, ...)."""
-    tasks = DATASET_TASKS["nyuv2"] if row == "all" else (row,)
-    return _paper_scores("Table 1", f"{PAPER_NYU_ROWS[row]} ({lam})", tasks)
-
-
-def _paper_nyu_sparsity(lam: str) -> float:
-    """Paper B's % group sparsity of the NYU-v2 all-task network at one of its λ."""
-    row = f"{PAPER_NYU_ROWS['all']} ({lam})"
-    return paper_numbers.value("B", "Table 1", row, "", "group_sparsity")
-
-
-def _paper_speedups() -> str:
-    """Paper B's Fig. 3 (d) text: inference time saved at two group sparsities."""
-    fig = paper_numbers.table("B", "Figure 3(d)")
-    parts = []
-    for row in dict.fromkeys(fig["row"]):
-        sparsity = paper_numbers.value("B", "Figure 3(d)", row, "", "group_sparsity")
-        saved = paper_numbers.value("B", "Figure 3(d)", row, "", "inference_time_reduction")
-        parts.append(f"-{saved:.2f} ms at ~{sparsity:.0f} %")
-    return " and ".join(parts) + " group sparsity (NYU-v2 backbone)"
-
-
-def claims(
-    runs: pd.DataFrame, latencies: pd.DataFrame, config: SparsityStudyConfig, profile: str
-) -> list[Claim]:
-    """Claims B1-B5 of paper B, each verdict computed from our numbers.
-
-    Args:
-        runs: :func:`run_study`'s frame.
-        latencies: :func:`latency_vs_lambda`'s frame.
-        config: the study settings.
-        profile: the profile.
-    """
-    datasets = ", ".join(config.datasets)
-    common = {"profile": profile}
-    relative = {d: relative_table(runs, d) for d in config.datasets}
-
-    # B1: multi-task models at ~70 % group sparsity match or beat their dense versions.
-    b1_rows = []
-    for dataset, table in relative.items():
-        sparse = table[table["multi_task"] & (table["lambda"] > 0)]
-        for combo, group in sparse.groupby("tasks", sort=False):
-            near = group.iloc[(group["group_sparsity"] - B1_TARGET_SPARSITY).abs().argmin()]
-            b1_rows.append((dataset, combo, near["group_sparsity"], near["vs_dense"]))
-    b1_ok = [bool(delta >= -MATCH_TOLERANCE) for *_, delta in b1_rows]
-    reached = min(s for _, _, s, _ in b1_rows)
-    paper_b1 = relative_to(_paper_nyu("all", "lambda_2"), _paper_nyu("all", "lambda=0"))
-    b1 = make_claim(
-        "B1",
-        "Multi-task models at ~70 % group sparsity match or beat their dense counterparts",
-        f"NYU-v2 all tasks at {_paper_nyu_sparsity('lambda_2'):.1f} % group sparsity: Δ vs "
-        f"dense {paper_b1:+.1f} %",
-        f"{sum(b1_ok)} of {len(b1_ok)} multi-task combinations have Δ >= -{MATCH_TOLERANCE} % "
-        f"(sparsity of the compared models {reached:.1f}-"
-        f"{max(s for _, _, s, _ in b1_rows):.1f} %)",
-        bool(all(b1_ok) and reached >= B1_TARGET_SPARSITY / 2),
-        dataset=datasets,
-        **common,
-        details=f"per multi-task combination, the sparse λ whose group sparsity is closest to "
-        f"{B1_TARGET_SPARSITY:.0f} %; Δ (paper D Eq. 10-11) of paper B's metrics vs λ = 0; "
-        f"every combination must be within -{MATCH_TOLERANCE} % and the least sparse of them "
-        f"at least {B1_TARGET_SPARSITY / 2:.0f} % sparse",
-    )
-
-    # B2: sparsity grows with λ; performance first improves, then declines.
-    sweep = sweep_runs(runs, config)
-    by_lam = sweep.groupby("lam")
-    sparsity = by_lam["group_sparsity"].mean()
-    dense_scores = _mean_scores(sweep[sweep["lam"] == 0])
-    perf = pd.Series({lam: relative_to(_mean_scores(g), dense_scores) for lam, g in by_lam})
-    monotone = bool((sparsity.diff().dropna() >= -1e-9).all())
-    peak = perf.idxmax()
-    rises_then_falls = bool(
-        perf[peak] > 0 and 0 < peak < perf.index.max() and perf.iloc[-1] < perf[peak]
-    )
-    b2 = make_claim(
-        "B2",
-        "Sparsity grows with λ; performance first improves, then declines",
-        "group sparsity "
-        + " -> ".join(f"{_paper_nyu_sparsity(lam):.1f}" for lam in PAPER_LAMBDAS)
-        + " % (NYU-v2, all tasks); performance peaks at an intermediate λ",
-        "group sparsity "
-        + " -> ".join(f"{s:.1f}" for s in sparsity)
-        + " %; Δ vs dense "
-        + " / ".join(f"{p:+.1f}" for p in perf)
-        + " % at λ = "
-        + ", ".join(lambda_label(lam) for lam in perf.index),
-        bool(monotone and rises_then_falls),
-        dataset=config.sweep_dataset,
-        **common,
-        details="mean over seeds of the all-task network; sparsity non-decreasing in λ, and the "
-        "best Δ is > 0 at a λ strictly between 0 and the largest, which is worse",
-    )
-
-    # B3: inference time falls as sparsity grows (physically slimmed backbone).
-    summary = latency_summary(latencies)
-    cpu16 = summary[
-        (summary["device"] == "cpu") & (summary["batch_size"] == max(LATENCY_BATCH_SIZES))
-    ].set_index("lam")
-    densest = cpu16["group_sparsity"].idxmax()
-    correlation = cpu16["group_sparsity"].corr(cpu16["latency_ms"], method="spearman")
-    b3 = make_claim(
-        "B3",
-        "Inference time of the (slimmed) backbone falls as sparsity grows",
-        _paper_speedups(),
-        f"at {cpu16.loc[densest, 'group_sparsity']:.1f} % group sparsity the slimmed backbone "
-        f"takes {cpu16.loc[densest, 'latency_ratio']:.2f}x the dense time (batch "
-        f"{max(LATENCY_BATCH_SIZES)}, CPU); Spearman(sparsity, time) = {correlation:+.2f}",
-        bool(cpu16.loc[densest, "latency_ratio"] < 0.95 and correlation < 0),
-        dataset=config.sweep_dataset,
-        **common,
-        details="CPU, batch 16, seed-mean; the sparsest model must be >= 5 % faster and time "
-        "must fall with sparsity (negative rank correlation)",
-    )
-
-    # B4: L1 reaches similar parameter sparsity but little group sparsity.
-    l1 = combination_table(runs, "l1", config.sweep_dataset)
-    paper_l1 = paper_numbers.table("B", "Table 3")
-    paper_l1_group = paper_l1.loc[paper_l1["metric"] == "group_sparsity", "value"]
-    paper_l1_param = paper_l1.loc[paper_l1["metric"] == "param_sparsity", "value"]
-    b4 = make_claim(
-        "B4",
-        "Unstructured L1 reaches similar parameter sparsity but little group sparsity",
-        f"parameter sparsity {paper_l1_param.min():.1f}-{paper_l1_param.max():.1f} %, group "
-        f"sparsity {paper_l1_group.min():.2f}-{paper_l1_group.max():.2f} %",
-        f"parameter sparsity {l1['param_sparsity'].min():.1f}-"
-        f"{l1['param_sparsity'].max():.1f} %, group sparsity "
-        f"{l1['group_sparsity'].min():.2f}-{l1['group_sparsity'].max():.2f} %",
-        bool(
-            (l1["param_sparsity"] >= B4_PARAM_SPARSITY_MIN).all()
-            and (l1["group_sparsity"] <= B4_GROUP_SPARSITY_MAX).all()
-        ),
-        dataset=config.sweep_dataset,
-        **common,
-        details=f"L1 prox at λ = {lambda_label(config.l1_lambda)} on every multi-task "
-        f"combination: parameter sparsity >= {B4_PARAM_SPARSITY_MIN:.0f} % and group sparsity "
-        f"<= {B4_GROUP_SPARSITY_MAX:.0f} %",
-    )
-
-    # B5: dense multi-task trails single-task; sparsity closes the gap.
-    b5_parts, b5_ok = [], []
-    for dataset, table in relative.items():
-        full = table[table["tasks"] == "+".join(DATASET_TASKS[dataset])].set_index("lambda")
-        dense_gap = full.loc[0.0, "vs_single"]
-        best = full.drop(index=0.0)["vs_single"].max()
-        b5_ok.append(bool(dense_gap < 0 and best > dense_gap))
-        b5_parts.append(f"{dataset}: dense {dense_gap:+.1f} %, best sparse {best:+.1f} %")
-    singles = {t: _paper_nyu(t, "lambda=0")[t] for t in DATASET_TASKS["nyuv2"]}
-    paper_gap = relative_to(_paper_nyu("all", "lambda=0"), singles)
-    paper_closed = relative_to(_paper_nyu("all", "lambda_2"), singles)
-    b5 = make_claim(
-        "B5",
-        "Dense multi-task models trail single-task ones (negative transfer); sparsity closes "
-        "the gap",
-        f"NYU-v2 all tasks vs single-task: dense {paper_gap:+.1f} %, sparse {paper_closed:+.1f} %",
-        "; ".join(b5_parts),
-        bool(all(b5_ok)),
-        dataset=datasets,
-        **common,
-        details="Δ of the all-task network vs the dense single-task networks; dense < 0 and the "
-        "best sparse λ above the dense value, on every dataset",
-    )
-    return [b1, b2, b3, b4, b5]
-
-
 def summary_metrics(
-    runs: pd.DataFrame, latencies: pd.DataFrame, config: SparsityStudyConfig, profile: str
+    runs: pd.DataFrame, latencies: pd.DataFrame, config: SparsityStudyConfig
 ) -> dict[str, Any]:
     """Nested numbers for ``metrics.json``: per dataset the all-task network's metrics and
     sparsity per λ, and the latency ratios of Fig. 3 (d).
 
     Args:
-        runs: :func:`run_study`'s frame.
+        runs: :func:`~mtlrepro.experiments.group_sparsity.units.run_study`'s frame.
         latencies: :func:`latency_vs_lambda`'s frame.
         config: the study settings.
-        profile: the profile.
     """
-    out: dict[str, Any] = {"profile": profile}
+    out: dict[str, Any] = {"profile": config.profile}
     for dataset in config.datasets:
         table = relative_table(runs, dataset)
         full = table[table["tasks"] == "+".join(DATASET_TASKS[dataset])]

@@ -1,11 +1,14 @@
-"""Baselines: single-task networks vs one shared-bottom network (paper D's Tables 2 and 11).
+"""Baselines: single-task networks vs one shared-bottom network, plus paper D's cross-stitch
+and MTAN rows (paper D's Tables 2 and 11).
 
 "DAG topology search for MTL" (Choi & Im) compares every method with two baselines on
 NYU-v2's segmentation, depth and normal tasks: one network per task ("Single-Task") and one
-network shared by all tasks with a head per task ("Shared Bottom", hard parameter sharing).
-This module trains both on the same data with the shared training loop, the shared-bottom
-network with three loss balancers (equal weights, uncertainty weighting, PCGrad), and returns
-paper D's two table layouts:
+network shared by all tasks with a head per task ("Shared Bottom", hard parameter sharing),
+and with two soft-sharing architectures among its other rows: "Cross-Stitch" (Misra et al.,
+CVPR 2016) and "MTAN" (Liu et al., CVPR 2019).  This module trains them on the same data with
+the shared training loop -- the shared-bottom network with three loss balancers (equal
+weights, uncertainty weighting, PCGrad), then each configured architecture with equal weights
+-- and returns paper D's two table layouts:
 
 * Table 11: every metric of every task, plus parameter counts;
 * Table 2: relative performance Δ per task and Δ_T (Eq. 10-11) against the single-task row,
@@ -14,13 +17,15 @@ paper D's two table layouts:
 Choices (the paper trains its own VGG-16-like network; these baselines use the MTAN SegNet,
 the common backbone of papers C and D's NYU-v2 comparisons): each single-task network is the
 same encoder-decoder as the shared one with one head, trained with the same schedule; the
-shared-bottom row compared with paper D is the equal-weight one (the paper's baseline).
+shared-bottom row compared with paper D is the equal-weight one (the paper's baseline).  The
+cross-stitch and MTAN networks (:mod:`mtlrepro.models.cross_stitch`, :mod:`mtlrepro.models.mtan`)
+are built on the same SegNet widths and heads and trained with equal weights; they run after
+the other networks, so adding or removing them leaves the other rows' numbers unchanged.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,13 +35,21 @@ import torch
 
 from mtlrepro import paper_numbers
 from mtlrepro.balancing import create_balancer
-from mtlrepro.config import ConfigError, build_config, check_choice, check_distinct, check_range
+from mtlrepro.config import (
+    DEFAULT_PROFILE,
+    ConfigError,
+    build_config,
+    check_choice,
+    check_distinct,
+    check_profile,
+    check_range,
+)
 from mtlrepro.data import dataset_names, get_dataset
 from mtlrepro.metrics import LOWER_IS_BETTER, relative_performance
-from mtlrepro.models import count_parameters, create_model
-from mtlrepro.report import Claim, make_claim, same_sign
-from mtlrepro.tasks import TaskSpec, make_tasks
-from mtlrepro.train import LR_SCHEDULES, TrainConfig, evaluate, fit, seed_everything
+from mtlrepro.models import create_model
+from mtlrepro.recipe import train_config_for, train_network
+from mtlrepro.tasks import TaskSpec
+from mtlrepro.train import LR_SCHEDULES, TrainConfig
 
 SECTION = "baselines"
 """The ``params.yaml`` section of the experiment (its notebook ``00_baselines``)."""
@@ -48,6 +61,9 @@ BALANCER_LABELS: dict[str, str] = {
     "pcgrad": "PCGrad",
 }
 """Balancer name -> label used in row names, e.g. ``Shared Bottom (PCGrad)``."""
+ARCHITECTURE_ROWS: dict[str, str] = {"cross_stitch": "Cross-Stitch", "mtan": "MTAN"}
+"""Registered model name (:func:`~mtlrepro.models.create_model`) -> row name, as paper D names
+the row in its Tables 2 and 11."""
 PAPER_TASK_ORDER: tuple[str, ...] = ("segmentation", "normal", "depth")
 """Column order of paper D's Table 2 (sem, norm, dep)."""
 PAPER_D_METRICS: dict[str, tuple[str, ...]] = {
@@ -56,9 +72,6 @@ PAPER_D_METRICS: dict[str, tuple[str, ...]] = {
     "normal": ("mean_angle", "median_angle", "within_11_25", "within_22_5", "within_30"),
 }
 """The metrics paper D's Table 11 reports per task, i.e. those its Δ (Eq. 10) averages over."""
-PARAMS_TOLERANCE = 0.05
-"""Relative tolerance of the parameter-ratio claim: task heads make T single-task networks a
-little more than T times the shared trunk, so an exact T is not expected."""
 
 
 @dataclass(frozen=True)
@@ -66,13 +79,14 @@ class BaselinesConfig:
     """Settings of the baselines experiment (presets per profile in :data:`PRESETS`).
 
     Attributes:
+        profile: ``smoke``, ``cpu`` or ``paper``: the data's and the networks' sizes (every
+            network's from :data:`~mtlrepro.models.segnet.SEGNET_PRESETS`).
         dataset: registered dataset name (``scenes`` embedded, ``nyuv2`` real).
         tasks: the dense tasks to learn (at least two).
         balancers: loss balancers of the shared-bottom network (``equal``, ``uncertainty``,
             ``pcgrad``).
-        widths: SegNet stage widths before ``width_mult``.
-        width_mult: channel multiplier of the SegNet.
-        convs_per_stage: conv blocks per SegNet stage.
+        architectures: further multi-task networks, trained with equal weights after the
+            others (``cross_stitch``, ``mtan``; may be empty); rows "Cross-Stitch" and "MTAN".
         epochs: training epochs of every network.
         batch_size: samples per step.
         lr: Adam learning rate.
@@ -86,12 +100,11 @@ class BaselinesConfig:
         figure_samples: test images shown in the sample-predictions figure.
     """
 
+    profile: str = DEFAULT_PROFILE
     dataset: str = "scenes"
     tasks: tuple[str, ...] = ("segmentation", "depth", "normal")
     balancers: tuple[str, ...] = ("equal", "uncertainty", "pcgrad")
-    widths: tuple[int, ...] = (64, 128, 256, 512, 512)
-    width_mult: float = 1.0
-    convs_per_stage: int | tuple[int, ...] = 2
+    architectures: tuple[str, ...] = ("cross_stitch", "mtan")
     epochs: int = 200
     batch_size: int = 8
     lr: float = 1e-4
@@ -107,6 +120,7 @@ class BaselinesConfig:
     def __post_init__(self) -> None:
         """Check every field; messages name it ``BaselinesConfig.<field>`` (``baselines.<field>``
         through :func:`baselines_config`)."""
+        check_profile(self.profile)
         check_choice("dataset", self.dataset, dataset_names(), name="BaselinesConfig.dataset")
         if len(self.tasks) < 2:
             raise ConfigError(f"BaselinesConfig.tasks needs at least two tasks; got {self.tasks!r}")
@@ -118,19 +132,11 @@ class BaselinesConfig:
         for name in self.balancers:
             check_choice("balancer", name, tuple(BALANCER_LABELS), name="BaselinesConfig.balancers")
         check_distinct("BaselinesConfig.balancers", self.balancers)
-        if not self.widths:
-            raise ConfigError("BaselinesConfig.widths must hold at least one stage width")
-        for width in self.widths:
-            check_range("BaselinesConfig.widths[i]", width, 1, integer=True)
-        check_range("BaselinesConfig.width_mult", self.width_mult, 0.0, low_inclusive=False)
-        convs = self.convs_per_stage
-        if isinstance(convs, tuple) and len(convs) != len(self.widths):
-            raise ConfigError(
-                f"BaselinesConfig.convs_per_stage must be one int or {len(self.widths)} ints (one "
-                f"per stage of widths); got {convs!r}"
+        for name in self.architectures:
+            check_choice(
+                "architecture", name, tuple(ARCHITECTURE_ROWS), name="BaselinesConfig.architectures"
             )
-        for k in convs if isinstance(convs, tuple) else (convs,):
-            check_range("BaselinesConfig.convs_per_stage", k, 1, integer=True)
+        check_distinct("BaselinesConfig.architectures", self.architectures)
         for name in ("epochs", "batch_size", "lr_step_size", "eval_every", "figure_samples"):
             check_range(f"BaselinesConfig.{name}", getattr(self, name), 1, integer=True)
         check_range("BaselinesConfig.lr", self.lr, 0.0, low_inclusive=False)
@@ -154,7 +160,6 @@ class BaselinesConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # seconds: a two-stage slim SegNet, a few dozen images, one epoch
     "smoke": {
-        "widths": (8, 16),
         "epochs": 1,
         "batch_size": 8,
         "lr": 1e-3,
@@ -164,8 +169,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # minutes on 2 CPU cores (see README: measured time of the notebook)
     "cpu": {
-        "widths": (64, 128, 256, 512),
-        "width_mult": 0.25,
         "epochs": 8,
         "batch_size": 16,
         "lr": 2e-3,
@@ -174,8 +177,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr_factor": 0.3,
         "eval_every": 2,
     },
-    # MTAN SegNet on NYU-v2 with paper C's schedule (batch 8, 200 epochs, lr halved at 150)
-    "paper": {"dataset": "nyuv2", "convs_per_stage": (2, 2, 3, 3, 3)},
+    # MTAN's SegNet on NYU-v2 with paper C's schedule (batch 8, 200 epochs, lr halved at 150)
+    "paper": {"dataset": "nyuv2"},
 }
 
 
@@ -191,7 +194,8 @@ class RunResult:
     """One trained network.
 
     Attributes:
-        row: table row it contributes to (``Single-Task`` or ``Shared Bottom (<balancer>)``).
+        row: table row it contributes to (``Single-Task``, ``Shared Bottom (<balancer>)``,
+            ``Cross-Stitch`` or ``MTAN``).
         tasks: tasks the network learns.
         parameters: its parameter count (heads included).
         history: the training loop's tidy history with a ``run`` column (the row name).
@@ -212,15 +216,20 @@ class BaselinesResult:
     """Everything the notebook shows: configuration, runs and the figure's test samples."""
 
     config: BaselinesConfig
-    profile: str
     task_specs: dict[str, TaskSpec]
     runs: list[RunResult] = field(default_factory=list)
     sample_images: torch.Tensor | None = None
     sample_targets: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
+    def profile(self) -> str:
+        """The profile of the experiment."""
+        return self.config.profile
+
+    @property
     def rows(self) -> list[str]:
-        """Table rows in order: single-task first, then each shared-bottom balancer."""
+        """Table rows in order: single-task first, then each shared-bottom balancer, then each
+        architecture."""
         return list(dict.fromkeys(run.row for run in self.runs))
 
     def row_scores(self, row: str) -> dict[str, dict[str, float]]:
@@ -234,7 +243,8 @@ class BaselinesResult:
     @property
     def shared_parameters(self) -> int:
         """Parameters of the shared-bottom network (the unit of paper D's "# of Param")."""
-        return next(run.parameters for run in self.runs if run.row != SINGLE_TASK)
+        shared = {shared_row(b) for b in self.config.balancers}
+        return next(run.parameters for run in self.runs if run.row in shared)
 
 
 def shared_row(balancer: str) -> str:
@@ -244,16 +254,18 @@ def shared_row(balancer: str) -> str:
 
 def run_baselines(
     config: BaselinesConfig,
-    profile: str,
     *,
     log_dir: str | Path | None = None,
     progress: bool = True,
 ) -> BaselinesResult:
-    """Train the single-task networks and the shared-bottom network with each balancer.
+    """Train the single-task networks, the shared-bottom network with each balancer, then each
+    configured architecture (equal weights).
+
+    Every network is built right after seeding with ``config.seed`` and trained with the same
+    data, schedule and seed; the architectures come last, so they do not change the other rows.
 
     Args:
         config: experiment settings (see :func:`baselines_config`).
-        profile: profile the data comes from (``smoke``, ``cpu`` or ``paper``).
         log_dir: folder for the dvclive logs (one sub-folder per network), or ``None``.
         progress: show the training progress bars.
 
@@ -263,47 +275,37 @@ def run_baselines(
     data_overrides: dict[str, Any] = {"tasks": config.tasks}
     if config.n_train is not None:
         data_overrides["n_train"] = config.n_train
-    train_set = get_dataset(config.dataset, "train", profile, **data_overrides)
-    val_set = get_dataset(config.dataset, "val", profile, tasks=config.tasks)
-    test_set = get_dataset(config.dataset, "test", profile, tasks=config.tasks)
+    train_set = get_dataset(config.dataset, "train", config.profile, **data_overrides)
+    val_set = get_dataset(config.dataset, "val", config.profile, tasks=config.tasks)
+    test_set = get_dataset(config.dataset, "test", config.profile, tasks=config.tasks)
     specs = {name: train_set.task_specs[name] for name in config.tasks}
     samples = test_set.batch(torch.arange(min(config.figure_samples, len(test_set))))
     result = BaselinesResult(
         config,
-        profile,
         specs,
         sample_images=samples["image"],
         sample_targets={t: samples[t] for t in config.tasks},
     )
-    plan = [(SINGLE_TASK, (task,), "equal") for task in config.tasks]
-    plan += [(shared_row(b), config.tasks, b) for b in config.balancers]
-    for row, tasks, balancer_name in plan:
-        slug = "single-" + tasks[0] if row == SINGLE_TASK else "shared-" + balancer_name
-        train_config = TrainConfig(
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            lr_schedule=config.lr_schedule,
-            lr_step_size=config.lr_step_size,
-            lr_factor=config.lr_factor,
-            eval_every=config.eval_every,
-            seed=config.seed,
-            threads=config.threads,
+    # (row, dvclive folder, tasks, balancer, registered model)
+    plan = [(SINGLE_TASK, "single-" + t, (t,), "equal", "segnet") for t in config.tasks]
+    plan += [(shared_row(b), "shared-" + b, config.tasks, b, "segnet") for b in config.balancers]
+    plan += [(ARCHITECTURE_ROWS[a], a, config.tasks, "equal", a) for a in config.architectures]
+    for row, slug, tasks, balancer_name, architecture in plan:
+        train_config = train_config_for(
+            config,
             progress=progress,
             log_dir=None if log_dir is None else str(Path(log_dir) / slug),
         )
         result.runs.append(
             _train_one(
                 row,
-                slug,
                 tasks,
                 balancer_name,
+                architecture,
                 specs,
                 config,
                 train_config,
-                train_set,
-                val_set,
-                test_set,
+                (train_set, val_set, test_set),
                 samples,
             )
         )
@@ -312,37 +314,34 @@ def run_baselines(
 
 def _train_one(
     row: str,
-    slug: str,
     tasks: tuple[str, ...],
     balancer_name: str,
+    architecture: str,
     specs: Mapping[str, TaskSpec],
     config: BaselinesConfig,
     train_config: TrainConfig,
-    train_set: Any,
-    val_set: Any,
-    test_set: Any,
+    splits: tuple[Any, Any, Any],
     samples: Mapping[str, torch.Tensor],
 ) -> RunResult:
-    """Build, train and test one network; see :func:`run_baselines`."""
-    seed_everything(config.seed)  # identical initial trunks for every network of a seed
-    model = create_model(
-        "segnet",
-        [specs[t] for t in tasks],
-        widths=config.widths,
-        width_mult=config.width_mult,
-        convs_per_stage=config.convs_per_stage,
+    """Build (registered model ``architecture`` at the profile's size), train and test one
+    network; every network of a seed starts from the same random state, so the single-task and
+    shared-bottom trunks start identical.  See :func:`run_baselines`."""
+    task_specs = {t: specs[t] for t in tasks}
+    trained = train_network(
+        lambda: create_model(architecture, list(task_specs.values()), profile=config.profile),
+        task_specs,
+        create_balancer(balancer_name, tasks),
+        *splits,
+        train_config,
     )
-    task_objects = make_tasks(specs[t] for t in tasks)
-    balancer = create_balancer(balancer_name, tasks)
-    trained = fit(model, task_objects, train_set, val_set, balancer, train_config)
-    test = evaluate(trained.model, task_objects, test_set, train_config.eval_batch_size)
+    model = trained.model
     model.eval()
     with torch.no_grad():
         device = next(model.parameters()).device
         raw = model(samples["image"].to(device))
-    predictions = {t: task_objects[t].predict(raw[t]).cpu() for t in tasks}
+    predictions = {t: trained.tasks[t].predict(raw[t]).cpu() for t in tasks}
     history = trained.history.assign(run=row)
-    return RunResult(row, tasks, count_parameters(model), history, test, predictions)
+    return RunResult(row, tasks, trained.parameters, history, trained.test, predictions)
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,7 +351,8 @@ def metrics_table(result: BaselinesResult) -> pd.DataFrame:
     """Paper D's Table 11 layout: every test metric per row, and parameter counts.
 
     Columns ``<task>/<metric>`` in task order, then ``params_M`` (millions) and
-    ``params_rel`` (relative to the equal-weight shared-bottom network, as paper D prints).
+    ``params_rel`` (relative to the shared-bottom network, as paper D prints; every balancer
+    trains the same network).
     """
     records = []
     for row in result.rows:
@@ -406,10 +406,18 @@ def delta_table(result: BaselinesResult) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def paper_table2() -> pd.DataFrame:
-    """Paper D's own Table 2 rows ``Single-Task`` and ``Shared Bottom`` (for side by side)."""
+def paper_table2(architectures: Sequence[str] = tuple(ARCHITECTURE_ROWS)) -> pd.DataFrame:
+    """Paper D's own Table 2 rows ``Single-Task``, ``Shared Bottom`` and those of the given
+    architectures (for side by side with :func:`delta_table`).
+
+    Args:
+        architectures: names of :data:`ARCHITECTURE_ROWS` whose paper rows to add, e.g.
+            ``config.architectures``.
+    """
+    for name in architectures:
+        check_choice("architecture", name, tuple(ARCHITECTURE_ROWS))
     rows = []
-    for row in (SINGLE_TASK, SHARED_BOTTOM):
+    for row in (SINGLE_TASK, SHARED_BOTTOM, *(ARCHITECTURE_ROWS[a] for a in architectures)):
         record: dict[str, Any] = {"method": f"paper D: {row}"}
         for task in PAPER_TASK_ORDER:
             record[f"delta_{task}"] = paper_numbers.value("D", "Table 2", row, task, "delta")
@@ -433,69 +441,8 @@ def sample_predictions(result: BaselinesResult) -> dict[str, dict[str, torch.Ten
 
 
 # --------------------------------------------------------------------------------------------
-# Claims
+# metrics.json
 # --------------------------------------------------------------------------------------------
-def claims(result: BaselinesResult) -> list[Claim]:
-    """Paper D's Table 2 pattern for Single-Task vs Shared Bottom, checked on our numbers.
-
-    BL1-BL3: the sign of the equal-weight shared-bottom network's Δ per task (paper: −7.6 sem,
-    +7.5 norm, +5.2 dep); BL4: the sign of its Δ_T (+1.7); BL5: single-task networks need about
-    T times the parameters of the shared one (3.00 vs 1.00). Verdicts come from our numbers.
-    """
-    ours = delta_table(result).set_index("method")
-    row = shared_row("equal")
-    if row not in ours.index:
-        raise ConfigError("the claims compare the equal-weight shared-bottom run; add 'equal'")
-    common = dict(profile=result.profile, dataset=result.config.dataset)
-    out = []
-    names = {"segmentation": "semantic segmentation", "normal": "surface normals", "depth": "depth"}
-    for i, task in enumerate(t for t in PAPER_TASK_ORDER if t in result.config.tasks):
-        paper = paper_numbers.value("D", "Table 2", SHARED_BOTTOM, task, "delta")
-        measured = float(ours.loc[row, f"delta_{task}"])
-        word = "loses to" if paper < 0 else "beats"
-        out.append(
-            make_claim(
-                f"BL{i + 1}",
-                f"Shared bottom {word} single-task on {names[task]} (sign of Δ)",
-                paper,
-                round(measured, 2),
-                same_sign(paper, measured),
-                **common,
-                details=f"Δ_{task} in % (Eq. 10) of '{row}' vs '{SINGLE_TASK}'; same sign",
-            )
-        )
-    paper_all = paper_numbers.value("D", "Table 2", SHARED_BOTTOM, "all", "delta")
-    measured_all = float(ours.loc[row, "delta_all"])
-    out.append(
-        make_claim(
-            "BL4",
-            "Shared bottom beats single-task on average over tasks (sign of Δ_T)",
-            paper_all,
-            round(measured_all, 2),
-            same_sign(paper_all, measured_all),
-            **common,
-            details="Δ_T in % (Eq. 11); same sign",
-        )
-    )
-    paper_ratio = paper_numbers.value(
-        "D", "Table 2", SINGLE_TASK, "", "params"
-    ) / paper_numbers.value("D", "Table 2", SHARED_BOTTOM, "", "params")
-    measured_ratio = float(ours.loc[SINGLE_TASK, "params_rel"])
-    holds = math.isclose(measured_ratio, paper_ratio, rel_tol=PARAMS_TOLERANCE)
-    out.append(
-        make_claim(
-            "BL5",
-            "Single-task networks need T times the shared-bottom parameters",
-            paper_ratio,
-            round(measured_ratio, 3),
-            holds,
-            **common,
-            details=f"ratio of parameter counts; within {PARAMS_TOLERANCE:.0%} of the paper's",
-        )
-    )
-    return out
-
-
 def summary_metrics(result: BaselinesResult) -> dict[str, Any]:
     """Nested numbers for ``metrics.json`` (read by ``dvc metrics show``)."""
     deltas = delta_table(result).set_index("method")

@@ -9,7 +9,8 @@ step of the channel-wise group lasso (Eq. 4-6, :mod:`mtlrepro.methods.group_spar
 **Units.**  The study is a grid of units, each trained by :func:`run_unit` and saved as one
 JSON file (:func:`unit_path`) with the settings it was made with.  The DVC pipeline runs every
 unit as its own stage (``dvc.yaml``'s matrix stages over ``params.yaml``'s lists, through
-:func:`main`); the notebook (:func:`run_study`) reads them and trains only the units whose file
+``python -m mtlrepro.runs group_sparsity KIND DATASET LAMBDA SEED``, :func:`run_cli_unit`); the
+notebook (:func:`run_study`) reads them and trains only the units whose file
 is missing or was made with other settings.  Unit kinds (:data:`UNIT_KINDS`):
 
 * ``table`` -- every single- and multi-task combination of the dataset's three tasks, at each
@@ -32,35 +33,28 @@ is missing or was made with other settings.  Unit kinds (:data:`UNIT_KINDS`):
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import math
-import multiprocessing
-import re
-import sys
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-from tqdm.std import tqdm
+from torch import nn
 
 from mtlrepro.balancing import create_balancer
-from mtlrepro.config import ConfigError, build_config, check_choice, check_distinct, check_range
-from mtlrepro.data import get_dataset
-from mtlrepro.interrupts import (
-    Interrupted,
-    child_pids,
-    interruptible,
-    signal_number,
-    stop_new_children,
-    stop_with_parent,
+from mtlrepro.config import (
+    DEFAULT_PROFILE,
+    ConfigError,
+    build_config,
+    check_choice,
+    check_distinct,
+    check_profile,
+    check_range,
 )
+from mtlrepro.data import get_dataset
 from mtlrepro.methods.group_sparsity import (
     PROXES,
     GroupSparsityProx,
@@ -68,14 +62,9 @@ from mtlrepro.methods.group_sparsity import (
     zero_group_mask,
 )
 from mtlrepro.models import count_parameters, create_model
-from mtlrepro.report import REPO_ROOT, atomic_write_text
-from mtlrepro.tasks import make_tasks
-from mtlrepro.train import TrainConfig, evaluate, fit, seed_everything
+from mtlrepro.recipe import train_config_for, train_network
+from mtlrepro.runs import load_or_train, map_jobs
 
-NOTEBOOK = "02_group_sparsity"
-"""The notebook (and results folder) of paper B."""
-_STAGING_NAME = re.compile(r"\.(?P<name>.+)\.staging")
-"""The pipeline's staging folder for results folder ``<name>``: ``.<name>.staging``."""
 SECTION = "group_sparsity"
 """The ``params.yaml`` section of paper B (its notebook's name without the order prefix)."""
 UNIT_KINDS: tuple[str, ...] = ("table", "sweep", "l1")
@@ -96,6 +85,7 @@ class SparsityStudyConfig:
     """Settings of paper B's experiments (presets per profile in :data:`PRESETS`).
 
     Attributes:
+        profile: ``smoke``, ``cpu`` or ``paper``: the data and model presets.
         datasets: datasets of Tables 1-2 (``scenes``/``nyuv2`` and ``faces``/``celebamask``).
         lambdas: λ values of the tables (0 = dense); every combination is trained at each.
         sweep_dataset: dataset of Fig. 3 and Table 3.
@@ -113,6 +103,7 @@ class SparsityStudyConfig:
             on it; on 2 cores, 2 workers of 1 thread beat 1 worker of 2 threads).
     """
 
+    profile: str = DEFAULT_PROFILE
     datasets: tuple[str, ...] = ("scenes", "faces")
     lambdas: tuple[float, ...] = (0.0, 1e-6, 1e-5)
     sweep_dataset: str = "scenes"
@@ -130,6 +121,7 @@ class SparsityStudyConfig:
     def __post_init__(self) -> None:
         """Check every field; messages name it ``SparsityStudyConfig.<field>``
         (``group_sparsity.<field>`` through :func:`study_config`)."""
+        check_profile(self.profile)
         if not self.datasets:
             raise ConfigError("SparsityStudyConfig.datasets must name at least one dataset")
         for key, names in (("datasets", self.datasets), ("sweep_dataset", (self.sweep_dataset,))):
@@ -287,24 +279,6 @@ def unit_prox(kind: str, config: SparsityStudyConfig) -> str:
     return "l1" if kind == "l1" else config.prox
 
 
-def runs_dir_for(output_dir: str | Path) -> Path:
-    """Where a notebook's run units live: ``<output_dir>/../runs/<output folder name>``.
-
-    For the pipeline's ``results/02_group_sparsity`` this is ``results/runs/02_group_sparsity``
-    (the DVC run stages' outputs, outside the notebook's own output folder).  The pipeline runs
-    the notebook into the staging folder ``results/.02_group_sparsity.staging`` that replaces
-    ``results/02_group_sparsity`` at the end (:func:`mtlrepro.pipeline.run_notebook`): the runs
-    folder is that of the folder it replaces.
-
-    Args:
-        output_dir: the notebook's output folder.
-    """
-    output_dir = Path(output_dir)
-    staged = _STAGING_NAME.fullmatch(output_dir.name)
-    name = staged["name"] if staged else output_dir.name
-    return output_dir.parent / "runs" / name
-
-
 def unit_path(runs_dir: str | Path, kind: str, dataset: str, lam: float, seed: int) -> Path:
     """The JSON file of one unit: ``<runs_dir>/<kind>/<dataset>-lam<λ label>-seed<seed>.json``.
 
@@ -320,7 +294,7 @@ def unit_path(runs_dir: str | Path, kind: str, dataset: str, lam: float, seed: i
 
 
 def unit_settings(
-    kind: str, dataset: str, lam: float, seed: int, config: SparsityStudyConfig, profile: str
+    kind: str, dataset: str, lam: float, seed: int, config: SparsityStudyConfig
 ) -> dict[str, Any]:
     """Everything a unit's numbers depend on (stored in its file; a mismatch means re-run).
 
@@ -329,15 +303,14 @@ def unit_settings(
         dataset: the unit's dataset.
         lam: the unit's λ.
         seed: the unit's seed.
-        config: the study settings.
-        profile: the profile.
+        config: the study settings (with the profile).
     """
     return {
         "kind": kind,
         "dataset": dataset,
         "lam": lam,
         "seed": seed,
-        "profile": profile,
+        "profile": config.profile,
         "prox": unit_prox(kind, config),
         "epochs": config.epochs,
         "lr": config.lr,
@@ -365,7 +338,6 @@ def train_combination(
     prox: str,
     seed: int,
     config: SparsityStudyConfig,
-    profile: str,
 ) -> dict[str, Any]:
     """Train paper B's network on one task combination and describe the result.
 
@@ -375,8 +347,7 @@ def train_combination(
         lam: λ of the prox (0: dense training).
         prox: ``group``, ``weighted_group`` or ``l1``.
         seed: seed of initialisation and data order.
-        config: the study settings (epochs, lr, n_train, threads).
-        profile: the profile (dataset and model presets).
+        config: the study settings (profile, epochs, lr, n_train, threads).
 
     Returns:
         A JSON-able record: ``tasks``, ``test`` (task -> metric -> value), ``group_sparsity``
@@ -385,34 +356,37 @@ def train_combination(
         ``layer_sparsity`` (layer -> final ``group_sparsity`` and ``param_sparsity`` in %),
         ``backbone_parameters``.
     """
-    train_set = _split(dataset, "train", profile, tasks, config.n_train)
-    test_set = _split(dataset, "test", profile, tasks, None)
-    seed_everything(seed)
-    model = create_model("deeplab_resnet", train_set.task_specs, profile=profile)
-    initial = sparsity_stats(model.backbone).iloc[-1]
-    task_objects = make_tasks(train_set.task_specs, losses={"depth": "mse"})
-    balancer = create_balancer("uncertainty", list(tasks))
-    hook = GroupSparsityProx(lam, prox)
-    train_config = TrainConfig(
-        epochs=config.epochs,
-        batch_size=BATCH_SIZE[dataset],
-        lr=config.lr,
-        seed=seed,
-        threads=config.threads,
-        progress=False,
-    )
+    train_set = _split(dataset, "train", config.profile, tasks, config.n_train)
+    test_set = _split(dataset, "test", config.profile, tasks, None)
+    initial: list[pd.Series] = []
+
+    def build_model() -> nn.Module:
+        model = create_model("deeplab_resnet", train_set.task_specs, profile=config.profile)
+        initial.append(sparsity_stats(model.backbone).iloc[-1])
+        return model
+
     # No validation split: nothing is selected on it, and every number reported is a test one.
-    result = fit(model, task_objects, train_set, None, balancer, train_config, hooks=[hook])
-    test = evaluate(model, task_objects, test_set, train_config.eval_batch_size)
+    trained = train_network(
+        build_model,
+        train_set.task_specs,
+        create_balancer("uncertainty", list(tasks)),
+        train_set,
+        None,
+        test_set,
+        train_config_for(config, batch_size=BATCH_SIZE[dataset], seed=seed, progress=False),
+        hooks=[GroupSparsityProx(lam, prox)],
+        losses={"depth": "mse"},
+    )
+    model, test = trained.model, trained.test
     layers = sparsity_stats(model.backbone)
     final = layers.iloc[-1]
-    logged = result.history[result.history["metric"].isin(["group_sparsity", "param_sparsity"])]
+    logged = trained.history[trained.history["metric"].isin(["group_sparsity", "param_sparsity"])]
     per_epoch = logged.pivot_table(index="epoch", columns="metric", values="value")
     history = [
         {
             "epoch": 0,
-            "group_sparsity": float(initial["group_sparsity"]),
-            "param_sparsity": float(initial["param_sparsity"]),
+            "group_sparsity": float(initial[0]["group_sparsity"]),
+            "param_sparsity": float(initial[0]["param_sparsity"]),
         },
         *(
             {
@@ -444,50 +418,12 @@ def train_combination(
     }
 
 
-@contextmanager
-def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
-    """``workers`` worker processes, or ``None`` (train in this process) for one.
-
-    Forked where the platform allows it (as torch's DataLoader workers are: a spawned worker
-    would spend seconds importing torch again), spawned elsewhere.  Each combination is trained
-    from its own seed, so the numbers do not depend on which process trains it.
-    """
-    if workers <= 1:
-        yield None
-        return
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    before = child_pids()
-    pool = ProcessPoolExecutor(workers, mp_context=context)
-    try:
-        yield pool
-    except BaseException:  # e.g. stopped by a signal: the workers must not train on
-        stop_new_children(before)
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
-
-
-def _read_unit(path: Path, settings: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-    """The runs of a unit file if it exists and was made with ``settings``, else ``None``."""
-    if not path.is_file():
-        return None
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return None
-    if stored.get("settings") != dict(settings):
-        return None
-    return stored["runs"]
-
-
 def run_unit(
     kind: str,
     dataset: str,
     lam: float,
     seed: int,
     config: SparsityStudyConfig,
-    profile: str,
     runs_dir: str | Path,
     *,
     progress: bool = True,
@@ -500,9 +436,8 @@ def run_unit(
         dataset: the dataset.
         lam: λ of the unit.
         seed: the seed.
-        config: the study settings.
-        profile: the profile.
-        runs_dir: the runs folder (:func:`runs_dir_for`).
+        config: the study settings (with the profile).
+        runs_dir: the runs folder (:func:`~mtlrepro.runs.runs_dir_for`).
         progress: show a progress bar over the unit's combinations.
         retrain: train and save even if a matching file exists (the DVC stages do: they run
             because the code changed, which the settings do not record).
@@ -514,24 +449,24 @@ def run_unit(
     check_choice("dataset", dataset, tuple(DATASET_TASKS))
     parse_lambda(lam)
     check_range("seed", seed, 0, integer=True)
-    settings = unit_settings(kind, dataset, lam, seed, config, profile)
+    settings = unit_settings(kind, dataset, lam, seed, config)
+
+    def train() -> list[dict[str, Any]]:
+        jobs = [
+            (dataset, combo, lam, settings["prox"], seed, config)
+            for combo in unit_combinations(kind, dataset)
+        ]
+        # fit sets the study's torch thread count in whichever process trains
+        return map_jobs(
+            train_combination,
+            jobs,
+            workers=config.workers,
+            desc=f"{kind} {dataset} λ={lambda_label(lam)} seed {seed}",
+            progress=progress,
+        )
+
     path = unit_path(runs_dir, kind, dataset, lam, seed)
-    runs = None if retrain else _read_unit(path, settings)
-    if runs is None:
-        combos = unit_combinations(kind, dataset)
-        jobs = [(dataset, combo, lam, settings["prox"], seed, config, profile) for combo in combos]
-        label = f"{kind} {dataset} λ={lambda_label(lam)} seed {seed}"
-        bar = tqdm(total=len(jobs), desc=label, unit="run", disable=not progress)
-        workers = min(config.workers, len(jobs))
-        with bar, _pool(workers) as pool:
-            runs = []
-            mapper = pool.map if pool is not None else map
-            # fit sets the study's torch thread count in whichever process trains
-            for run in mapper(train_combination, *zip(*jobs, strict=True)):
-                runs.append(run)
-                bar.update()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps({"settings": settings, "runs": runs}, indent=1) + "\n")
+    runs = load_or_train(path, settings, train, retrain=retrain)
     keys = ("kind", "dataset", "lam", "seed", "prox")
     return [{**{k: settings[k] for k in keys}, **run} for run in runs]
 
@@ -558,14 +493,13 @@ def study_units(config: SparsityStudyConfig) -> list[tuple[str, str, float, int]
 
 
 def run_study(
-    config: SparsityStudyConfig, profile: str, runs_dir: str | Path, *, progress: bool = True
+    config: SparsityStudyConfig, runs_dir: str | Path, *, progress: bool = True
 ) -> pd.DataFrame:
     """Every unit's runs (trained only where no matching unit file exists).
 
     Args:
-        config: the study settings.
-        profile: the profile.
-        runs_dir: the runs folder (:func:`runs_dir_for`).
+        config: the study settings (with the profile).
+        runs_dir: the runs folder (:func:`~mtlrepro.runs.runs_dir_for`).
         progress: show progress bars.
 
     Returns:
@@ -579,7 +513,7 @@ def run_study(
     rows = [
         run
         for unit in study_units(config)
-        for run in run_unit(*unit, config, profile, runs_dir, progress=progress)
+        for run in run_unit(*unit, config, runs_dir, progress=progress)
     ]
     frame = pd.DataFrame(rows)
     frame.insert(5, "combo", frame["tasks"].map("+".join))
@@ -587,79 +521,56 @@ def run_study(
 
 
 # --------------------------------------------------------------------------------------------
-# Command line (the DVC run stages)
+# Command line (the DVC run stages, through python -m mtlrepro.runs)
 # --------------------------------------------------------------------------------------------
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mtlrepro.experiments.group_sparsity_runs KIND DATASET LAMBDA SEED``.
+UNIT_VALUES: tuple[str, ...] = ("DATASET", "LAMBDA", "SEED")
+"""The values of a unit on the command line: ``python -m mtlrepro.runs group_sparsity KIND
+DATASET LAMBDA SEED`` (λ written as in ``params.yaml``, e.g. ``1e-3``)."""
 
-    Trains one unit with the settings of ``params.yaml`` (top-level ``profile`` and the
-    ``group_sparsity`` section, as the notebook gets them) into
-    ``results/runs/02_group_sparsity/`` (:func:`unit_path`), replacing its file atomically only
-    when done; the DVC stages ``group_sparsity_table``, ``group_sparsity_sweep`` and
-    ``group_sparsity_l1`` call it.  SIGINT, SIGTERM, SIGHUP or the death of the parent
-    ``dvc repro`` stop it (worker processes included) and leave the file as it was.  Exit
-    status: 0 done, 2 a bad parameter, 128 + N stopped by signal N.
+
+def run_cli_unit(
+    kind: str, values: Sequence[str], params: dict[str, Any], runs_dir: Path, progress: bool
+) -> Path:
+    """Train one unit for :func:`mtlrepro.runs.main` with ``params.yaml``'s settings (top-level
+    ``profile`` and the ``group_sparsity`` section, as the notebook gets them), always.
 
     Args:
-        argv: arguments without the program name (default: ``sys.argv[1:]``).
+        kind: one of :data:`UNIT_KINDS`.
+        values: :data:`UNIT_VALUES` as given on the command line.
+        params: the parameters from ``params.yaml``.
+        runs_dir: the runs folder.
+        progress: show a progress bar.
+
+    Returns:
+        The unit's file.
     """
-    from mtlrepro.pipeline import load_params  # the pipeline imports papermill: load lazily
-
-    parser = argparse.ArgumentParser(
-        prog="python -m mtlrepro.experiments.group_sparsity_runs", description=main.__doc__
-    )
-    # a λ such as -1e-2 is a value (rejected below with its params.yaml name), not an unknown
-    # option: argparse's pattern of negative numbers lacks exponents before Python 3.14, which
-    # widened it the same way (a positional may then start with '-' if it matches)
-    parser._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$", re.I)
-    parser.add_argument("kind", help=f"unit kind: {', '.join(UNIT_KINDS)}")
-    parser.add_argument("dataset", help=f"dataset: {', '.join(DATASET_TASKS)}")
-    parser.add_argument("lam", help="λ, e.g. 1e-3 (written as in params.yaml)")
-    parser.add_argument("seed", type=int, help="seed")
-    parser.add_argument("--params", type=Path, default=REPO_ROOT / "params.yaml")
-    parser.add_argument(
-        "--runs",
-        type=Path,
-        default=None,
-        help="runs folder (default: results/runs/02_group_sparsity)",
-    )
-    args = parser.parse_args(argv)
+    if len(values) != len(UNIT_VALUES):
+        raise ConfigError(f"a {SECTION} unit takes {' '.join(UNIT_VALUES)}; got {list(values)}")
+    dataset, lam_text, seed_text = values
+    params = dict(params)
+    profile = params.pop("profile")
+    config = study_config(profile, **params)
+    lam = parse_lambda(lam_text, "argument lam")
+    if lambda_label(lam) != lam_text:
+        raise ConfigError(f"write λ {lam_text!r} as {lambda_label(lam)!r} (file names use it)")
     try:
-        stop_with_parent()
-        params = load_params(args.params, NOTEBOOK)
-        profile = params.pop("profile")
-        progress = params.pop("progress", True)
-        config = study_config(profile, **params)
-        lam = parse_lambda(args.lam, "argument lam")
-        if lambda_label(lam) != args.lam:
-            raise ConfigError(f"write λ {args.lam!r} as {lambda_label(lam)!r} (file names use it)")
-        runs_dir = args.runs or runs_dir_for(REPO_ROOT / "results" / NOTEBOOK)
-        with interruptible():
-            run_unit(
-                args.kind,
-                args.dataset,
-                lam,
-                args.seed,
-                config,
-                profile,
-                runs_dir,
-                progress=bool(progress),
-                retrain=True,
-            )
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (Interrupted, KeyboardInterrupt) as stop:
-        signum = signal_number(stop)
-        print(
-            f"error: unit {args.kind} {args.dataset} λ={args.lam} seed {args.seed} "
-            f"{Interrupted(signum)}: its file was left as it was before the run",
-            file=sys.stderr,
-        )
-        return 128 + signum
-    print(f"wrote {unit_path(runs_dir, args.kind, args.dataset, lam, args.seed)}")
-    return 0
+        seed = int(seed_text)
+    except ValueError:
+        raise ConfigError(f"argument seed: a seed is an integer >= 0; got {seed_text!r}") from None
+    run_unit(kind, dataset, lam, seed, config, runs_dir, progress=progress, retrain=True)
+    return unit_path(runs_dir, kind, dataset, lam, seed)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def unit_files(params: dict[str, Any], runs_dir: Path) -> list[Path]:
+    """The file of every unit of the study ``params`` (from ``params.yaml``) describes: the
+    outputs of the DVC run stages.
+
+    Args:
+        params: ``profile`` and the ``group_sparsity`` section.
+        runs_dir: the runs folder.
+    """
+    params = dict(params)
+    profile = params.pop("profile")
+    params.pop("progress", None)
+    config = study_config(profile, **params)
+    return [unit_path(runs_dir, *unit) for unit in study_units(config)]

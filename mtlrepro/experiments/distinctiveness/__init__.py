@@ -1,0 +1,1 @@
+"""Paper A (Singh, distinctiveness pruning), notebook ``01_distinctiveness``."""

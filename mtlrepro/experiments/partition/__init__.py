@@ -1,0 +1,1 @@
+"""Paper E (Newell et al., feature partitioning); so far its table arithmetic check."""
