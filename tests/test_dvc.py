@@ -165,3 +165,15 @@ def test_committed_results_are_up_to_date_with_the_code():
         [str(dvc), "status"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert run.returncode == 0 and "up to date" in run.stdout, run.stdout[-2000:]
+
+
+def test_every_logged_baseline_network_is_a_dvc_metric_and_plot():
+    """`dvc metrics show` / `dvc plots show` cover every multi-task network the baselines log."""
+    from mtlrepro.experiments.baselines import study
+
+    config = study.baselines_config(PARAMS["profile"])
+    logged = [f"shared-{b}" for b in config.balancers] + list(config.architectures)
+    folder = "results/00_baselines/dvclive"
+    assert {f"{folder}/{n}/metrics.json" for n in logged} <= set(DVC_YAML["metrics"])
+    plots = {next(iter(p)) for p in DVC_YAML["plots"]}
+    assert {f"{folder}/{n}/plots/metrics" for n in logged} <= plots
