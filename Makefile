@@ -28,7 +28,8 @@ test: setup
 
 # The training, oneDNN and notebook tests again with oneDNN capped at its AVX2 kernels, which
 # AVX2-only CPUs (e.g. AMD EPYC) run: on an AVX-512 machine they would otherwise go untested.
-AVX2_TESTS := tests/test_onednn.py tests/test_train.py tests/test_baselines.py \
+AVX2_TESTS := tests/test_onednn.py tests/test_train.py tests/test_train_seams.py \
+	tests/test_architectures.py tests/test_baselines.py tests/test_runs.py \
 	tests/test_experiments_distinctiveness.py tests/test_experiments_group_sparsity.py \
 	tests/test_notebooks.py
 test-avx2: setup
