@@ -242,7 +242,7 @@ def test_lambda_axis_puts_zero_one_decade_left_of_the_smallest_positive_lambda(
     fig = b_figures.plot_sparsity_vs_lambda(_sparsity(rng))
     ax = fig.axes[0]
     assert ax.get_xlabel() == "λ"
-    assert _tick_labels(ax) == ["0", "1e-05", "0.0001", "0.001"]
+    assert _tick_labels(ax) == ["0", "1e-5", "1e-4", "1e-3"]
     x = ax.transData.transform(np.column_stack([_LAMS, np.zeros(len(_LAMS))]))[:, 0]
     gaps = np.diff(x)
     assert gaps.min() > 0
@@ -277,7 +277,7 @@ def test_performance_vs_lambda_has_a_panel_per_task_metric_with_the_seed_mean(
                                depth.groupby("lam")["value"].mean().to_numpy())
     # the λ axis is labelled under the lowest panel of each column only
     assert [ax.get_xlabel() for ax in fig.axes] == ["", "λ", "λ", "λ"]
-    assert _tick_labels(fig.axes[2]) == ["0", "1e-05", "0.0001", "0.001"]
+    assert _tick_labels(fig.axes[2]) == ["0", "1e-5", "1e-4", "1e-3"]
 
 
 def test_sparsity_vs_lambda_draws_group_and_parameter_sparsity_with_std_bands(
@@ -301,7 +301,7 @@ def test_sparsity_over_training_draws_one_line_per_lambda_ordered_by_lambda(
     fig = b_figures.plot_sparsity_over_training(history)
     assert len(fig.axes) == 2  # group and parameter sparsity
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["λ = 0", "λ = 1e-05", "λ = 0.0001", "λ = 0.001"]
+    assert labels == ["λ = 0", "λ = 1e-5", "λ = 1e-4", "λ = 1e-3"]
     lines = fig.axes[0].get_lines()
     assert len(lines) == 4 and len(fig.axes[1].get_lines()) == 4
     expected = history[history.lam == 1e-4].groupby("epoch")["group_sparsity"].mean()

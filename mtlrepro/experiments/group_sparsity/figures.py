@@ -16,6 +16,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullLocator
 
 from mtlrepro.config import ConfigError
+from mtlrepro.experiments.group_sparsity.units import lambda_label
 from mtlrepro.plots import (
     NotebookFigure,
     check_frame,
@@ -46,18 +47,14 @@ _LATENCY_COLUMNS = (
 _SPARSITY_LABELS = {"group_sparsity": "% group sparsity", "param_sparsity": "% parameter sparsity"}
 
 
-def _lambda_label(lam: float) -> str:
-    """Tick / legend text of one λ: ``0``, ``1e-05``, ``0.001``, ..."""
-    return "0" if lam == 0 else f"{lam:g}"
-
-
 def _lambda_axis(ax: Axes, lams: Iterable[float]) -> None:
     """Turn the x axis of ``ax`` into the λ axis of paper B, Fig. 3 (a)–(d).
 
     Positive λ are on a log scale and λ = 0 sits one decade left of the smallest positive λ:
     a symlog scale whose linear part ends at the smallest positive λ and is one decade wide
     (``linscale = 1 - 1/base``).  Major ticks are exactly the given λ, labelled ``0``,
-    ``1e-05``, ...; there are no minor ticks.
+    ``1e-5``, ... as ``params.yaml`` and the unit files write them (:func:`lambda_label`); there are
+    no minor ticks.
 
     Args:
         ax: the axes.
@@ -75,7 +72,7 @@ def _lambda_axis(ax: Axes, lams: Iterable[float]) -> None:
     rotated = len(values) > 4  # half-decade neighbours (1e-3, 3e-3) would overlap
     ax.set_xticks(
         values,
-        [_lambda_label(v) for v in values],
+        [lambda_label(v) for v in values],
         rotation=45 if rotated else 0,
         ha="right" if rotated else "center",
     )
@@ -171,7 +168,7 @@ def plot_sparsity_over_training(history: pd.DataFrame) -> NotebookFigure:
                     color=colour,
                     marker="o",
                     markersize=2.5,
-                    label=f"λ = {_lambda_label(lam)}",
+                    label=f"λ = {lambda_label(lam)}",
                 )
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
