@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from task_sets import MIXED_TASKS, NYU_TASKS
 from torch import nn
 
 from mtlrepro.config import ConfigError
 from mtlrepro.models import (
     MODELS,
-    MTAN_CONVS_PER_STAGE,
     MTAN_WIDTHS,
     AttentionMask,
     CrossStitchSegNet,
@@ -22,20 +22,9 @@ from mtlrepro.models.cross_stitch import near_identity_alpha, stitch
 from mtlrepro.tasks import TaskSpec
 
 ARCHITECTURES = ("cross_stitch", "mtan")
-NYU_TASKS = (
-    TaskSpec("segmentation", "segmentation", 13),
-    TaskSpec("depth", "depth"),
-    TaskSpec("normal", "normal"),
-)
-MIXED_TASKS = (
-    TaskSpec("parts", "segmentation", 4),
-    TaskSpec("edge", "binary"),
-    TaskSpec("colour", "classification", 5),
-)
-# The baselines experiment's SegNet sizes per profile (its PRESETS); the builders take them as
-# SegNetConfig fields, as ``segnet`` does.
-SMOKE = {"widths": (8, 16)}
-PAPER = {"widths": MTAN_WIDTHS, "convs_per_stage": MTAN_CONVS_PER_STAGE}
+# The models' own SegNet presets (SEGNET_PRESETS), taken as every model factory takes its size.
+SMOKE = {"profile": "smoke"}
+PAPER = {"profile": "paper"}
 SIZE = (12, 10)  # not divisible by 2**2: SegNet-based models take any size
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from task_sets import CLASSIFICATION_TASKS, MIXED_TASKS, NYU_TASKS
 from torch import nn
 
 from mtlrepro.config import ConfigError
@@ -21,20 +22,6 @@ from mtlrepro.models import (
 from mtlrepro.models.segnet import ConvBNReLU
 from mtlrepro.tasks import TaskSpec
 
-NYU_TASKS = (
-    TaskSpec("segmentation", "segmentation", 13),
-    TaskSpec("depth", "depth"),
-    TaskSpec("normal", "normal"),
-)
-MIXED_TASKS = (
-    TaskSpec("parts", "segmentation", 4),
-    TaskSpec("edge", "binary"),
-    TaskSpec("colour", "classification", 5),
-)
-CLASSIFICATION_TASKS = (
-    TaskSpec("colour", "classification", 5),
-    TaskSpec("type", "classification", 3),
-)
 TASK_SETS = {
     "nyu": NYU_TASKS,
     "mixed": MIXED_TASKS,
