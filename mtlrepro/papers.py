@@ -8,11 +8,15 @@ one), the notebook ``notebooks/NN_<name>.ipynb``, its results ``results/NN_<name
 
 Adding a paper: its package (``study.py``, ``claims.py``, ``figures.py``, and ``units.py`` when it
 has independent run units), its notebook, its ``params.yaml`` section, one :class:`Paper` line
-here, and its stages in ``dvc.yaml`` (see the README, "Adding a paper").
+here, and its stages in ``dvc.yaml`` (see the README, "Adding a paper").  No stage's code reads
+this registry (the run units' command line finds a paper's ``units`` module by its name), so
+adding a paper re-runs none of the others' stages.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from dataclasses import dataclass
 
 from mtlrepro.config import check_choice
@@ -26,26 +30,31 @@ class Paper:
         name: package, ``params.yaml`` section and method module name.
         notebook: the notebook's name, ``NN_<name>``.
         letter: the paper's letter in the papers' list (``"A"``...), ``None`` for the baselines.
-        unit_kinds: kinds of independent run units (DVC matrix stages run each unit through
-            ``python -m mtlrepro.runs <name> <kind> ...``); empty when the notebook trains
-            everything itself.
     """
 
     name: str
     notebook: str
     letter: str | None
-    unit_kinds: tuple[str, ...] = ()
 
     @property
     def package(self) -> str:
         """The dotted name of the paper's package."""
         return f"mtlrepro.experiments.{self.name}"
 
+    @property
+    def unit_kinds(self) -> tuple[str, ...]:
+        """Kinds of the paper's independent run units (``UNIT_KINDS`` of its ``units`` module;
+        DVC matrix stages run each unit through ``python -m mtlrepro.runs <name> <kind> ...``),
+        empty when the notebook trains everything itself."""
+        if importlib.util.find_spec(f"{self.package}.units") is None:
+            return ()
+        return tuple(importlib.import_module(f"{self.package}.units").UNIT_KINDS)
+
 
 PAPERS: tuple[Paper, ...] = (
     Paper("baselines", "00_baselines", None),
     Paper("distinctiveness", "01_distinctiveness", "A"),
-    Paper("group_sparsity", "02_group_sparsity", "B", ("table", "sweep", "l1")),
+    Paper("group_sparsity", "02_group_sparsity", "B"),
 )
 
 

@@ -17,7 +17,9 @@ training runs are saved as one self-describing JSON file,
 
 ``python -m mtlrepro.runs <paper> <kind> <values>...`` trains one unit with ``params.yaml``'s
 settings, always (DVC runs a stage because its code changed, which the settings do not record).
-It finds the unit in the paper's module ``mtlrepro.experiments.<paper>.units``, which provides
+It finds the unit in the paper's module ``mtlrepro.experiments.<paper>.units`` (by name: it
+does not read the registry :mod:`mtlrepro.papers`), which provides ``NOTEBOOK`` (the notebook's
+name, ``NN_<paper>``), ``UNIT_KINDS``,
 ``run_cli_unit(kind, values, params, runs_dir, progress) -> Path`` (train, write and return the
 unit's file; ``ConfigError`` on a bad value), ``UNIT_VALUES`` (the values' names) and
 ``unit_files(params, runs_dir) -> list[Path]`` (every unit file of the study ``params.yaml``
@@ -45,7 +47,6 @@ from typing import Any
 
 from tqdm.std import tqdm
 
-from mtlrepro import papers
 from mtlrepro.config import ConfigError, check_choice
 from mtlrepro.interrupts import (
     Interrupted,
@@ -58,6 +59,8 @@ from mtlrepro.interrupts import (
 from mtlrepro.params import load_params
 from mtlrepro.report import REPO_ROOT, atomic_write_text
 
+EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
+"""The experiment packages, ``mtlrepro/experiments/<paper>/``."""
 _STAGING_NAME = re.compile(r"\.(?P<name>.+)\.staging")
 _VERSIONED = ("mtlrepro", "torch", "torchvision", "numpy")
 """Distributions whose versions a unit file records."""
@@ -224,13 +227,18 @@ def map_jobs(
 # --------------------------------------------------------------------------------------------
 # Command line (the DVC matrix stages)
 # --------------------------------------------------------------------------------------------
+def papers_with_units() -> list[str]:
+    """The experiment packages that have run units (a ``units.py``), sorted by name."""
+    return sorted(path.parent.name for path in EXPERIMENTS_DIR.glob("*/units.py"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m mtlrepro.runs PAPER KIND VALUE...``: train one run unit (see the module doc).
 
     Args:
         argv: arguments without the program name (default: ``sys.argv[1:]``).
     """
-    names = [p.name for p in papers.PAPERS if p.unit_kinds]
+    names = papers_with_units()
     parser = argparse.ArgumentParser(prog="python -m mtlrepro.runs", description=main.__doc__)
     # a value such as -1e-2 is a value (rejected by the paper with its params.yaml name), not an
     # unknown option: argparse's pattern of negative numbers lacks exponents before Python 3.14
@@ -245,11 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     unit = " ".join([args.paper, args.kind, *args.values])
     try:
         stop_with_parent()
-        paper = papers.paper(check_choice("paper with run units", args.paper, names))
-        check_choice(f"{paper.name} unit kind", args.kind, paper.unit_kinds)
-        module = importlib.import_module(f"{paper.package}.units")
-        params = load_params(args.params, paper.notebook, section=paper.name)
-        runs_dir = args.runs or runs_dir_for(REPO_ROOT / "results" / paper.notebook)
+        name = check_choice("paper with run units", args.paper, names)
+        module = importlib.import_module(f"mtlrepro.experiments.{name}.units")
+        check_choice(f"{name} unit kind", args.kind, module.UNIT_KINDS)
+        params = load_params(args.params, module.NOTEBOOK, section=name)
+        runs_dir = args.runs or runs_dir_for(REPO_ROOT / "results" / module.NOTEBOOK)
         progress = bool(params.pop("progress", True))
         with interruptible():
             path = module.run_cli_unit(args.kind, args.values, params, runs_dir, progress)

@@ -84,11 +84,26 @@ def test_every_paper_with_units_provides_the_units_protocol() -> None:
     import importlib
 
     with_units = [p for p in papers.PAPERS if p.unit_kinds]
-    assert with_units
+    assert [p.name for p in with_units] == runs.papers_with_units()
     for paper in with_units:
         module = importlib.import_module(f"{paper.package}.units")
         for name in ("run_cli_unit", "unit_files", "UNIT_VALUES"):
             assert hasattr(module, name), f"{paper.package}.units lacks {name}"
+        # the command line finds the notebook and section here, not in the registry
+        assert (module.NOTEBOOK, module.SECTION) == (paper.notebook, paper.name)
+
+
+def test_no_stage_code_reads_the_registry() -> None:
+    """Adding a paper to the registry must not re-run the other papers' stages."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, mtlrepro.runs, mtlrepro.pipeline, mtlrepro.experiments.group_sparsity.units;"
+        "print('mtlrepro.papers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_the_registry_names_each_paper_once_and_refuses_unknown_names() -> None:

@@ -67,6 +67,8 @@ from mtlrepro.runs import load_or_train, map_jobs
 
 SECTION = "group_sparsity"
 """The ``params.yaml`` section of paper B (its notebook's name without the order prefix)."""
+NOTEBOOK = "02_group_sparsity"
+"""Paper B's notebook (its runs go to ``results/runs/<NOTEBOOK>/``)."""
 UNIT_KINDS: tuple[str, ...] = ("table", "sweep", "l1")
 """Kinds of independent run units (see the module doc)."""
 DATASET_TASKS: dict[str, tuple[str, ...]] = {
