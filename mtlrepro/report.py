@@ -24,6 +24,7 @@ import json
 import math
 import os
 import re
+import statistics
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import astuple, dataclass, fields
@@ -51,7 +52,10 @@ INDEX_FILE = "README.md"
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
 NOT_APPLICABLE = "not applicable"
-VERDICTS: tuple[str, ...] = (REPRODUCED, NOT_REPRODUCED, NOT_APPLICABLE)
+INCONCLUSIVE = "inconclusive"
+VERDICTS: tuple[str, ...] = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_APPLICABLE)
+"""``inconclusive``: the claim compares methods and our difference is within the seed spread
+(:func:`compare_seeds`)."""
 
 # Permissions for new files (mkstemp would give 0600): read/write per the process umask.
 _UMASK = os.umask(0o022)
@@ -293,28 +297,91 @@ def make_claim(
     claim: str,
     paper_value: str | float,
     our_value: str | float,
-    holds: bool | None,
+    holds: bool | None | Sequence[SeedComparison],
     *,
     profile: str,
     dataset: str,
     details: str = "",
 ) -> Claim:
-    """Build a :class:`Claim` whose verdict is :func:`verdict` of ``holds``.
+    """Build a :class:`Claim` whose verdict is computed: :func:`verdict` of ``holds``, or
+    :func:`comparison_verdict` when ``holds`` is a list of :class:`SeedComparison`.
 
     Args:
         claim_id: short id, unique within the paper.
         claim: the claim in words.
         paper_value: the paper's number or description.
         our_value: our number or description.
-        holds: result of a comparison helper (:func:`same_sign`, :func:`at_least`, ...), or
-            ``None`` when the claim is not testable at this profile.
+        holds: result of a comparison helper (:func:`same_sign`, :func:`at_least`, ...),
+            ``None`` when the claim is not testable at this profile, or the claim's
+            comparisons over seeds (:func:`compare_seeds`).
         profile: the profile the numbers come from.
         dataset: the dataset the numbers come from.
         details: how the verdict was decided, or why it is not applicable.
     """
-    return Claim(
-        claim_id, claim, paper_value, our_value, verdict(holds), profile, dataset, details
-    )
+    if holds is None or isinstance(holds, bool):
+        decided = verdict(holds)
+    else:
+        decided = comparison_verdict(holds)
+    return Claim(claim_id, claim, paper_value, our_value, decided, profile, dataset, details)
+
+
+@dataclass(frozen=True)
+class SeedComparison:
+    """Two methods' runs over seeds compared (:func:`compare_seeds`).
+
+    Attributes:
+        difference: how much better the first method's seed mean is than the second's (its
+            mean minus the other's, negated when lower is better).
+        spread: the seed spread: ``sqrt(s_a² + s_b²)`` with ``s`` the sample standard
+            deviations over seeds (the spread of the difference of one run of each; 0 when a
+            method has a single seed).
+    """
+
+    difference: float
+    spread: float
+
+    @property
+    def outcome(self) -> int:
+        """+1 better beyond the spread, -1 worse beyond it, 0 within it."""
+        return _sign(self.difference, self.spread)
+
+
+def compare_seeds(
+    ours: Sequence[float], other: Sequence[float], *, lower_is_better: bool = False
+) -> SeedComparison:
+    """Compare a method's values over seeds with another's (e.g. mIoU of Fac vs the baseline).
+
+    Args:
+        ours: the method's value per seed (at least one).
+        other: the other method's value per seed (at least one).
+        lower_is_better: the metric improves downwards (errors).
+    """
+    spreads = []
+    means = []
+    for name, values in (("ours", ours), ("other", other)):
+        numbers = [_number(f"{name}[{i}]", v) for i, v in enumerate(values)]
+        if not numbers:
+            raise ConfigError(f"compare_seeds needs at least one value in {name}")
+        means.append(statistics.fmean(numbers))
+        spreads.append(statistics.stdev(numbers) if len(numbers) > 1 else 0.0)
+    difference = means[0] - means[1]
+    return SeedComparison(-difference if lower_is_better else difference, math.hypot(*spreads))
+
+
+def comparison_verdict(comparisons: Sequence[SeedComparison]) -> str:
+    """The verdict of a claim that a method beats others: ``reproduced`` when it is better
+    beyond the seed spread in every comparison, ``not reproduced`` when it is worse beyond it
+    in any, else ``inconclusive``.
+
+    Args:
+        comparisons: the claim's comparisons (at least one).
+    """
+    if not comparisons:
+        raise ConfigError("comparison_verdict needs at least one comparison")
+    outcomes = {c.outcome for c in comparisons}
+    if -1 in outcomes:
+        return NOT_REPRODUCED
+    return REPRODUCED if outcomes == {1} else INCONCLUSIVE
 
 
 def _number(name: str, value: Any) -> float:

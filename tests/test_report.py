@@ -14,6 +14,7 @@ import pytest
 from mtlrepro import report
 from mtlrepro.config import ConfigError
 from mtlrepro.report import (
+    INCONCLUSIVE,
     NOT_APPLICABLE,
     NOT_REPRODUCED,
     REPRODUCED,
@@ -23,6 +24,8 @@ from mtlrepro.report import (
     atomic_write_bytes,
     atomic_write_text,
     build_results_index,
+    compare_seeds,
+    comparison_verdict,
     make_claim,
     ordering_matches,
     read_claims,
@@ -250,7 +253,7 @@ def test_results_index_has_scorecard_links_and_is_deterministic(tmp_path: Path) 
     path = build_results_index(tmp_path)
     text = path.read_text()
     assert text.index("## Claims scorecard") < text.index("## 00_alpha") < text.index("## 01_beta")
-    assert "| **all** | 2 | 1 | 1 | 4 |" in text  # reproduced, not reproduced, n/a, total
+    assert "| **all** | 2 | 1 | 0 | 1 | 4 |" in text  # reproduced, not, inconclusive, n/a, total
     assert "| 00_alpha | A2 | claim A2 \\| with a pipe | 2 | 1.5 | not reproduced |" in text
     assert "[00_alpha.ipynb](00_alpha/00_alpha.ipynb), [00_alpha.html](00_alpha/00_alpha.html)" \
         in text
@@ -276,3 +279,26 @@ def test_results_index_command_line(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_claim_values_written_with_six_significant_digits(tmp_path: Path) -> None:
     path = write_claims([_claim("A1", True, ours=math.pi)], tmp_path)
     assert "3.14159" in path.read_text() and "3.141592" not in path.read_text()
+
+
+def test_seed_comparisons_decide_reproduced_not_reproduced_or_inconclusive() -> None:
+    better = compare_seeds([20.0, 21.0, 22.0], [17.0, 18.0, 19.0])
+    assert better.difference == pytest.approx(3.0)
+    assert better.spread == pytest.approx(2**0.5)
+    assert better.outcome == 1
+    within = compare_seeds([18.5, 19.5], [18.0, 19.0])
+    assert within.outcome == 0
+    # lower is better: a smaller error is an improvement
+    assert compare_seeds([0.5, 0.5], [0.7, 0.7], lower_is_better=True).outcome == 1
+    assert comparison_verdict([better, better]) == "reproduced"
+    assert comparison_verdict([better, within]) == INCONCLUSIVE
+    worse = compare_seeds([1.0], [2.0])  # one seed each: no spread, every difference counts
+    assert (worse.spread, worse.outcome) == (0.0, -1)
+    assert comparison_verdict([better, within, worse]) == "not reproduced"
+    claim = make_claim("X1", "x beats y", "+3", "+3.0", [better, within], profile="cpu",
+                       dataset="d")
+    assert claim.verdict == INCONCLUSIVE
+    with pytest.raises(ConfigError, match="at least one"):
+        comparison_verdict([])
+    with pytest.raises(ConfigError, match="at least one value"):
+        compare_seeds([], [1.0])
