@@ -55,6 +55,7 @@ PAPERS: tuple[Paper, ...] = (
     Paper("baselines", "00_baselines", None),
     Paper("distinctiveness", "01_distinctiveness", "A"),
     Paper("group_sparsity", "02_group_sparsity", "B"),
+    Paper("overparam", "03_overparam", "C"),
 )
 
 

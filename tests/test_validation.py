@@ -31,6 +31,7 @@ from mtlrepro.data.nyuv2 import NYUV2_CLASSES
 from mtlrepro.experiments.baselines import study as baselines
 from mtlrepro.experiments.distinctiveness import study as distinctiveness
 from mtlrepro.experiments.group_sparsity import units as runs_module
+from mtlrepro.experiments.overparam import units as overparam_units
 from mtlrepro.models.backbones import create_backbone
 from mtlrepro.params import load_params, section_name
 from mtlrepro.report import REPO_ROOT
@@ -46,7 +47,7 @@ NOTEBOOKS: dict[str, str] = {p.name: p.notebook for p in papers.PAPERS}
 # ------------------------------------------------------------------------------- parameters
 def test_each_study_names_its_params_yaml_section() -> None:
     sections = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    for module in (baselines, distinctiveness, runs_module):
+    for module in (baselines, distinctiveness, runs_module, overparam_units):
         assert module.SECTION in sections and module.SECTION in NOTEBOOKS
         assert section_name(NOTEBOOKS[module.SECTION]) == module.SECTION
 
@@ -95,6 +96,11 @@ PARAMETER_CASES: list[tuple[str, str, str]] = [
     ("group_sparsity", "epochs: -1", "group_sparsity.epochs must be an integer in [1, inf)"),
     ("group_sparsity", "threads: 0", "group_sparsity.threads must be an integer in [1, inf)"),
     ("group_sparsity", "workers: 0", "group_sparsity.workers must be an integer in [1, inf)"),
+    ("overparam", "seeds: [2, 2]", "overparam.seeds has 2 twice"),
+    ("overparam", "seeds: []", "overparam.seeds must hold at least one seed"),
+    ("overparam", "epochs: 0", "overparam.epochs must be an integer in [1, inf); got 0"),
+    ("overparam", "workers: 0", "overparam.workers must be an integer in [1, inf)"),
+    ("overparam", "threads: two", "overparam.threads must be of type"),
 ]
 
 
