@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from mtlrepro import paper_numbers
-from mtlrepro.experiments.overparam.study import _paper_scores, deltas, relative
+from mtlrepro.experiments.overparam.study import deltas, paper_scores, relative
 from mtlrepro.experiments.overparam.units import OverparamStudyConfig, dataset_name
 from mtlrepro.report import Claim, SeedComparison, compare_seeds, make_claim
 
@@ -53,7 +53,7 @@ def _delta_comparisons(
 
 def _paper_delta(a: str, b: str) -> float:
     """The paper's Δ_T (%) of row ``a`` against row ``b`` over Table 3's nine metrics."""
-    return relative(_paper_scores(a), _paper_scores(b))["all"]
+    return relative(paper_scores(a), paper_scores(b))["all"]
 
 
 def evaluate(

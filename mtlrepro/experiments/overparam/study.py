@@ -216,7 +216,7 @@ def baseline_row(row: str) -> str:
     return "Baseline-S" if row.endswith("-S") or "-S " in row else "Baseline"
 
 
-def _paper_scores(row: str) -> dict[str, dict[str, float]]:
+def paper_scores(row: str) -> dict[str, dict[str, float]]:
     """The paper's Table 3 metrics of a row: task -> metric -> value."""
     return {
         task: {m: paper_numbers.value("C", "Table 3", row, task, m) for m in metrics}
@@ -243,7 +243,7 @@ def versus_baseline(runs: pd.DataFrame) -> pd.DataFrame:
         for seed in part.loc[row].index:
             ours = _scores(part.loc[(row, seed)])
             per_seed.append(relative(ours, _scores(part.loc[(base, seed)])))
-        paper = relative(_paper_scores(row), _paper_scores(base))
+        paper = relative(paper_scores(row), paper_scores(base))
         frame = pd.DataFrame(per_seed)
         record = {"row": row, "baseline": base}
         for task in (*TASKS, "all"):

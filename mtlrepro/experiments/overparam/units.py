@@ -8,8 +8,9 @@ trained on the ``scenes`` data (NYU-v2-like; ``nyuv2`` at the paper profile) wit
 weighted sum of the task losses (Alg. 1's ``Σ α_i L_i`` with fixed ``α_i = 1``) and Adam.
 
 **Units** (:data:`UNIT_KINDS`), each trained by :func:`run_unit` and saved as one file
-(:func:`unit_path`); the DVC matrix stage ``overparam_units`` runs every (kind, seed) through
-``python -m mtlrepro.runs overparam KIND SEED``, the notebook reads them:
+(:func:`unit_path`); the DVC matrix stages ``overparam_single`` and ``overparam_multi`` run
+every (kind, seed) through ``python -m mtlrepro.runs overparam KIND SEED``, the notebook reads
+them:
 
 * ``single`` -- Table 1 (single-task segmentation: baseline, matrix factorisation, RepVGG,
   ExpandNet, for SegNet and SegNet-S) and the single-task depth and normal networks that Table
