@@ -172,6 +172,9 @@ def test_the_discussion_quotes_this_runs_numbers(smoke, contraction):
     verdicts = claims.evaluate(runs, contraction, config)
     text = discussion.discussion(config, t1, t3, versus, contraction, verdicts)
     assert text.startswith("## Discussion")
+    chance = study.majority_class(config)
+    assert f"{chance['miou']:.2f} % mIoU and {chance['pixel_acc']:.2f} % pixel accuracy" in text
+    assert 0 < chance["miou"] < chance["pixel_acc"] < 100
     assert f"{t1.loc['SegNet Baseline', 'miou']:.2f} ±" in text
     assert f"Fac {versus.loc['Fac', 'delta_T']:+.2f} ±" in text
     for claim in verdicts:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from mtlrepro.experiments.overparam.study import majority_class
 from mtlrepro.experiments.overparam.units import OverparamStudyConfig, dataset_name, split
 from mtlrepro.report import NOT_APPLICABLE, REPRODUCED, Claim
 
@@ -21,6 +22,16 @@ def _scale(config: OverparamStudyConfig) -> str:
         f"images of {height}×{width} pixels for {config.epochs} epochs over "
         f"{len(config.seeds)} seed(s); the paper trains on NYU-v2's 795 images at 288×384 for "
         "200 epochs, one run per row."
+    )
+
+
+def _chance_sentence(config: OverparamStudyConfig) -> str:
+    """The chance level of the segmentation numbers."""
+    chance = majority_class(config)
+    return (
+        f"For scale: predicting the most frequent class at every pixel scores "
+        f"{chance['miou']:.2f} % mIoU and {chance['pixel_acc']:.2f} % pixel accuracy on this "
+        "test split."
     )
 
 
@@ -131,6 +142,7 @@ def discussion(
         "## Discussion",
         "",
         _scale(config),
+        _chance_sentence(config),
         "",
         f"* {_table1_sentence(t1)}",
         f"* {_table3_sentence(t3, versus)}",

@@ -43,7 +43,7 @@ from mtlrepro.experiments.overparam.units import (
     training_hooks,
 )
 from mtlrepro.methods.overparam import contract, forward_macs
-from mtlrepro.metrics import LOWER_IS_BETTER, relative_performance
+from mtlrepro.metrics import LOWER_IS_BETTER, make_meter, relative_performance
 from mtlrepro.models import count_parameters
 from mtlrepro.tasks import make_tasks
 from mtlrepro.train import iterate_batches, seed_everything, train_step
@@ -116,6 +116,23 @@ def _mean_std(values: pd.Series) -> tuple[float, float]:
 # --------------------------------------------------------------------------------------------
 # Table 1
 # --------------------------------------------------------------------------------------------
+def majority_class(config: OverparamStudyConfig) -> dict[str, float]:
+    """Test mIoU and pixel accuracy (%) of predicting the training split's most frequent class
+    at every pixel: the chance level Table 1's numbers are read against.
+
+    Args:
+        config: the study settings (the data).
+    """
+    train = split(config, "train", ("segmentation",))
+    test = split(config, "test", ("segmentation",))
+    labels = _first(train, len(train))["segmentation"]
+    majority = int(torch.bincount(labels[labels >= 0].flatten()).argmax())
+    target = _first(test, len(test))["segmentation"]
+    meter = make_meter("segmentation", train.task_specs["segmentation"].num_classes)
+    meter.update(torch.full_like(target, majority), target)
+    return meter.compute()
+
+
 def table1(runs: pd.DataFrame) -> pd.DataFrame:
     """Table 1: single-task segmentation, mIoU and pixel accuracy (%, mean and std over seeds)
     of every method, beside the paper's numbers.
