@@ -241,6 +241,27 @@ def paper_scores(row: str) -> dict[str, dict[str, float]]:
     }
 
 
+def paired_deltas(runs: pd.DataFrame, row: str, other: str) -> pd.DataFrame:
+    """Δ (%) of Table 3 network ``row`` against network ``other`` of the same seed, per seed
+    (both trained from the same seed: the same data order, and with spectral initialisation
+    the same initial function).
+
+    Args:
+        runs: :func:`runs_frame` of the study.
+        row: the network assessed.
+        other: the network it is compared with.
+
+    Returns:
+        One row per seed present for both (index ``seed``), columns the tasks and ``all``.
+    """
+    part = runs[runs["table"] == "Table 3"].set_index(["row", "seed"])
+    seeds = sorted(set(part.loc[row].index) & set(part.loc[other].index))
+    return pd.DataFrame(
+        [relative(_scores(part.loc[(row, s)]), _scores(part.loc[(other, s)])) for s in seeds],
+        index=pd.Index(seeds, name="seed"),
+    )
+
+
 def versus_baseline(runs: pd.DataFrame) -> pd.DataFrame:
     """Δ_T (%) of every Table 3 row against its own multi-task baseline (:func:`baseline_row`),
     ours (mean and std over seeds, Δ per seed against the same seed's baseline) and the
@@ -249,19 +270,14 @@ def versus_baseline(runs: pd.DataFrame) -> pd.DataFrame:
     Args:
         runs: :func:`runs_frame` of the study.
     """
-    part = runs[runs["table"] == "Table 3"].set_index(["row", "seed"])
-    present = set(part.index.get_level_values("row"))
+    present = set(runs.loc[runs["table"] == "Table 3", "row"])
     records = []
     for row in [r for r in TABLE3_ORDER if r in present and baseline_row(r) in present]:
         base = baseline_row(row)
         if row == base:
             continue
-        per_seed = []
-        for seed in part.loc[row].index:
-            ours = _scores(part.loc[(row, seed)])
-            per_seed.append(relative(ours, _scores(part.loc[(base, seed)])))
+        frame = paired_deltas(runs, row, base)
         paper = relative(paper_scores(row), paper_scores(base))
-        frame = pd.DataFrame(per_seed)
         record = {"row": row, "baseline": base}
         for task in (*TASKS, "all"):
             name = "T" if task == "all" else task
