@@ -127,7 +127,7 @@ def discussion(
     contraction: pd.DataFrame,
     verdicts: Sequence[Claim],
 ) -> str:
-    """The notebook's Discussion as Markdown.
+    """The body of the notebook's Discussion as Markdown (the notebook holds its heading).
 
     Args:
         config: the study settings.
@@ -139,8 +139,6 @@ def discussion(
     """
     reproduced = [c.claim_id for c in verdicts if c.verdict == REPRODUCED]
     lines = [
-        "## Discussion",
-        "",
         _scale(config),
         _chance_sentence(config),
         "",
