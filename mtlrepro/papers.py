@@ -56,6 +56,7 @@ PAPERS: tuple[Paper, ...] = (
     Paper("distinctiveness", "01_distinctiveness", "A"),
     Paper("group_sparsity", "02_group_sparsity", "B"),
     Paper("overparam", "03_overparam", "C"),
+    Paper("dag", "04_dag", "D"),
 )
 
 

@@ -3,14 +3,15 @@ fine-tune, the fine-tune rewound to the end of the warm-up).
 
 Each :class:`Phase` is one :func:`~mtlrepro.train.fit` run with its own length, hooks and
 settings; :func:`fit_phases` snapshots the model at each phase's end, rewinds it where a phase
-asks, and returns the phases' histories with a ``phase`` column.
+asks, prepares it where a phase asks (paper D's reduction between search and fine-tune), and
+returns the phases' histories with a ``phase`` column.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,13 @@ class Phase:
             leaves as they are (paper D keeps the searched α, β, γ).
         overrides: TrainConfig fields of this phase, e.g. ``{"lr": 1e-4}`` (not those
             :func:`fit_phases` sets: epochs, checkpoint_path, log_dir, resume, max_steps).
+        prepare: called on the model right before the phase's ``fit`` (after its rewind), or
+            ``None``: a change of the model between phases, e.g. paper D's flow-based
+            reduction, which fixes the binary topology (and may delete unused modules) before
+            the fine-tune.  It runs whenever the phase's ``fit`` is entered, also on resume
+            and for a finished phase whose checkpoint ``fit`` only reloads, so the model has
+            the phase's structure before a checkpoint is loaded into it; it must therefore be
+            a deterministic function of the model's state at that point.
     """
 
     name: str
@@ -54,6 +62,7 @@ class Phase:
     rewind_to: str | None = None
     rewind_keep: tuple[str, ...] = ()
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    prepare: Callable[[nn.Module], None] | None = None
 
 
 @dataclass
@@ -90,10 +99,14 @@ def fit_phases(
     phase has its own deterministic data order), the phase's ``overrides`` and ``epochs``, and
     its hooks: a fresh optimiser and lr schedule per phase.  Before a phase with ``rewind_to``,
     the model's state (less ``rewind_keep``) is reset to a copy taken at the end of that phase;
-    the balancer and the hooks keep their state.  ``config.max_steps`` counts the steps of all
-    phases.  With ``checkpoint_path`` ``run.pt`` each phase writes ``run.<phase>.pt`` (and logs
-    to ``<log_dir>/<phase>``), so ``resume`` skips finished phases and continues the current
-    one exactly.
+    the balancer and the hooks keep their state.  Then the phase's ``prepare`` (if any) is
+    called on the model, and the phase's ``fit`` builds its optimiser from the prepared model.
+    ``config.max_steps`` counts the steps of all phases.  With ``checkpoint_path`` ``run.pt``
+    each phase writes ``run.<phase>.pt`` (and logs to ``<log_dir>/<phase>``), so ``resume``
+    skips finished phases and continues the current one exactly.  On resume every phase is
+    entered in order, its rewind and ``prepare`` done, before its ``fit`` reloads its
+    checkpoint: a finished phase thus leaves the model in the structure and state it had at
+    the phase's end, and the current phase continues in the structure it was checkpointed in.
 
     Args:
         model: multi-task model.
@@ -116,6 +129,8 @@ def fit_phases(
             phase_config = dataclasses.replace(phase_config, max_steps=config.max_steps - steps)
         if phase.rewind_to is not None:
             _rewind(model, ends[phase.rewind_to], phase.rewind_keep)
+        if phase.prepare is not None:
+            phase.prepare(model)
         result = fit(model, tasks, train_set, val_set, balancer, phase_config, phase.hooks)
         results[phase.name], steps = result, steps + result.steps
         if result.interrupted:
@@ -148,6 +163,11 @@ def _phase_configs(config: TrainConfig, phases: Sequence[Phase]) -> list[TrainCo
         if not set(phase.overrides) <= allowed:
             bad = sorted(set(phase.overrides) - allowed)
             raise ConfigError(f"phase {phase.name!r} cannot override {bad}")
+        if phase.prepare is not None and not callable(phase.prepare):
+            raise ConfigError(
+                f"phase {phase.name!r}: prepare must be a callable taking the model, or None; "
+                f"got {phase.prepare!r}"
+            )
         names.append(phase.name)
         path, log_dir = config.checkpoint_path, config.log_dir
         settings = {

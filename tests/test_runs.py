@@ -84,7 +84,7 @@ def test_every_paper_with_units_provides_the_units_protocol() -> None:
     import importlib
 
     with_units = [p for p in papers.PAPERS if p.unit_kinds]
-    assert [p.name for p in with_units] == runs.papers_with_units()
+    assert sorted(p.name for p in with_units) == runs.papers_with_units()
     for paper in with_units:
         module = importlib.import_module(f"{paper.package}.units")
         for name in ("run_cli_unit", "unit_files", "UNIT_VALUES"):
@@ -117,7 +117,10 @@ def test_the_registry_names_each_paper_once_and_refuses_unknown_names() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["nope", "table"], "unknown paper with run units 'nope'; allowed: 'group_sparsity'"),
+        (["nope", "table"], "unknown paper with run units 'nope'; allowed: 'dag', 'group_spa"),
+        (["dag", "nyu"], "a dag unit takes SEED; got []"),
+        (["dag", "nyu", "x"], "argument seed: a seed is an integer >= 0; got 'x'"),
+        (["dag", "city", "-1"], "seed must be an integer in [0, inf); got -1"),
         (["baselines", "table"], "unknown paper with run units 'baselines'"),
         (["group_sparsity", "grid"], "unknown group_sparsity unit kind 'grid'; allowed: 'table'"),
         (["group_sparsity", "table", "scenes"], "a group_sparsity unit takes DATASET LAMBDA SEED"),

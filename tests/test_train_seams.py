@@ -485,6 +485,77 @@ def test_phases_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_pat
     pd.testing.assert_frame_equal(full.history, resumed.history)
 
 
+class KeepBestBranch:
+    """A fine-tune's ``prepare`` (paper D's reduction in miniature): the branch of largest
+    searched α stays, alone, and α becomes a single fixed entry -- a change of structure, so a
+    checkpoint of the fine-tune loads only into a prepared model.  Records each call's model."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Tensor]] = []
+
+    def __call__(self, model: nn.Module) -> None:
+        self.calls.append(_copy(model))
+        best = int(model.arch.argmax())
+        model.branches = nn.ModuleList([model.branches[best]])
+        model.arch = nn.Parameter(torch.zeros(1))
+
+
+def _prepared_phases() -> tuple[list[Phase], dict[str, Snapshots], KeepBestBranch]:
+    phases, snaps = _phases()
+    prepare = KeepBestBranch()
+    phases[-1] = dataclasses.replace(phases[-1], prepare=prepare)
+    return phases, snaps, prepare
+
+
+def test_phase_prepare_runs_after_the_rewind_and_before_the_phase_trains() -> None:
+    """The fine-tune's prepare sees the rewound model (warm-up weights, searched α) once; the
+    fine-tune's first step and its optimiser see the prepared structure."""
+    phases, snaps, prepare = _prepared_phases()
+    result = _fit_phases(_config(), phases)
+    warmup, search, finetune = snaps["warmup"], snaps["search"], snaps["finetune"]
+    assert len(prepare.calls) == 1
+    for key, value in prepare.calls[0].items():
+        assert torch.equal(value, (search if key == "arch" else warmup).end[key]), key
+    best = int(search.end["arch"].argmax())
+    assert "branches.1.weight" not in finetune.start and finetune.start["arch"].shape == (1,)
+    assert torch.equal(finetune.start["branches.0.weight"], warmup.end[f"branches.{best}.weight"])
+    assert not torch.equal(finetune.end["branches.0.weight"], finetune.start["branches.0.weight"])
+    assert len(result.model.branches) == 1
+
+
+def test_phase_prepare_runs_again_on_resume_before_the_checkpoint_is_loaded(
+    tmp_path: Path,
+) -> None:
+    """Interrupted inside the prepared fine-tune, then resumed with a fresh model: the
+    warm-up and search are skipped (reloaded), the prepare runs on the reloaded searched model
+    before the fine-tune's checkpoint (of the prepared structure) loads; the result equals an
+    uninterrupted run.  Resuming the finished run leaves the model prepared, as at its end."""
+    ckpt, finetune_epochs = str(tmp_path / "run.pt"), 2
+
+    def phases() -> tuple[list[Phase], KeepBestBranch]:
+        listed, _, prepare = _prepared_phases()
+        listed[-1] = dataclasses.replace(listed[-1], epochs=finetune_epochs)
+        return listed, prepare
+
+    full = _fit_phases(_config(), phases()[0])
+    cut = _fit_phases(_config(checkpoint_path=ckpt, max_steps=5 * STEPS_PER_EPOCH), phases()[0])
+    assert cut.interrupted and list(cut.phases) == ["warmup", "search", "finetune"]
+    assert (tmp_path / "run.finetune.pt").exists()
+    for final_run in (False, True):
+        listed, prepare = phases()
+        resumed = _fit_phases(_config(checkpoint_path=ckpt, resume=True), listed, seed=7)
+        assert len(prepare.calls) == 1 and prepare.calls[0]["arch"].shape == (2,)
+        assert len(resumed.model.branches) == 1 and not resumed.interrupted
+        for key, value in full.model.state_dict().items():
+            assert torch.equal(value, resumed.model.state_dict()[key]), (final_run, key)
+        pd.testing.assert_frame_equal(full.history, resumed.history)
+
+
+def test_phase_prepare_must_be_callable() -> None:
+    with pytest.raises(ConfigError, match="prepare must be a callable"):
+        _fit_phases(_config(), [Phase("x", 1, prepare="reduce")])  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("phases", "message"),
     [

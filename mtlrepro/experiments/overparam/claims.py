@@ -13,13 +13,13 @@ any, ``inconclusive`` otherwise.  The paper's values come from ``mtlrepro/paper_
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 
 import pandas as pd
 
 from mtlrepro import paper_numbers
-from mtlrepro.experiments.overparam.study import paired_deltas, paper_scores, relative
+from mtlrepro.comparisons import SPREAD_RULE, describe, paired, relative
+from mtlrepro.experiments.overparam.study import paired_deltas, paper_scores
 from mtlrepro.experiments.overparam.units import OverparamStudyConfig, dataset_name
 from mtlrepro.report import Claim, SeedComparison, make_claim
 
@@ -32,25 +32,6 @@ def _miou(runs: pd.DataFrame, row: str) -> list[float]:
     """Test mIoU per seed of a Table 1 row."""
     part = runs[runs["row"] == row].sort_values("seed")
     return [t["segmentation"]["miou"] for t in part["test"]]
-
-
-def paired(differences: Sequence[float]) -> SeedComparison:
-    """The comparison of per-seed differences (method minus other; positive = better): their
-    mean against their sample std (0 for one seed).
-
-    Args:
-        differences: one difference per seed.
-    """
-    values = list(differences)
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return SeedComparison(statistics.fmean(values), spread)
-
-
-def _describe(comparisons: Sequence[tuple[str, SeedComparison]], unit: str) -> str:
-    """``'a vs b: +1.2 ± 0.8 unit'`` per comparison (difference of means ± seed spread)."""
-    return "; ".join(
-        f"{label}: {c.difference:+.2f} ± {c.spread:.2f}{unit}" for label, c in comparisons
-    )
 
 
 def _delta_comparisons(
@@ -81,11 +62,6 @@ def evaluate(
         config: the study settings.
     """
     common = {"profile": config.profile, "dataset": dataset_name(config)}
-    spread_rule = (
-        "mean of the per-seed differences ± their std (the seed spread); reproduced if better "
-        "beyond the spread in every comparison, not reproduced if worse beyond it in any, "
-        "else inconclusive"
-    )
 
     # C1 (Table 1): matrix factorisation beats the baseline, RepVGG and ExpandNet.
     c1 = []
@@ -105,10 +81,10 @@ def evaluate(
         '"Results in Table 1 show that the matrix factorisation method in this paper outperforms '
         'all other methods." (single-task segmentation, SegNet and SegNet-S)',
         f"SegNet mIoU {mf:.2f} vs best other {best_other:.2f}",
-        _describe(c1, " mIoU points"),
+        describe(c1, " mIoU points"),
         [c for _, c in c1],
         details=f"test mIoU (%) of matrix factorisation against the baseline, RepVGG and "
-        f"ExpandNet at both widths; {spread_rule}",
+        f"ExpandNet at both widths; {SPREAD_RULE}",
         **common,
     )
 
@@ -123,10 +99,10 @@ def evaluate(
         f"Δ_T of Fac vs Baseline {_paper_delta('Fac', 'Baseline'):+.2f} %, Fac-S vs Baseline-S "
         f"{_paper_delta('Fac-S', 'Baseline-S'):+.2f} %, MTAN Fac vs MTAN Baseline "
         f"{_paper_delta('MTAN Fac', 'MTAN Baseline'):+.2f} %",
-        _describe(c2, " % Δ_T"),
+        describe(c2, " % Δ_T"),
         [c for _, c in c2],
         details="Δ_T (paper D Eq. 10-11, nine metrics) of each factorised network against its "
-        f"baseline of the same seed; {spread_rule}",
+        f"baseline of the same seed; {SPREAD_RULE}",
         **common,
     )
 
@@ -149,9 +125,9 @@ def evaluate(
         f"{_paper_delta('Fac-S', 'Fac-S w/o iter'):+.2f} %, Fac vs uvshare "
         f"{_paper_delta('Fac', 'uvshare'):+.2f} %, Fac vs mshare "
         f"{_paper_delta('Fac', 'mshare'):+.2f} %",
-        _describe(c3, " % Δ_T"),
+        describe(c3, " % Δ_T"),
         [c for _, c in c3],
-        details=f"Δ_T as in C2, of Fac against each ablation of the same seed; {spread_rule}",
+        details=f"Δ_T as in C2, of Fac against each ablation of the same seed; {SPREAD_RULE}",
         **common,
     )
 

@@ -30,6 +30,7 @@ from tqdm.std import tqdm
 
 from mtlrepro import paper_numbers
 from mtlrepro.balancing import create_balancer
+from mtlrepro.comparisons import relative
 from mtlrepro.compress import conv_flops, latency
 from mtlrepro.experiments.overparam.units import (
     SINGLE_TASK_ROWS,
@@ -43,7 +44,7 @@ from mtlrepro.experiments.overparam.units import (
     training_hooks,
 )
 from mtlrepro.methods.overparam import contract, forward_macs
-from mtlrepro.metrics import LOWER_IS_BETTER, make_meter, relative_performance
+from mtlrepro.metrics import make_meter
 from mtlrepro.models import count_parameters
 from mtlrepro.tasks import make_tasks
 from mtlrepro.train import iterate_batches, seed_everything, train_step
@@ -93,19 +94,6 @@ def runs_frame(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 def _scores(run: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     """Table 3's metrics of a run: task -> metric -> value."""
     return {t: {m: run["test"][t][m] for m in METRICS[t]} for t in run["tasks"]}
-
-
-def relative(
-    scores: Mapping[str, Mapping[str, float]], reference: Mapping[str, Mapping[str, float]]
-) -> dict[str, float]:
-    """Δ (%) of ``scores`` against ``reference`` (paper D Eq. 10-11) over the metrics whose
-    reference is not 0 (a relative change from 0 is undefined: e.g. an untrained network's
-    share of normals within 11.25°)."""
-    kept = {
-        task: {m: v for m, v in metrics.items() if reference[task][m] != 0}
-        for task, metrics in scores.items()
-    }
-    return relative_performance({t: m for t, m in kept.items() if m}, reference, LOWER_IS_BETTER)
 
 
 def _mean_std(values: pd.Series) -> tuple[float, float]:
