@@ -77,6 +77,17 @@ def test_deltas_are_zero_for_single_task_and_eq_10_for_the_others(smoke):
     assert shared["all"] == pytest.approx(shared[["segmentation", "depth", "normal"]].mean())
 
 
+def test_every_scenario_has_its_own_single_task_networks(smoke):
+    _, _, runs = smoke
+    for kind, tasks in units.SCENARIO_TASKS.items():
+        singles = runs[(runs["kind"] == kind) & (runs["network"] == "single")]
+        assert sorted(t[0] for t in singles["tasks"]) == sorted(tasks)
+    table4 = study.delta_table(runs, "pascal", "Table 4", study.main_rows(runs, "pascal"))
+    assert table4.loc["Shared Bottom", "delta_T_paper"] == pytest.approx(-5.0)
+    assert set(study.absolute_table(runs, "pascal").columns.get_level_values(0)) == {
+        *units.SCENARIO_TASKS["pascal"], ""}
+
+
 def test_tables_carry_the_paper_values(smoke):
     config, _, runs = smoke
     table2 = study.delta_table(runs, "nyu", "Table 2", study.main_rows(runs, "nyu"))
@@ -149,10 +160,11 @@ def test_d1_fails_when_the_shared_bottom_wins(smoke):
 
 def test_the_discussion_quotes_this_runs_numbers(smoke):
     config, _, runs = smoke
-    table2 = study.delta_table(runs, "nyu", "Table 2", study.main_rows(runs, "nyu"))
-    table3 = study.delta_table(runs, "city", "Table 3", study.main_rows(runs, "city"))
+    tables = {k: study.delta_table(runs, k, units.SCENARIO_TABLE[k], study.main_rows(runs, k))
+              for k in units.UNIT_KINDS}
+    table2 = tables["nyu"]
     verdicts = claims.evaluate(runs, config)
-    text = discussion.discussion(config, runs, table2, table3, verdicts)
+    text = discussion.discussion(config, runs, tables, verdicts)
     assert not text.startswith("#")
     assert f"Shared Bottom {table2.loc['Shared Bottom', 'delta_T']:+.2f} ±" in text
     for claim in verdicts:

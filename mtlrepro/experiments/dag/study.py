@@ -26,12 +26,24 @@ from mtlrepro.metrics import METRIC_NAMES
 from mtlrepro.models import count_parameters
 from mtlrepro.train import seed_everything
 
-PAPER_METRICS: dict[str, tuple[str, ...]] = {
+_DENSE_METRICS: dict[str, tuple[str, ...]] = {
     "segmentation": METRIC_NAMES["segmentation"],
     "depth": METRIC_NAMES["depth"],
     "normal": tuple(m for m in METRIC_NAMES["normal"] if m != "cosine"),
 }
-"""Task -> the metrics of Tables 11–12 (the project's normal ``cosine`` is not one of them)."""
+PAPER_METRICS: dict[str, dict[str, tuple[str, ...]]] = {
+    "nyu": _DENSE_METRICS,
+    "city": _DENSE_METRICS,
+    "pascal": {
+        "segmentation": ("miou",),
+        "parts": ("miou",),
+        "saliency": ("miou",),
+        "normal": ("mean_angle",),
+        "edge": ("bce",),
+    },
+}
+"""Scenario -> task -> the metrics of Tables 11–13 that Δ averages (Table 13 has one per task;
+its edge "Mean ↓" we read as the edge loss, the project's ``bce``)."""
 TOPOLOGY: tuple[str, ...] = ("depth", "width", "sparsity")
 """Table 5's topology metrics (§3.1: D, W, S)."""
 SHARED_BOTTOM = "Shared Bottom"
@@ -48,19 +60,23 @@ def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def _scores(test: Mapping[str, Mapping[str, float]], tasks: Sequence[str]) -> dict:
-    return {t: {m: test[t][m] for m in PAPER_METRICS[t]} for t in tasks}
+def _scores(test: Mapping[str, Mapping[str, float]], kind: str, tasks: Sequence[str]) -> dict:
+    return {t: {m: test[t][m] for m in PAPER_METRICS[kind][t]} for t in tasks}
 
 
-def single_task_reference(runs: pd.DataFrame, seed: int) -> dict[str, dict[str, float]]:
-    """Task -> metric -> value of the seed's single-task networks."""
-    singles = runs[(runs["network"] == "single") & (runs["seed"] == seed)]
-    return {r.tasks[0]: dict(r.test[r.tasks[0]]) for r in singles.itertuples()}
+def scenario_tasks(runs: pd.DataFrame, kind: str) -> tuple[str, ...]:
+    """The tasks of a scenario's multi-task networks."""
+    part = runs[(runs["kind"] == kind) & (runs["network"] == "shared_bottom")]
+    return tuple(part["tasks"].iloc[0])
 
 
-def _single_parameters(runs: pd.DataFrame, seed: int, tasks: Sequence[str]) -> int:
-    singles = runs[(runs["network"] == "single") & (runs["seed"] == seed)]
-    return int(sum(r.parameters for r in singles.itertuples() if r.tasks[0] in tasks))
+def _singles(runs: pd.DataFrame, kind: str, seed: int) -> pd.DataFrame:
+    return runs[(runs["kind"] == kind) & (runs["network"] == "single") & (runs["seed"] == seed)]
+
+
+def single_task_reference(runs: pd.DataFrame, kind: str, seed: int) -> dict:
+    """Task -> metric -> value of the scenario's single-task networks of a seed."""
+    return {r.tasks[0]: dict(r.test[r.tasks[0]]) for r in _singles(runs, kind, seed).itertuples()}
 
 
 def deltas(runs: pd.DataFrame, kind: str) -> pd.DataFrame:
@@ -74,17 +90,17 @@ def deltas(runs: pd.DataFrame, kind: str) -> pd.DataFrame:
     """
     rows = []
     part = runs[runs["kind"] == kind]
-    tasks = next(r.tasks for r in part.itertuples() if r.network == "shared_bottom")
+    tasks = scenario_tasks(runs, kind)
     for seed, seed_runs in part.groupby("seed"):
-        reference = single_task_reference(runs, seed)
+        reference = single_task_reference(runs, kind, seed)
         shared = seed_runs.loc[seed_runs["row"] == SHARED_BOTTOM, "parameters"].iloc[0]
-        single = _single_parameters(runs, seed, tasks)
+        single = int(_singles(runs, kind, seed)["parameters"].sum())
         rows.append({"row": SINGLE_TASK, "seed": seed, **{t: 0.0 for t in tasks}, "all": 0.0,
                      "params": single / shared})
         for r in seed_runs.itertuples():
             if r.network == "single":
                 continue
-            delta = relative(_scores(r.test, tasks), reference)
+            delta = relative(_scores(r.test, kind, tasks), reference)
             rows.append({"row": r.row, "seed": seed, **delta, "params": r.parameters / shared})
     return pd.DataFrame(rows)
 
@@ -121,13 +137,13 @@ def _with_paper(table: pd.DataFrame, paper_table: str, metric: str,
 def delta_table(runs: pd.DataFrame, kind: str, paper_table: str,
                 rows: Sequence[str] | None = None,
                 labels: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """Tables 2 and 3: Δ per task, Δ_T and relative parameters, mean ± std over seeds, with
+    """Tables 2, 3 and 4: Δ per task, Δ_T and relative parameters, mean ± std over seeds, with
     the paper's values.
 
     Args:
         runs: :func:`runs_frame`.
         kind: the scenario.
-        paper_table: ``"Table 2"`` or ``"Table 3"``.
+        paper_table: e.g. ``"Table 2"``.
         rows: the rows to show, in order (default: every row).
         labels: row -> the paper's label, where they differ.
     """
@@ -142,18 +158,14 @@ def delta_table(runs: pd.DataFrame, kind: str, paper_table: str,
 
 
 def absolute_table(runs: pd.DataFrame, kind: str) -> pd.DataFrame:
-    """Tables 11–12's layout: every paper metric of every task, mean over seeds, and the
+    """Tables 11–13's layout: every paper metric of every task, mean over seeds, and the
     parameters relative to the shared bottom."""
     part = runs[runs["kind"] == kind]
-    tasks = next(r.tasks for r in part.itertuples() if r.network == "shared_bottom")
     rows = []
-    singles = runs[runs["network"] == "single"]
-    for r in [*singles.itertuples(), *part[part["network"] != "single"].itertuples()]:
-        if r.network == "single" and r.tasks[0] not in tasks:
-            continue
+    for r in part.itertuples():
         label = SINGLE_TASK if r.network == "single" else r.row
         for task in r.tasks:
-            for metric in PAPER_METRICS[task]:
+            for metric in PAPER_METRICS[kind][task]:
                 rows.append({"row": label, "seed": r.seed, "task": task, "metric": metric,
                              "value": r.test[task][metric]})
     frame = pd.DataFrame(rows)
@@ -275,18 +287,18 @@ def stage_table(runs: pd.DataFrame, config: Any) -> pd.DataFrame:
     labels = {ours: "with three-stages", "w/o warm-up": "w/o warm-up",
               "w/o search + FBR": "w/o search + FBR", "w/o fine-tune": "w/o fine-tune"}
     part = runs[runs["kind"] == "nyu"]
-    tasks = next(r.tasks for r in part.itertuples() if r.network == "shared_bottom")
+    tasks = scenario_tasks(runs, "nyu")
     shared = part[part["row"] == SHARED_BOTTOM].set_index("seed")["parameters"]
     rows = []
     for seed in sorted(part["seed"].unique()):
         reference_row = part[(part["row"] == ours) & (part["seed"] == seed)].iloc[0]
-        reference = _scores(reference_row.test, tasks)
+        reference = _scores(reference_row.test, "nyu", tasks)
         for row, label in labels.items():
             hit = part[(part["row"] == row) & (part["seed"] == seed)]
             if not len(hit):
                 continue
             r = hit.iloc[0]
-            delta = relative(_scores(r.test, tasks), reference)
+            delta = relative(_scores(r.test, "nyu", tasks), reference)
             rows.append({"row": label, "seed": seed, **delta,
                          "params": r.parameters / shared[seed]})
     table = summarise(pd.DataFrame(rows), [*tasks, "all", "params"])
@@ -342,8 +354,8 @@ def topology_of(graph: nx.DiGraph) -> dag.TaskTopology:
 def finalised_network(record: Any, config: Any) -> dag.DAGNetwork:
     """A record's finalised multi-task network (untrained weights: for size and latency),
     built from its exported topologies and pruned to the edges some task uses."""
-    setting = units.Setting(record.row, "dag", tuple(record.tasks), _flow(record))
-    specs = units.split(config, "test", setting.tasks).task_specs
+    setting = units.Setting(record.row, record.kind, "dag", tuple(record.tasks), _flow(record))
+    specs = units.split(config, "test", record.kind, setting.tasks).task_specs
     model = dag.DAGNetwork(units.network_config(config, setting), specs)
     model.finalise({task: topology_of(g) for task, g in graphs(record).items()})
     model.prune_unused()
@@ -359,16 +371,16 @@ def latency_table(runs: pd.DataFrame, config: Any) -> pd.DataFrame:
     ``topology_flow`` as finalised (first seed), its search space, and the shared bottom."""
     record = searched(runs, units.ours(config.topology_flow)).iloc[0]
     tasks = tuple(record.tasks)
-    specs = units.split(config, "test", tasks).task_specs
-    image = units.split(config, "test", tasks)[0]["image"]
-    shape = (1, *image.shape)
-    setting = units.Setting(record.row, "dag", tasks, _flow(record))
+    test_set = units.split(config, "test", record.kind, tasks)
+    specs = test_set.task_specs
+    shape = (1, *test_set[0]["image"].shape)
+    setting = units.Setting(record.row, record.kind, "dag", tasks, _flow(record))
     seed_everything(0)
     networks = {
         "finalised": finalised_network(record, config),
         "search space": dag.DAGNetwork(units.network_config(config, setting), specs),
         SHARED_BOTTOM: units.build_network(
-            units.Setting(SHARED_BOTTOM, "shared_bottom", tasks), specs, config
+            units.Setting(SHARED_BOTTOM, record.kind, "shared_bottom", tasks), specs, config
         ),
     }
     rows = {name: {"parameters": count_parameters(net), "macs": conv_flops(net, shape)}
@@ -384,16 +396,15 @@ def latency_table(runs: pd.DataFrame, config: Any) -> pd.DataFrame:
     return table
 
 
-def summary_metrics(table2: pd.DataFrame, table3: pd.DataFrame, table5: pd.DataFrame,
+def summary_metrics(delta_tables: Mapping[str, pd.DataFrame], table5: pd.DataFrame,
                     latency_frame: pd.DataFrame) -> dict[str, Any]:
     """The run's headline numbers for ``metrics.json`` (``dvc metrics show``): Δ_T and relative
-    parameters of every row of Tables 2 and 3, the topology of Table 5, and the finalised
-    network's latency against the shared bottom's."""
+    parameters of every row of Tables 2–4 (``delta_tables``: paper table -> table), the
+    topology of Table 5, and the finalised network's latency against the shared bottom's."""
     return {
-        "table2": {row: {"delta_T": r["delta_T"], "params": r["params"]}
-                   for row, r in table2.iterrows()},
-        "table3": {row: {"delta_T": r["delta_T"], "params": r["params"]}
-                   for row, r in table3.iterrows()},
+        **{name.lower().replace(" ", ""): {
+            row: {"delta_T": r["delta_T"], "params": r["params"]} for row, r in table.iterrows()
+        } for name, table in delta_tables.items()},
         "table5": {task: {m: r[m] for m in TOPOLOGY} for task, r in table5.iterrows()},
         "latency_b1_ms": latency_frame["latency_b1_ms"].to_dict(),
     }

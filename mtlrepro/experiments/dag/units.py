@@ -15,7 +15,12 @@ KIND SEED``):
   against the complete DAG), Table 6 and Table 10 (ablations), Fig. 5 (flow-based, random and
   threshold reduction of one searched network at matched sparsity).
 * ``city`` -- Cityscapes-like, two tasks (``scenes`` with segmentation and depth): Table 3.
-  The single-task references are the ``nyu`` unit's (the same data and networks).
+* ``pascal`` -- PASCAL-Context-like, five tasks (``scenes`` with segmentation, object parts,
+  saliency, normals and edges): Table 4.
+
+Every unit trains its own single-task networks (at the paper profile the scenarios have
+different data; the Cityscapes and PASCAL-Context loaders are not part of this version, and
+those units stop with a message saying so at the paper profile).
 
 **Choices** (the paper leaves them open, or the cpu profile needs them):
 
@@ -25,8 +30,10 @@ KIND SEED``):
   fine-tuning iterations").
 * κ (Eq. 9's budget, not given in the paper) is :attr:`DagStudyConfig.budget_fraction` of the
   search space's edges.
-* Losses (§4.1): cross-entropy for segmentation, L2 for depth; normals use the project's
-  1 − cos of the normalised prediction, which is half the L2 distance between unit vectors.
+* Losses (§4.1): cross-entropy for segmentation and parts, L2 for depth; normals use the
+  project's 1 − cos of the normalised prediction, which is half the L2 distance between unit
+  vectors; saliency and edges the project's binary cross-entropy (the paper's "L2 loss for the
+  other tasks" is not meant for binary maps, we read).
 * Test metrics after the last epoch (no model selection).
 * One searched network per seed feeds several rows (§4.4, §4.5): from the search at
   ``topology_flow`` the flow-based reduction (ours), fine-tuning every edge with the searched
@@ -68,20 +75,28 @@ SECTION = "dag"
 """The ``params.yaml`` section of paper D."""
 NOTEBOOK = "04_dag"
 """Paper D's notebook (its runs go to ``results/runs/<NOTEBOOK>/``)."""
-UNIT_KINDS: tuple[str, ...] = ("nyu", "city")
+UNIT_KINDS: tuple[str, ...] = ("nyu", "city", "pascal")
 """Kinds of independent run units: the scenarios (see the module doc)."""
 SCENARIO_TASKS: dict[str, tuple[str, ...]] = {
     "nyu": ("segmentation", "depth", "normal"),
     "city": ("segmentation", "depth"),
+    "pascal": ("segmentation", "parts", "saliency", "normal", "edge"),
 }
-"""Scenario -> its tasks (Tables 2 and 3)."""
-SCENARIO_TABLE: dict[str, str] = {"nyu": "Table 2", "city": "Table 3"}
+"""Scenario -> its tasks, in the column order of Tables 2, 3 and 4."""
+SCENARIO_TABLE: dict[str, str] = {"nyu": "Table 2", "city": "Table 3", "pascal": "Table 4"}
 """Scenario -> the paper's table of Δ."""
 DATASETS: dict[str, dict[str, str]] = {
     "nyu": {"smoke": "scenes", "cpu": "scenes", "paper": "nyuv2"},
     "city": {"smoke": "scenes", "cpu": "scenes", "paper": "cityscapes"},
+    "pascal": {"smoke": "scenes", "cpu": "scenes", "paper": "pascal_context"},
 }
 """Scenario -> profile -> dataset."""
+SEARCH_SETTINGS: dict[str, dict[str, float]] = {
+    "nyu": {"upper_lr": 1e-2, "squeeze_weight": 0.05},
+    "city": {"upper_lr": 5e-2, "squeeze_weight": 0.01},
+    "pascal": {"upper_lr": 1e-2, "squeeze_weight": 0.005},
+}
+"""Scenario -> Table 9's lr of α, β, γ and λ_sq (NYU-v2, Cityscapes, PASCAL-Context)."""
 LOSSES: dict[str, str] = {"depth": "mse"}
 """§4.1: L2 for depth (cross-entropy for segmentation; normals: see the module doc)."""
 BASELINES: tuple[str, ...] = ("single", "shared_bottom", "cross_stitch", "mtan")
@@ -96,6 +111,7 @@ class Setting:
 
     Attributes:
         row: the paper's row label (``mtlrepro/paper_numbers/D.csv``), e.g. ``"Ours (M=5)"``.
+        scenario: the scenario (unit kind) whose data it trains on.
         network: one of :data:`BASELINES` or ``"dag"``.
         tasks: the tasks it learns.
         flow: the flow constant M (``None``: the complete DAG); DAG only.
@@ -108,6 +124,7 @@ class Setting:
     """
 
     row: str
+    scenario: str
     network: str
     tasks: tuple[str, ...]
     flow: int | None = None
@@ -147,25 +164,29 @@ def settings(kind: str, config: DagStudyConfig) -> list[Setting]:
     check_choice("dag unit kind", kind, UNIT_KINDS)
     tasks = SCENARIO_TASKS[kind]
     m = config.topology_flow
-    if kind == "city":
-        jobs = [Setting(ours(f), "dag", tasks, f) for f in config.city_flows]
-    else:
+
+    def job(row: str, network: str, flow: int | None = None, **options: Any) -> Setting:
+        return Setting(row, kind, network, options.pop("tasks", tasks), flow, **options)
+
+    if kind == "nyu":
         jobs = [
-            Setting(ours(m), "dag", tasks, m, branches=SEARCH_BRANCHES),
-            Setting(ours(None), "dag", tasks, None),
-            *(Setting(ours(f), "dag", tasks, f) for f in config.flows if f != m),
-            Setting("w/o read-in/out", "dag", tasks, m, read_in_out=False),
-            Setting("w/o L_sq", "dag", tasks, m, squeeze=False),
-            Setting("w/o warm-up", "dag", tasks, m, warmup=False),
-            Setting("w/o search + FBR", "dag", tasks, m, search=False),
+            job(ours(m), "dag", m, branches=SEARCH_BRANCHES),
+            job(ours(None), "dag", None),
+            *(job(ours(f), "dag", f) for f in config.flows if f != m),
+            job("w/o read-in/out", "dag", m, read_in_out=False),
+            job("w/o L_sq", "dag", m, squeeze=False),
+            job("w/o warm-up", "dag", m, warmup=False),
+            job("w/o search + FBR", "dag", m, search=False),
         ]
-        jobs += [Setting(f"Single-Task {t}", "single", (t,)) for t in tasks]
-    jobs += [
-        Setting("Shared Bottom", "shared_bottom", tasks),
-        Setting("Cross-Stitch", "cross_stitch", tasks),
-        Setting("MTAN", "mtan", tasks),
+    else:
+        jobs = [job(ours(f), "dag", f) for f in config.other_flows]
+    return [
+        *jobs,
+        job("Cross-Stitch", "cross_stitch"),
+        job("MTAN", "mtan"),
+        job("Shared Bottom", "shared_bottom"),
+        *(job(f"Single-Task {t}", "single", tasks=(t,)) for t in tasks),
     ]
-    return jobs
 
 
 @dataclass(frozen=True)
@@ -178,17 +199,13 @@ class DagStudyConfig:
         n_states: hidden states N of the central network (App. A: 12).
         width_multiplier: the central network's widths relative to VGG-16's (App. A Table 7).
         flows: the flow constants M of the ``nyu`` unit (Table 2, Fig. 4).
-        city_flows: those of the ``city`` unit (Table 3).
+        other_flows: those of the ``city`` and ``pascal`` units (Tables 3 and 4).
         topology_flow: the M of Table 5, Fig. 3, Fig. 5 and the ablations (Table 6: 7).
         warmup_epochs: warm-up epochs (§3.2).
         search_epochs: search epochs.
         finetune_epochs: fine-tune epochs (also every baseline's).
         batch_size: samples per step.
         lr: Adam lr of the network weights Θ (Table 9: 1e-4).
-        upper_lr: Adam lr of α, β, γ (Table 9: 1e-2 NYU-v2, 5e-2 Cityscapes).
-        city_upper_lr: ``upper_lr`` of the ``city`` unit.
-        squeeze_weight: λ_sq (Table 9: 0.05 NYU-v2, 0.01 Cityscapes).
-        city_squeeze_weight: λ_sq of the ``city`` unit.
         budget_fraction: κ of Eq. 9 as a share of the search space's edges.
         n_train: training images (``None``: the dataset preset's).
         height: image height (``None``: the dataset preset's).
@@ -208,17 +225,13 @@ class DagStudyConfig:
     n_states: int = 12
     width_multiplier: float = 1.0
     flows: tuple[int, ...] = (3, 5, 7, 9)
-    city_flows: tuple[int, ...] = (5, 7, 9)
+    other_flows: tuple[int, ...] = (5, 7, 9)
     topology_flow: int = 7
     warmup_epochs: int = 50
     search_epochs: int = 150
     finetune_epochs: int = 200
     batch_size: int = 8
     lr: float = 1e-4
-    upper_lr: float = 1e-2
-    city_upper_lr: float = 5e-2
-    squeeze_weight: float = 0.05
-    city_squeeze_weight: float = 0.01
     budget_fraction: float = 0.25
     n_train: int | None = None
     height: int | None = None
@@ -240,7 +253,7 @@ class DagStudyConfig:
             check_range(f"{name}.seeds", seed, 0, integer=True)
         check_distinct(f"{name}.seeds", self.seeds)
         check_range(f"{name}.n_states", self.n_states, 2, integer=True)
-        for field in ("flows", "city_flows"):
+        for field in ("flows", "other_flows"):
             values = getattr(self, field)
             if not values:
                 raise ConfigError(f"{name}.{field} must hold at least one flow constant")
@@ -258,12 +271,10 @@ class DagStudyConfig:
         for field in ("height", "width"):
             if getattr(self, field) is not None:
                 check_range(f"{name}.{field}", getattr(self, field), 8, integer=True)
-        for field in ("lr", "upper_lr", "city_upper_lr", "width_multiplier"):
+        for field in ("lr", "width_multiplier"):
             check_range(f"{name}.{field}", getattr(self, field), 0.0, low_inclusive=False)
         if self.registry_width is not None:
             check_range(f"{name}.registry_width", self.registry_width, 0.0, low_inclusive=False)
-        for field in ("squeeze_weight", "city_squeeze_weight"):
-            check_range(f"{name}.{field}", getattr(self, field), 0.0)
         check_range(f"{name}.budget_fraction", self.budget_fraction, 0.0, 1.0)
         if not isinstance(self.channels_last, bool):
             raise ConfigError(f"{name}.channels_last must be true or false")
@@ -273,12 +284,6 @@ class DagStudyConfig:
         fields = {"height": self.height, "width": self.width}
         return {k: v for k, v in fields.items() if v is not None}
 
-    def search_settings(self, tasks: Sequence[str]) -> dict[str, float]:
-        """Upper lr and λ_sq of the scenario of ``tasks`` (Table 9)."""
-        if tuple(tasks) == SCENARIO_TASKS["city"]:
-            return {"upper_lr": self.city_upper_lr, "squeeze_weight": self.city_squeeze_weight}
-        return {"upper_lr": self.upper_lr, "squeeze_weight": self.squeeze_weight}
-
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
@@ -286,7 +291,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_states": 4,
         "width_multiplier": 1 / 16,
         "flows": (1, 2),
-        "city_flows": (2,),
+        "other_flows": (2,),
         "topology_flow": 2,
         "warmup_epochs": 1,
         "search_epochs": 1,
@@ -301,7 +306,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_states": 8,
         "width_multiplier": 1 / 16,
         "flows": (3, 5),
-        "city_flows": (3, 5),
+        "other_flows": (3, 5),
         "topology_flow": 5,
         "warmup_epochs": 2,
         "search_epochs": 3,
@@ -353,24 +358,20 @@ def dataset_name(scenario: str, config: DagStudyConfig) -> str:
     return name
 
 
-def scenario_of(tasks: Sequence[str]) -> str:
-    """The scenario whose tasks include ``tasks`` (a single task belongs to ``nyu``)."""
-    return "city" if tuple(tasks) == SCENARIO_TASKS["city"] else "nyu"
-
-
-def split(config: DagStudyConfig, name: str, tasks: Sequence[str]):
+def split(config: DagStudyConfig, name: str, scenario: str, tasks: Sequence[str]):
     """One split of the scenario's data, restricted to ``tasks``.
 
     Args:
         config: the study settings.
         name: ``train`` or ``test``.
+        scenario: one of :data:`UNIT_KINDS`.
         tasks: the tasks.
     """
     overrides: dict[str, Any] = {"tasks": tuple(tasks), **config.data_overrides()}
     if name == "train" and config.n_train is not None:
         overrides["n_train"] = config.n_train
     return get_dataset(
-        dataset_name(scenario_of(tasks), config), name, config.profile, **overrides
+        dataset_name(scenario, config), name, config.profile, **overrides
     )
 
 
@@ -441,8 +442,8 @@ def train_setting(setting: Setting, seed: int, config: DagStudyConfig) -> list[d
         the finalised graph, networkx node-link data) and ``history`` (per phase, epoch and
         task, the training loss).
     """
-    train_set = split(config, "train", setting.tasks)
-    test_set = split(config, "test", setting.tasks)
+    train_set = split(config, "train", setting.scenario, setting.tasks)
+    test_set = split(config, "test", setting.scenario, setting.tasks)
     specs = train_set.task_specs
     if not setting.searched:
         trained = train_network(
@@ -466,7 +467,7 @@ def _train_searched(setting, seed, config, train_set, test_set, specs) -> list[d
     seed_everything(seed)
     model = build_network(setting, specs, config)
     search_parameters = count_parameters(model)
-    search = config.search_settings(setting.tasks)
+    search = SEARCH_SETTINGS[setting.scenario]
     budget = config.budget_fraction * model.n_search_edges
     base = _train_config(config, seed, 1)
     history = []
