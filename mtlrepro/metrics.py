@@ -307,7 +307,7 @@ class BinaryMeter(MetricMeter):
 
 
 class ClassificationMeter(MetricMeter):
-    """Accuracy (%) of per-sample class predictions."""
+    """Accuracy (%) of per-sample class predictions over samples whose class is not ``-1``."""
 
     names = METRIC_NAMES["classification"]
 
@@ -328,11 +328,12 @@ class ClassificationMeter(MetricMeter):
 
         Args:
             pred: class scores ``(B, C)`` or class ids ``(B,)``.
-            target: class ids ``(B,)``.
+            target: class ids ``(B,)``, ``-1`` = ignore.
         """
         labels = _labels(pred.detach(), target, self.num_classes)
-        self.correct += int((labels == target).sum())
-        self.count += target.numel()
+        valid = target >= 0
+        self.correct += int((labels == target)[valid].sum())
+        self.count += int(valid.sum())
 
     def compute(self) -> dict[str, float]:
         """``accuracy`` in %."""

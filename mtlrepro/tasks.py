@@ -8,7 +8,8 @@ displayable prediction.  Task kinds and their target conventions:
 * ``depth`` -- target float32 ``(B, 1, H, W)`` in metres, ``0`` = invalid.
 * ``normal`` -- target float32 ``(B, 3, H, W)`` unit vectors, all-zero = invalid.
 * ``binary`` -- target float32 ``(B, 1, H, W)`` in ``{0, 1}``, ``-1`` = ignore.
-* ``classification`` -- target int64 ``(B,)`` class ids.
+* ``classification`` -- target int64 ``(B,)`` class ids, ``-1`` = ignore (a sample of another
+  task, e.g. a glyph of another alphabet).
 
 Every dense loss is the mean over each sample's own valid pixels (``0`` for a sample without
 any), so a batch loss is ``loss(pred, target).mean()`` and sample weighting (hard-example
@@ -138,8 +139,9 @@ def _binary_loss(pred: Tensor, target: Tensor) -> Tensor:
 
 
 def _classification_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """Cross-entropy per sample."""
-    return F.cross_entropy(pred, target, reduction="none")
+    """Cross-entropy per sample; ``0`` for a sample whose class is ``-1`` (ignored: e.g. a
+    glyph of another alphabet than the task's, paper D's homogeneous multi-task setting)."""
+    return F.cross_entropy(pred, target, reduction="none", ignore_index=-1)
 
 
 _LOSSES = {

@@ -6,6 +6,8 @@
 * CelebAMask-HQ: 10 JPEGs of 32x32, part masks of 16x16 in mask folder 0, the attribute file
   with all 40 names and double spaces, and the mapping file.
 * Vehicle-X: 3 train, 2 val and 2 test JPEGs of 40x40 with one ``finegrained_label.xml``.
+* Omniglot, torchvision layout: 4 alphabets (one with too few characters) of 1-bit 12x12 PNGs
+  by 5 drawers.
 """
 
 from __future__ import annotations
@@ -203,4 +205,46 @@ def write_vehiclex(base: Path) -> Path:
             Image.new("RGB", size, rgb).save(base / split / name, quality=95)
             items.append(item_xml(name, colour, vtype, 'note="车辆"'))
     write_xml(base / "finegrained_label.xml", items, "gb2312")
+    return base
+
+
+# -------------------------------------------------------------------------------- Omniglot
+
+# folder -> alphabet -> number of characters; with n_characters=3 Braille is too short, so the
+# chosen alphabets (name order, both folders) are Angelic, Greek and Latin.
+OMNIGLOT_ALPHABETS: dict[str, dict[str, int]] = {
+    "images_background": {"Greek": 3, "Braille": 2, "Latin": 3},
+    "images_evaluation": {"Angelic": 4},
+}
+OMNIGLOT_CHOSEN = ("Angelic", "Greek", "Latin")
+OMNIGLOT_CHARACTERS = 3
+OMNIGLOT_DRAWERS = 5
+OMNIGLOT_SIZE = 12
+
+
+def omniglot_pixels(code: int) -> np.ndarray:
+    """A 12x12 bool image (True = white paper) with the bits of ``code`` as black squares."""
+    pixels = np.ones((OMNIGLOT_SIZE, OMNIGLOT_SIZE), dtype=bool)
+    for bit in range(16):
+        if code >> bit & 1:
+            row, col = divmod(bit, 4)
+            pixels[3 * row : 3 * row + 2, 3 * col : 3 * col + 2] = False
+    return pixels
+
+
+def write_omniglot(base: Path) -> Path:
+    """The Omniglot fixture under ``base`` (returned): ``omniglot-py/<folder>/<Alphabet>/
+    characterNN/IIII_DD.png``, 1-bit PNGs as released, every image distinct."""
+    number = 0
+    for folder, alphabets in OMNIGLOT_ALPHABETS.items():
+        for a, (alphabet, count) in enumerate(alphabets.items()):
+            for c in range(1, count + 1):
+                number += 1
+                character = base / "omniglot-py" / folder / alphabet / f"character{c:02d}"
+                character.mkdir(parents=True)
+                for drawer in range(1, OMNIGLOT_DRAWERS + 1):
+                    code = 1 + number * 8 + drawer + 1000 * a
+                    Image.fromarray(omniglot_pixels(code)).convert("1").save(
+                        character / f"{number:04d}_{drawer:02d}.png"
+                    )
     return base

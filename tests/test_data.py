@@ -43,8 +43,10 @@ def _fail(*args: object, **kwargs: object) -> None:
 
 
 def test_registry_holds_exactly_the_expected_datasets() -> None:
-    assert dataset_names() == ["celebamask", "faces", "nyuv2", "scenes", "vehicles", "vehiclex"]
-    assert list(DATASETS) == ["celebamask", "faces", "nyuv2", "scenes", "vehicles", "vehiclex"]
+    expected = ["celebamask", "faces", "glyphs", "nyuv2", "omniglot", "scenes", "vehicles",
+                "vehiclex"]  # fmt: skip
+    assert dataset_names() == expected
+    assert list(DATASETS) == expected
 
 
 def test_get_dataset_returns_documented_dtypes_and_shapes() -> None:

@@ -153,6 +153,13 @@ def test_classification_accuracy_hand_case() -> None:
     assert meter.compute() == {"accuracy": 75.0}
 
 
+def test_classification_accuracy_skips_ignored_samples() -> None:
+    scores = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    meter = ClassificationMeter(3)
+    meter.update(scores, torch.tensor([0, -1, 1, -1]))
+    assert meter.compute() == {"accuracy": 50.0}
+
+
 def random_batch(kind: str, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """A random (prediction, target) batch of 3 samples of 5x6 pixels with invalid pixels."""
     shape = (3, 1, 5, 6)

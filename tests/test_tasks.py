@@ -182,3 +182,12 @@ def test_unknown_loss_variant_is_rejected() -> None:
         make_tasks([TaskSpec("depth", "depth")], losses={"depth": "huber"})
     with pytest.raises(ConfigError, match="no loss variants"):
         make_tasks([TaskSpec("normal", "normal")], losses={"normal": "mse"})
+
+
+def test_classification_loss_ignores_samples_of_class_minus_one() -> None:
+    task = Task(SPECS["classification"])
+    scores = torch.randn(3, 4)
+    losses = task.loss(scores, torch.tensor([1, -1, 3]))
+    assert losses[1] == 0
+    expected = F.cross_entropy(scores[[0, 2]], torch.tensor([1, 3]), reduction="none")
+    assert torch.allclose(losses[[0, 2]], expected)

@@ -9,7 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from mtlrepro.config import DEFAULT_PROFILE, check_choice, check_profile
-from mtlrepro.data import celebamask, faces, nyuv2, scenes, vehicles, vehiclex
+from mtlrepro.data import (
+    celebamask,
+    faces,
+    glyphs,
+    nyuv2,
+    omniglot,
+    scenes,
+    vehicles,
+    vehiclex,
+)
 from mtlrepro.data.base import DATASETS, SPLITS, TensorDataset
 
 __all__ = [
@@ -20,7 +29,9 @@ __all__ = [
     "dataset_names",
     "faces",
     "get_dataset",
+    "glyphs",
     "nyuv2",
+    "omniglot",
     "scenes",
     "vehicles",
     "vehiclex",
