@@ -1,8 +1,10 @@
 """Tiny on-disk fixtures of the real datasets in their released layouts, shared by
 ``test_real_datasets.py`` (the contract every real-data loader keeps) and the per-format tests
-``test_nyuv2.py``, ``test_celebamask.py`` and ``test_vehiclex.py``.
+``test_nyuv2.py``, ``test_cityscapes.py``, ``test_celebamask.py`` and ``test_vehiclex.py``.
 
 * NYU-v2, MTAN layout: 3 train and 2 val images of 16x24, float64 like the release.
+* Cityscapes, MTAN layout: 3 train and 2 val images of 16x32 with the 2-, 7- and 19-class
+  labels and disparity.
 * CelebAMask-HQ: 10 JPEGs of 32x32, part masks of 16x16 in mask folder 0, the attribute file
   with all 40 names and double spaces, and the mapping file.
 * Vehicle-X: 3 train, 2 val and 2 test JPEGs of 40x40 with one ``finegrained_label.xml``.
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mtlrepro.data.cityscapes import CITYSCAPES_LABEL_SETS
 from mtlrepro.data.nyuv2 import NYUV2_CLASSES
 
 # ----------------------------------------------------------------------------------- NYU-v2
@@ -60,6 +63,45 @@ def write_nyuv2(root: Path, arrays: NyuArrays | None = None) -> Path:
             for i, value in enumerate(values):
                 np.save(root / folder / field / f"{i}.npy", value)
     return root
+
+
+# ------------------------------------------------------------------------------- Cityscapes
+
+CITYSCAPES_HEIGHT, CITYSCAPES_WIDTH = 16, 32
+CITYSCAPES_FOLDER_COUNTS = {"train": 3, "val": 2}
+"""Images per folder of the fixture (``val`` and ``test`` both read ``val/``)."""
+CITYSCAPES_DEPTH_RANGE = (0.01, 0.49)
+"""Range of the fixture's valid disparities (the release's is about 0 .. 0.49)."""
+
+
+def cityscapes_arrays(seed: int = 0) -> NyuArrays:
+    """Random arrays in the release's conventions (float32 images and disparity, float labels),
+    with ignored / invalid pixels at known places: row 0 of every label set is -1, row 1 of
+    the disparity is 0, and so is the pixel (5, 3)."""
+    h, w = CITYSCAPES_HEIGHT, CITYSCAPES_WIDTH
+    rng = np.random.default_rng(seed)
+    out: NyuArrays = {}
+    for folder, n in CITYSCAPES_FOLDER_COUNTS.items():
+        fields: dict[str, list[np.ndarray]] = {"image": [], "depth": []}
+        fields.update({f"label_{c}": [] for c in CITYSCAPES_LABEL_SETS})
+        for _ in range(n):
+            fields["image"].append(rng.random((h, w, 3)).astype(np.float32))
+            depth = rng.uniform(*CITYSCAPES_DEPTH_RANGE, (h, w, 1)).astype(np.float32)
+            depth[1] = 0.0
+            depth[5, 3] = 0.0
+            fields["depth"].append(depth)
+            for classes in CITYSCAPES_LABEL_SETS:
+                label = rng.integers(0, classes, (h, w)).astype(np.float32)
+                label[0] = -1.0
+                fields[f"label_{classes}"].append(label)
+        out[folder] = fields
+    return out
+
+
+def write_cityscapes(root: Path, arrays: NyuArrays | None = None) -> Path:
+    """Write ``arrays`` (default: :func:`cityscapes_arrays` with seed 0) as
+    ``root/{folder}/{field}/{i}.npy``; return ``root``."""
+    return write_nyuv2(root, cityscapes_arrays() if arrays is None else arrays)
 
 
 # ---------------------------------------------------------------------------- CelebAMask-HQ

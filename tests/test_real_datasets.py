@@ -1,11 +1,12 @@
 """The contract every real (on-disk) dataset loader keeps, tested once over ``nyuv2``,
-``celebamask`` and ``vehiclex`` on the tiny fixtures of ``real_fixtures.py``.
+``cityscapes``, ``celebamask`` and ``vehiclex`` on the tiny fixtures of ``real_fixtures.py``.
 
 Each loader is described by a :class:`Loader` (fixture builder, the overrides every test opens
 it with, and what the contract expects of it); each test runs once per loader.  What only one
-on-disk format has (NYU-v2's npy layout and value ranges, CelebAMask-HQ's part masks and
-attributes, Vehicle-X's XML labels) and the prepare scripts are tested in ``test_nyuv2.py``,
-``test_celebamask.py`` and ``test_vehiclex.py``.
+on-disk format has (NYU-v2's npy layout and value ranges, Cityscapes' label sets and
+disparity, CelebAMask-HQ's part masks and attributes, Vehicle-X's XML labels) and the prepare
+scripts are tested in ``test_nyuv2.py``, ``test_cityscapes.py``, ``test_celebamask.py`` and
+``test_vehiclex.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from real_fixtures import (
     CELEBAMASK_IMAGES,
     attribute_text,
     write_celebamask,
+    write_cityscapes,
     write_nyuv2,
     write_vehiclex,
 )
@@ -34,6 +36,7 @@ from mtlrepro.config import PROFILES, ConfigError
 from mtlrepro.data import dataset_names, get_dataset
 from mtlrepro.data.base import DATA_DIR_ENV, DATASETS, SPLITS, DataFilesError, LazyDataset
 from mtlrepro.data.celebamask import CelebAMaskConfig, CelebAMaskDataset, celebamask_root
+from mtlrepro.data.cityscapes import CityscapesConfig, cityscapes_root
 from mtlrepro.data.nyuv2 import NpyFolderDataset, NYUv2Config, nyuv2_root
 from mtlrepro.data.vehiclex import VehicleXConfig, VehicleXDataset, vehiclex_root
 from mtlrepro.models import create_model
@@ -142,6 +145,35 @@ NYUV2 = Loader(
         "normal": _remove_folders("train/normal", "val/normal"),
     },
 )
+CITYSCAPES = Loader(
+    name="cityscapes",
+    write=write_cityscapes,
+    size={"height": 16, "width": 32},  # the files' size (the paper preset is 128x256)
+    image_size=(16, 32),
+    lengths={"train": 3, "val": 2, "test": 2},
+    task_specs={
+        "segmentation": TaskSpec("segmentation", "segmentation", 19),
+        "depth": TaskSpec("depth", "depth"),
+    },
+    dataset_class=NpyFolderDataset,
+    config_class=CityscapesConfig,
+    root_of=cityscapes_root,
+    prepare="python data_scripts/prepare_cityscapes.py --archive <path to the MTAN zip>",
+    release="the MTAN-preprocessed Cityscapes",
+    layout=(
+        ("train/image", "train"),
+        ("train/label_19", "train"),
+        ("val/depth", "val"),
+        ("val", "test"),
+    ),
+    image_file=lambda data, i: data.folder / "image" / f"{i}.npy",
+    unreadable="is not a readable .npy file",
+    reads_images_when_opened=True,
+    cap_holder=lambda root, split: str(root / ("train" if split == "train" else "val") / "image"),
+    profile_sizes={"smoke": (32, 64), "cpu": (64, 128), "paper": (128, 256)},
+    smoke_train_cap=16,
+    task_files={"segmentation": _remove_folders("train/label_19", "val/label_19")},
+)
 CELEBAMASK = Loader(
     name="celebamask",
     write=write_celebamask,
@@ -200,7 +232,7 @@ VEHICLEX = Loader(
     smoke_train_cap=32,
     task_files={},  # every label is in the one XML file
 )
-LOADERS = (NYUV2, CELEBAMASK, VEHICLEX)
+LOADERS = (NYUV2, CITYSCAPES, CELEBAMASK, VEHICLEX)
 IDS = [loader.name for loader in LOADERS]
 
 DOCUMENTED: dict[str, tuple[torch.dtype, Callable[[int, int], tuple[int, ...]]]] = {

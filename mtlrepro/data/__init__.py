@@ -11,6 +11,7 @@ from typing import Any
 from mtlrepro.config import DEFAULT_PROFILE, check_choice, check_profile
 from mtlrepro.data import (
     celebamask,
+    cityscapes,
     faces,
     glyphs,
     nyuv2,
@@ -26,6 +27,7 @@ __all__ = [
     "SPLITS",
     "TensorDataset",
     "celebamask",
+    "cityscapes",
     "dataset_names",
     "faces",
     "get_dataset",

@@ -87,6 +87,8 @@ TASK_FOLDERS: dict[str, str] = {"segmentation": "label", "depth": "depth", "norm
 PREPARE_COMMAND = "python data_scripts/prepare_nyuv2.py"
 NORMAL_TOLERANCE = 1e-3
 """Largest ``|‖n‖ - 1|`` of a valid (non-zero) stored normal."""
+DEPTH_NOTE = "depth is in metres, 0 = invalid"
+"""What NYU-v2's depth values are (said in the error about a negative depth)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +186,7 @@ def _read_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     return array.shape, array.dtype
 
 
-def _range_problem(array: np.ndarray, kind: str | None) -> str | None:
+def _range_problem(array: np.ndarray, kind: str | None, depth_note: str = DEPTH_NOTE) -> str | None:
     """What lies outside the documented range in one finite file of the given kind (``None`` =
     image), or ``None``: image values outside ``[0, 1]`` (``uint8`` is scaled, so never),
     negative depths, valid normals that are not unit vectors.
@@ -192,6 +194,7 @@ def _range_problem(array: np.ndarray, kind: str | None) -> str | None:
     Args:
         array: the file's array, channels last.
         kind: the field's task kind.
+        depth_note: what depth values are, said after a negative depth.
     """
     if kind is None and array.dtype != np.uint8:
         low, high = float(array.min()), float(array.max())
@@ -201,7 +204,7 @@ def _range_problem(array: np.ndarray, kind: str | None) -> str | None:
                 "or uint8 0..255)"
             )
     elif kind == "depth" and array.min() < 0:
-        return f"negative depths (down to {float(array.min()):g}; depth is in metres, 0 = invalid)"
+        return f"negative depths (down to {float(array.min()):g}; {depth_note})"
     elif kind == "normal":
         squared = np.einsum("...c,...c->...", array, array)  # squared lengths, no sqrt
         low, high = (1 - NORMAL_TOLERANCE) ** 2, (1 + NORMAL_TOLERANCE) ** 2
@@ -239,6 +242,7 @@ class NpyFolderDataset(LazyDataset):
         fix: str,
         size: tuple[int, int] | None = None,
         limit: int | None = None,
+        depth_note: str = DEPTH_NOTE,
     ) -> None:
         """Args:
         name: dataset name (as registered).
@@ -252,6 +256,8 @@ class NpyFolderDataset(LazyDataset):
         size: ``(H, W)`` to resize samples to, or ``None`` for the files' size.
         limit: use only the first ``limit`` samples (``None`` = all); more than the folder
             holds is a :class:`~mtlrepro.config.ConfigError`.
+        depth_note: what the depth values are, said in the error about a negative depth
+            (another dataset's depth may be disparity rather than metres).
         """
         self.name = name
         self.split = split
@@ -259,6 +265,7 @@ class NpyFolderDataset(LazyDataset):
         self.config = config
         self.folder = Path(folder)
         self._fix = fix
+        self._depth_note = depth_note
         self._kinds: dict[str, str | None] = {"image": None}
         self._kinds.update({t: spec.kind for t, spec in self.task_specs.items()})
         self._dirs = {"image": self.folder / "image"}
@@ -368,7 +375,7 @@ class NpyFolderDataset(LazyDataset):
                 )
         elif not np.isfinite(array).all():
             raise self._error(f"file {path} holds NaN or infinite values")
-        elif problem := _range_problem(array, kind):
+        elif problem := _range_problem(array, kind, self._depth_note):
             raise self._error(f"file {path} holds {problem}")
         return convert_stored(_to_channels_first(array, kind), kind)
 
