@@ -409,3 +409,17 @@ def relative_performance(
         flat = [x for t in terms.values() for x in t]
         result["all"] = sum(flat) / len(flat)
     return result
+
+
+def relative_where_defined(
+    scores: Mapping[str, Mapping[str, float]], reference: Mapping[str, Mapping[str, float]]
+) -> dict[str, float]:
+    """:func:`relative_performance` (paper D Eq. 10-11, :data:`LOWER_IS_BETTER`) over the
+    metrics whose reference is not 0 (a relative change from 0 is undefined: e.g. an
+    untrained network's share of normals within 11.25°); a task left without metrics is left
+    out."""
+    kept = {
+        task: {m: v for m, v in values.items() if reference[task][m] != 0}
+        for task, values in scores.items()
+    }
+    return relative_performance({t: m for t, m in kept.items() if m}, reference, LOWER_IS_BETTER)

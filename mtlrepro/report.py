@@ -55,7 +55,7 @@ NOT_APPLICABLE = "not applicable"
 INCONCLUSIVE = "inconclusive"
 VERDICTS: tuple[str, ...] = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_APPLICABLE)
 """``inconclusive``: the claim compares methods and our difference is within the seed spread
-(:func:`compare_seeds`)."""
+(:func:`paired`)."""
 
 # Permissions for new files (mkstemp would give 0600): read/write per the process umask.
 _UMASK = os.umask(0o022)
@@ -313,7 +313,7 @@ def make_claim(
         our_value: our number or description.
         holds: result of a comparison helper (:func:`same_sign`, :func:`at_least`, ...),
             ``None`` when the claim is not testable at this profile, or the claim's
-            comparisons over seeds (:func:`compare_seeds`).
+            comparisons over seeds (:func:`paired`).
         profile: the profile the numbers come from.
         dataset: the dataset the numbers come from.
         details: how the verdict was decided, or why it is not applicable.
@@ -327,14 +327,12 @@ def make_claim(
 
 @dataclass(frozen=True)
 class SeedComparison:
-    """Two methods' runs over seeds compared (:func:`compare_seeds`).
+    """Two methods compared over seeds (:func:`paired`).
 
     Attributes:
-        difference: how much better the first method's seed mean is than the second's (its
-            mean minus the other's, negated when lower is better).
-        spread: the seed spread: ``sqrt(s_a² + s_b²)`` with ``s`` the sample standard
-            deviations over seeds (the spread of the difference of one run of each; 0 when a
-            method has a single seed).
+        difference: how much better the first method is than the second (the mean over seeds
+            of its value minus the other's, negated when lower is better).
+        spread: the seed spread of that difference (its sample std over seeds; 0 for one).
     """
 
     difference: float
@@ -346,26 +344,35 @@ class SeedComparison:
         return _sign(self.difference, self.spread)
 
 
-def compare_seeds(
-    ours: Sequence[float], other: Sequence[float], *, lower_is_better: bool = False
-) -> SeedComparison:
-    """Compare a method's values over seeds with another's (e.g. mIoU of Fac vs the baseline).
+SPREAD_RULE = (
+    "mean of the per-seed differences ± their std (the seed spread); reproduced if better "
+    "beyond the spread in every comparison, not reproduced if worse beyond it in any, "
+    "else inconclusive"
+)
+"""How :func:`comparison_verdict` reads :func:`paired` comparisons, for a claim's details."""
+
+
+def paired(differences: Sequence[float]) -> SeedComparison:
+    """The comparison of per-seed differences (method minus other; positive = better): their
+    mean against their sample std (0 for one seed).  Both networks of a seed share the data
+    order (and often the initialisation), so a claim that one beats the other compares them
+    seed by seed.
 
     Args:
-        ours: the method's value per seed (at least one).
-        other: the other method's value per seed (at least one).
-        lower_is_better: the metric improves downwards (errors).
+        differences: one difference per seed (at least one).
     """
-    spreads = []
-    means = []
-    for name, values in (("ours", ours), ("other", other)):
-        numbers = [_number(f"{name}[{i}]", v) for i, v in enumerate(values)]
-        if not numbers:
-            raise ConfigError(f"compare_seeds needs at least one value in {name}")
-        means.append(statistics.fmean(numbers))
-        spreads.append(statistics.stdev(numbers) if len(numbers) > 1 else 0.0)
-    difference = means[0] - means[1]
-    return SeedComparison(-difference if lower_is_better else difference, math.hypot(*spreads))
+    values = [_number(f"differences[{i}]", v) for i, v in enumerate(differences)]
+    if not values:
+        raise ConfigError("paired needs at least one per-seed difference")
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return SeedComparison(statistics.fmean(values), spread)
+
+
+def describe(comparisons: Sequence[tuple[str, SeedComparison]], unit: str) -> str:
+    """``'a vs b: +1.2 ± 0.8 unit'`` per comparison (mean difference ± seed spread)."""
+    return "; ".join(
+        f"{label}: {c.difference:+.2f} ± {c.spread:.2f}{unit}" for label, c in comparisons
+    )
 
 
 def comparison_verdict(comparisons: Sequence[SeedComparison]) -> str:

@@ -77,9 +77,35 @@ def test_deltas_are_zero_for_single_task_and_eq_10_for_the_others(smoke):
     assert shared["all"] == pytest.approx(shared[["segmentation", "depth", "normal"]].mean())
 
 
+def test_table1_averages_the_alphabets_and_counts_every_single_task_network(smoke):
+    config, _, runs = smoke
+    table1 = study.accuracy_table(runs)
+    assert list(table1.index)[:2] == ["Single-Task", "Shared Bottom"]
+    assert table1.loc["Single-Task", "accuracy_paper"] == pytest.approx(93.48)
+    glyphs = runs[runs["kind"] == "glyphs"]
+    singles = glyphs[glyphs["network"] == "single"]
+    assert len(singles) == config.alphabets * len(config.seeds)
+    shared = glyphs.loc[glyphs["row"] == "Shared Bottom", "parameters"].iloc[0]
+    seed0 = singles[singles["seed"] == config.seeds[0]]
+    assert table1.loc["Single-Task", "params"] == pytest.approx(seed0["parameters"].sum() / shared)
+    record = glyphs[glyphs["row"] == "Shared Bottom"].iloc[0]
+    mean = sum(record.test[t]["accuracy"] for t in record.tasks) / len(record.tasks)
+    assert table1.loc["Shared Bottom", "accuracy"] == pytest.approx(mean)
+
+
+def test_d1_fails_when_the_shared_bottom_wins_on_glyphs(smoke):
+    config, _, runs = smoke
+    glyph_tasks = units.tasks_of("glyphs", config)
+    strong = runs
+    for task in glyph_tasks:
+        strong = _with_test(strong, "Shared Bottom", task, "accuracy", 100.0)
+    assert claims.evaluate(strong, config)[0].verdict == NOT_REPRODUCED
+
+
 def test_every_scenario_has_its_own_single_task_networks(smoke):
-    _, _, runs = smoke
-    for kind, tasks in units.SCENARIO_TASKS.items():
+    config, _, runs = smoke
+    for kind in units.UNIT_KINDS:
+        tasks = units.tasks_of(kind, config)
         singles = runs[(runs["kind"] == kind) & (runs["network"] == "single")]
         assert sorted(t[0] for t in singles["tasks"]) == sorted(tasks)
     table4 = study.delta_table(runs, "pascal", "Table 4", study.main_rows(runs, "pascal"))
@@ -161,10 +187,12 @@ def test_d1_fails_when_the_shared_bottom_wins(smoke):
 def test_the_discussion_quotes_this_runs_numbers(smoke):
     config, _, runs = smoke
     tables = {k: study.delta_table(runs, k, units.SCENARIO_TABLE[k], study.main_rows(runs, k))
-              for k in units.UNIT_KINDS}
+              for k in units.SCENARIO_TASKS}
     table2 = tables["nyu"]
+    table1 = study.accuracy_table(runs)
     verdicts = claims.evaluate(runs, config)
-    text = discussion.discussion(config, runs, tables, verdicts)
+    text = discussion.discussion(config, runs, tables, table1, verdicts)
+    assert f"Shared Bottom {table1.loc['Shared Bottom', 'accuracy']:.2f} ±" in text
     assert not text.startswith("#")
     assert f"Shared Bottom {table2.loc['Shared Bottom', 'delta_T']:+.2f} ±" in text
     for claim in verdicts:

@@ -70,7 +70,7 @@ def test_command_line_values_and_unit_files(tmp_path):
         units.run_cli_unit("single", ["0", "1"], params, tmp_path, False)
     with pytest.raises(ConfigError, match="argument seed"):
         units.run_cli_unit("single", ["x"], params, tmp_path, False)
-    with pytest.raises(ConfigError, match="unknown unit kind"):
+    with pytest.raises(ConfigError, match="unknown overparam unit kind"):
         units.unit_path(tmp_path, "double", 0)
 
 

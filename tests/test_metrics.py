@@ -250,3 +250,12 @@ def test_relative_performance_reproduces_paper_d_table2_shared_bottom_row() -> N
     paper = {"segmentation": -7.6, "depth": 5.2, "normal": 7.5, "all": 1.7}
     # The paper rounds Δ to 0.1, so agreement within half a unit (0.05) is agreement.
     assert result == pytest.approx(paper, abs=0.05 + 1e-9)
+
+
+def test_relative_where_defined_leaves_out_metrics_with_a_zero_reference() -> None:
+    from mtlrepro.metrics import relative_where_defined
+
+    scores = {"depth": {"abs_err": 0.5, "delta1": 10.0}, "normal": {"within_11_25": 5.0}}
+    reference = {"depth": {"abs_err": 1.0, "delta1": 0.0}, "normal": {"within_11_25": 0.0}}
+    delta = relative_where_defined(scores, reference)
+    assert delta == {"depth": pytest.approx(50.0), "all": pytest.approx(50.0)}

@@ -24,10 +24,11 @@ from mtlrepro.report import (
     atomic_write_bytes,
     atomic_write_text,
     build_results_index,
-    compare_seeds,
     comparison_verdict,
+    describe,
     make_claim,
     ordering_matches,
+    paired,
     read_claims,
     resolve_output_dir,
     same_sign,
@@ -282,23 +283,24 @@ def test_claim_values_written_with_six_significant_digits(tmp_path: Path) -> Non
 
 
 def test_seed_comparisons_decide_reproduced_not_reproduced_or_inconclusive() -> None:
-    better = compare_seeds([20.0, 21.0, 22.0], [17.0, 18.0, 19.0])
+    better = paired([3.0, 2.0, 4.0])
     assert better.difference == pytest.approx(3.0)
-    assert better.spread == pytest.approx(2**0.5)
+    assert better.spread == pytest.approx(1.0)
     assert better.outcome == 1
-    within = compare_seeds([18.5, 19.5], [18.0, 19.0])
+    within = paired([0.5, -0.3])
     assert within.outcome == 0
-    # lower is better: a smaller error is an improvement
-    assert compare_seeds([0.5, 0.5], [0.7, 0.7], lower_is_better=True).outcome == 1
     assert comparison_verdict([better, better]) == "reproduced"
     assert comparison_verdict([better, within]) == INCONCLUSIVE
-    worse = compare_seeds([1.0], [2.0])  # one seed each: no spread, every difference counts
+    worse = paired([-1.0])  # one seed: no spread, every difference counts
     assert (worse.spread, worse.outcome) == (0.0, -1)
     assert comparison_verdict([better, within, worse]) == "not reproduced"
     claim = make_claim("X1", "x beats y", "+3", "+3.0", [better, within], profile="cpu",
                        dataset="d")
     assert claim.verdict == INCONCLUSIVE
+    assert describe([("x vs y", better)], " %") == "x vs y: +3.00 ± 1.00 %"
     with pytest.raises(ConfigError, match="at least one"):
         comparison_verdict([])
-    with pytest.raises(ConfigError, match="at least one value"):
-        compare_seeds([], [1.0])
+    with pytest.raises(ConfigError, match="at least one per-seed difference"):
+        paired([])
+    with pytest.raises(ConfigError, match="finite"):
+        paired([float("nan")])

@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 
 from mtlrepro import paper_numbers
-from mtlrepro.comparisons import relative
 from mtlrepro.compress import conv_flops, latency
 from mtlrepro.experiments.dag import units
 from mtlrepro.methods import dag
 from mtlrepro.metrics import METRIC_NAMES
+from mtlrepro.metrics import relative_where_defined as relative
 from mtlrepro.models import count_parameters
 from mtlrepro.train import seed_everything
 
@@ -396,15 +396,61 @@ def latency_table(runs: pd.DataFrame, config: Any) -> pd.DataFrame:
     return table
 
 
-def summary_metrics(delta_tables: Mapping[str, pd.DataFrame], table5: pd.DataFrame,
-                    latency_frame: pd.DataFrame) -> dict[str, Any]:
-    """The run's headline numbers for ``metrics.json`` (``dvc metrics show``): Δ_T and relative
-    parameters of every row of Tables 2–4 (``delta_tables``: paper table -> table), the
-    topology of Table 5, and the finalised network's latency against the shared bottom's."""
+def summary_metrics(table1: pd.DataFrame, delta_tables: Mapping[str, pd.DataFrame],
+                    table5: pd.DataFrame, latency_frame: pd.DataFrame) -> dict[str, Any]:
+    """The run's headline numbers for ``metrics.json`` (``dvc metrics show``): accuracy and
+    relative parameters of Table 1, Δ_T and relative parameters of every row of Tables 2–4
+    (``delta_tables``: paper table -> table), the topology of Table 5, and the finalised
+    network's latency against the shared bottom's."""
     return {
+        "table1": {row: {"accuracy": r["accuracy"], "params": r["params"]}
+                   for row, r in table1.iterrows()},
         **{name.lower().replace(" ", ""): {
             row: {"delta_T": r["delta_T"], "params": r["params"]} for row, r in table.iterrows()
         } for name, table in delta_tables.items()},
         "table5": {task: {m: r[m] for m in TOPOLOGY} for task, r in table5.iterrows()},
         "latency_b1_ms": latency_frame["latency_b1_ms"].to_dict(),
     }
+
+
+def accuracy_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 per seed: each glyphs row's test accuracy averaged over the alphabets (%) and its
+    parameters relative to the shared bottom; the single-task row averages the single-task
+    networks and sums their parameters."""
+    part = runs[runs["kind"] == "glyphs"]
+    rows = []
+    for seed, seed_runs in part.groupby("seed"):
+        shared = seed_runs.loc[seed_runs["row"] == SHARED_BOTTOM, "parameters"].iloc[0]
+        singles = seed_runs[seed_runs["network"] == "single"]
+        rows.append({
+            "row": SINGLE_TASK, "seed": seed,
+            "accuracy": float(np.mean([r.test[r.tasks[0]]["accuracy"]
+                                       for r in singles.itertuples()])),
+            "params": singles["parameters"].sum() / shared,
+        })
+        for r in seed_runs[seed_runs["network"] != "single"].itertuples():
+            rows.append({
+                "row": r.row, "seed": seed,
+                "accuracy": float(np.mean([r.test[t]["accuracy"] for t in r.tasks])),
+                "params": r.parameters / shared,
+            })
+    return pd.DataFrame(rows)
+
+
+def accuracy_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Table 1: mean accuracy over the alphabets (%) and parameters relative to the shared
+    bottom, mean ± std over seeds, with the paper's (Omniglot)."""
+    table = summarise(accuracy_frame(runs), ["accuracy", "params"])
+    ours = sorted((r for r in table.index if r.startswith("Ours")),
+                  key=lambda r: int(r.split("=")[1].rstrip(")")))
+    table = table.loc[[SINGLE_TASK, SHARED_BOTTOM, *ours]]
+    numbers = paper_numbers.table("D", "Table 1")
+    for column, (task, metric) in {"accuracy": ("all", "accuracy"),
+                                   "params": ("", "params")}.items():
+        table[f"{column}_paper"] = [
+            float(hit["value"].iloc[0]) if len(hit := numbers[
+                (numbers["row"] == row) & (numbers["task"] == task)
+                & (numbers["metric"] == metric)]) else np.nan
+            for row in table.index
+        ]
+    return table

@@ -9,6 +9,9 @@ task); cross-stitch and MTAN come from the architecture registry (:mod:`mtlrepro
 **Units** (:data:`UNIT_KINDS`; DVC matrix stages ``dag_<kind>``, ``python -m mtlrepro.runs dag
 KIND SEED``):
 
+* ``glyphs`` -- Omniglot-like homogeneous multi-task learning (the embedded ``glyphs``; the
+  real ``omniglot`` at the paper profile): one 20-way classification per alphabet, Table 1
+  (single task, shared bottom, ours at each flow constant; 8 states, classifier heads).
 * ``nyu`` -- NYU-v2-like, three tasks (``scenes``; the real ``nyuv2`` at the paper profile):
   Table 2 (single task, shared bottom, cross-stitch, MTAN, ours at each flow constant), Table 5
   and Fig. 3 (the topologies of ours at :attr:`DagStudyConfig.topology_flow`), Fig. 4 (ours
@@ -63,6 +66,7 @@ from mtlrepro.config import (
     check_range,
 )
 from mtlrepro.data import dataset_names, get_dataset
+from mtlrepro.data.glyphs import glyphs_tasks
 from mtlrepro.methods import dag
 from mtlrepro.models import count_parameters, create_model, scale_atrous_rates
 from mtlrepro.phases import Phase, fit_phases
@@ -75,28 +79,33 @@ SECTION = "dag"
 """The ``params.yaml`` section of paper D."""
 NOTEBOOK = "04_dag"
 """Paper D's notebook (its runs go to ``results/runs/<NOTEBOOK>/``)."""
-UNIT_KINDS: tuple[str, ...] = ("nyu", "city", "pascal")
+UNIT_KINDS: tuple[str, ...] = ("glyphs", "nyu", "city", "pascal")
 """Kinds of independent run units: the scenarios (see the module doc)."""
 SCENARIO_TASKS: dict[str, tuple[str, ...]] = {
     "nyu": ("segmentation", "depth", "normal"),
     "city": ("segmentation", "depth"),
     "pascal": ("segmentation", "parts", "saliency", "normal", "edge"),
 }
-"""Scenario -> its tasks, in the column order of Tables 2, 3 and 4."""
-SCENARIO_TABLE: dict[str, str] = {"nyu": "Table 2", "city": "Table 3", "pascal": "Table 4"}
-"""Scenario -> the paper's table of Δ."""
+"""Scenario -> its tasks, in the column order of Tables 2, 3 and 4 (the glyphs' tasks are its
+alphabets, :func:`tasks_of`)."""
+SCENARIO_TABLE: dict[str, str] = {
+    "glyphs": "Table 1", "nyu": "Table 2", "city": "Table 3", "pascal": "Table 4"
+}
+"""Scenario -> the paper's table."""
 DATASETS: dict[str, dict[str, str]] = {
+    "glyphs": {"smoke": "glyphs", "cpu": "glyphs", "paper": "omniglot"},
     "nyu": {"smoke": "scenes", "cpu": "scenes", "paper": "nyuv2"},
     "city": {"smoke": "scenes", "cpu": "scenes", "paper": "cityscapes"},
     "pascal": {"smoke": "scenes", "cpu": "scenes", "paper": "pascal_context"},
 }
 """Scenario -> profile -> dataset."""
 SEARCH_SETTINGS: dict[str, dict[str, float]] = {
+    "glyphs": {"upper_lr": 1e-2, "squeeze_weight": 0.05},
     "nyu": {"upper_lr": 1e-2, "squeeze_weight": 0.05},
     "city": {"upper_lr": 5e-2, "squeeze_weight": 0.01},
     "pascal": {"upper_lr": 1e-2, "squeeze_weight": 0.005},
 }
-"""Scenario -> Table 9's lr of α, β, γ and λ_sq (NYU-v2, Cityscapes, PASCAL-Context)."""
+"""Scenario -> Table 9's lr of α, β, γ and λ_sq (Omniglot, NYU-v2, Cityscapes, PASCAL-Context)."""
 LOSSES: dict[str, str] = {"depth": "mse"}
 """§4.1: L2 for depth (cross-entropy for segmentation; normals: see the module doc)."""
 BASELINES: tuple[str, ...] = ("single", "shared_bottom", "cross_stitch", "mtan")
@@ -154,6 +163,11 @@ def ours(flow: int | None) -> str:
     return "Ours (complete DAG)" if flow is None else f"Ours (M={flow})"
 
 
+def tasks_of(kind: str, config: DagStudyConfig) -> tuple[str, ...]:
+    """The tasks of a scenario: :data:`SCENARIO_TASKS`, or the glyphs' alphabets."""
+    return glyphs_tasks(config.alphabets) if kind == "glyphs" else SCENARIO_TASKS[kind]
+
+
 def settings(kind: str, config: DagStudyConfig) -> list[Setting]:
     """The jobs of one unit, the costliest first (so that two workers finish together).
 
@@ -162,7 +176,7 @@ def settings(kind: str, config: DagStudyConfig) -> list[Setting]:
         config: the study settings.
     """
     check_choice("dag unit kind", kind, UNIT_KINDS)
-    tasks = SCENARIO_TASKS[kind]
+    tasks = tasks_of(kind, config)
     m = config.topology_flow
 
     def job(row: str, network: str, flow: int | None = None, **options: Any) -> Setting:
@@ -178,12 +192,14 @@ def settings(kind: str, config: DagStudyConfig) -> list[Setting]:
             job("w/o warm-up", "dag", m, warmup=False),
             job("w/o search + FBR", "dag", m, search=False),
         ]
+    elif kind == "glyphs":
+        jobs = [job(ours(f), "dag", f) for f in config.glyph_flows]
     else:
         jobs = [job(ours(f), "dag", f) for f in config.other_flows]
+    if kind != "glyphs":  # Table 1 compares with mixtures of experts instead (not run)
+        jobs += [job("Cross-Stitch", "cross_stitch"), job("MTAN", "mtan")]
     return [
         *jobs,
-        job("Cross-Stitch", "cross_stitch"),
-        job("MTAN", "mtan"),
         job("Shared Bottom", "shared_bottom"),
         *(job(f"Single-Task {t}", "single", tasks=(t,)) for t in tasks),
     ]
@@ -200,6 +216,12 @@ class DagStudyConfig:
         width_multiplier: the central network's widths relative to VGG-16's (App. A Table 7).
         flows: the flow constants M of the ``nyu`` unit (Table 2, Fig. 4).
         other_flows: those of the ``city`` and ``pascal`` units (Tables 3 and 4).
+        glyph_states: hidden states of the ``glyphs`` unit's central network (§4.1: 8).
+        glyph_flows: its flow constants (Table 1: 3, 5, 7; 7 is the complete DAG of 8 states).
+        alphabets: alphabets, i.e. 20-way tasks, of the ``glyphs`` unit (Table 1's single task
+            has 20× the shared bottom's parameters: 20 tasks).
+        glyph_size: side of the glyph images in pixels, a multiple of the last state's
+            downsampling (the paper gives none; Omniglot's are 105).
         topology_flow: the M of Table 5, Fig. 3, Fig. 5 and the ablations (Table 6: 7).
         warmup_epochs: warm-up epochs (§3.2).
         search_epochs: search epochs.
@@ -226,6 +248,10 @@ class DagStudyConfig:
     width_multiplier: float = 1.0
     flows: tuple[int, ...] = (3, 5, 7, 9)
     other_flows: tuple[int, ...] = (5, 7, 9)
+    glyph_states: int = 8
+    glyph_flows: tuple[int, ...] = (3, 5, 7)
+    alphabets: int = 20
+    glyph_size: int = 96
     topology_flow: int = 7
     warmup_epochs: int = 50
     search_epochs: int = 150
@@ -253,13 +279,23 @@ class DagStudyConfig:
             check_range(f"{name}.seeds", seed, 0, integer=True)
         check_distinct(f"{name}.seeds", self.seeds)
         check_range(f"{name}.n_states", self.n_states, 2, integer=True)
-        for field in ("flows", "other_flows"):
+        check_range(f"{name}.glyph_states", self.glyph_states, 2, 12, integer=True)
+        for field, states in (("flows", self.n_states), ("other_flows", self.n_states),
+                              ("glyph_flows", self.glyph_states)):
             values = getattr(self, field)
             if not values:
                 raise ConfigError(f"{name}.{field} must hold at least one flow constant")
             for flow in values:
-                check_range(f"{name}.{field}", flow, 1, self.n_states - 1, integer=True)
+                check_range(f"{name}.{field}", flow, 1, states - 1, integer=True)
             check_distinct(f"{name}.{field}", values)
+        check_range(f"{name}.alphabets", self.alphabets, 1, integer=True)
+        scale = dag.VGG16_SCALES[self.glyph_states - 1]
+        check_range(f"{name}.glyph_size", self.glyph_size, scale, integer=True)
+        if self.glyph_size % scale:
+            raise ConfigError(
+                f"{name}.glyph_size must be a multiple of {scale} (the downsampling of the last "
+                f"of {self.glyph_states} states); got {self.glyph_size}"
+            )
         check_range(f"{name}.topology_flow", self.topology_flow, 1, self.n_states - 1,
                     integer=True)
         for field in ("warmup_epochs", "search_epochs", "finetune_epochs", "batch_size",
@@ -292,6 +328,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "width_multiplier": 1 / 16,
         "flows": (1, 2),
         "other_flows": (2,),
+        "glyph_states": 4,
+        "glyph_flows": (2,),
+        "alphabets": 3,
+        "glyph_size": 16,
         "topology_flow": 2,
         "warmup_epochs": 1,
         "search_epochs": 1,
@@ -307,6 +347,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "width_multiplier": 1 / 16,
         "flows": (3, 5),
         "other_flows": (3, 5),
+        "alphabets": 5,
+        "glyph_size": 32,
         "topology_flow": 5,
         "warmup_epochs": 2,
         "search_epochs": 3,
@@ -367,26 +409,32 @@ def split(config: DagStudyConfig, name: str, scenario: str, tasks: Sequence[str]
         scenario: one of :data:`UNIT_KINDS`.
         tasks: the tasks.
     """
-    overrides: dict[str, Any] = {"tasks": tuple(tasks), **config.data_overrides()}
-    if name == "train" and config.n_train is not None:
-        overrides["n_train"] = config.n_train
+    overrides: dict[str, Any] = {"tasks": tuple(tasks)}
+    if scenario == "glyphs":
+        overrides |= {"height": config.glyph_size, "width": config.glyph_size}
+    else:
+        overrides |= config.data_overrides()
+        if name == "train" and config.n_train is not None:
+            overrides["n_train"] = config.n_train
     return get_dataset(
         dataset_name(scenario, config), name, config.profile, **overrides
     )
 
 
 def network_config(config: DagStudyConfig, setting: Setting) -> dag.DAGConfig:
-    """The central network of a setting (App. A; slimmer at the cpu profile).  With a set
-    ``height`` the ASPP rates keep the paper's ratio of rate to feature-map size (6, 12, 18 on
-    NYU-v2's 288-pixel height at output stride 16, an 18-row map)."""
-    scale = dag.VGG16_SCALES[config.n_states - 1]
+    """The central network of a setting (App. A; slimmer at the cpu profile; the glyphs' has
+    ``glyph_states`` states and classifier heads).  With a set ``height`` the ASPP rates keep
+    the paper's ratio of rate to feature-map size (6, 12, 18 on NYU-v2's 288-pixel height at
+    output stride 16, an 18-row map)."""
+    states = config.glyph_states if setting.scenario == "glyphs" else config.n_states
+    scale = dag.VGG16_SCALES[states - 1]
     rates = (
         dag.PAPER_ATROUS_RATES
         if config.height is None
         else scale_atrous_rates(config.height // scale, dag.PAPER_ATROUS_RATES, 18)
     )
     return dag.vgg_like_config(
-        config.n_states,
+        states,
         width_multiplier=config.width_multiplier,
         flow=setting.flow,
         read_in_out=setting.read_in_out,

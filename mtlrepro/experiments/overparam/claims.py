@@ -18,10 +18,10 @@ from collections.abc import Sequence
 import pandas as pd
 
 from mtlrepro import paper_numbers
-from mtlrepro.comparisons import SPREAD_RULE, describe, paired, relative
 from mtlrepro.experiments.overparam.study import paired_deltas, paper_scores
 from mtlrepro.experiments.overparam.units import OverparamStudyConfig, dataset_name
-from mtlrepro.report import Claim, SeedComparison, make_claim
+from mtlrepro.metrics import relative_where_defined as relative
+from mtlrepro.report import SPREAD_RULE, Claim, SeedComparison, describe, make_claim, paired
 
 CONTRACTION_TOLERANCE = 1e-4
 """Largest output difference (absolute) C4 accepts between factorised and contracted networks

@@ -30,7 +30,6 @@ from tqdm.std import tqdm
 
 from mtlrepro import paper_numbers
 from mtlrepro.balancing import create_balancer
-from mtlrepro.comparisons import relative
 from mtlrepro.compress import conv_flops, latency
 from mtlrepro.experiments.overparam.units import (
     SINGLE_TASK_ROWS,
@@ -45,6 +44,7 @@ from mtlrepro.experiments.overparam.units import (
 )
 from mtlrepro.methods.overparam import contract, forward_macs
 from mtlrepro.metrics import make_meter
+from mtlrepro.metrics import relative_where_defined as relative
 from mtlrepro.models import count_parameters
 from mtlrepro.tasks import make_tasks
 from mtlrepro.train import iterate_batches, seed_everything, train_step

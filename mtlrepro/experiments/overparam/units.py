@@ -17,6 +17,8 @@ them:
   3's Δ is measured against (:data:`SINGLE_TASK_ROWS`);
 * ``multi`` -- Table 3's multi-task networks (:func:`settings`).
 
+Files, re-use and the command line are :class:`~mtlrepro.seed_units.SeedUnits`'.
+
 **Choices** (the paper leaves them open, or the cpu profile needs them):
 
 * Table 1 over-parameterises every conv but each head's final one (§3.1, "all convolutional
@@ -36,7 +38,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -61,7 +62,7 @@ from mtlrepro.methods.overparam import (
 )
 from mtlrepro.models import count_parameters, create_model, segnet_config
 from mtlrepro.recipe import train_config_for, train_network
-from mtlrepro.runs import load_or_train, map_jobs
+from mtlrepro.seed_units import SeedUnits
 from mtlrepro.tasks import make_tasks
 from mtlrepro.train import iterate_batches
 
@@ -325,45 +326,25 @@ def study_config(profile: str, **overrides: Any) -> OverparamStudyConfig:
     return build_config(OverparamStudyConfig, PRESETS, profile, given, section=SECTION)
 
 
-def unit_path(runs_dir: str | Path, kind: str, seed: int) -> Path:
-    """The JSON file of one unit: ``<runs_dir>/<kind>/seed<seed>.json``.
-
-    Args:
-        runs_dir: the runs folder.
-        kind: one of :data:`UNIT_KINDS`.
-        seed: the unit's seed.
-    """
-    check_choice("unit kind", kind, UNIT_KINDS)
-    return Path(runs_dir) / kind / f"seed{seed}.json"
-
-
-def unit_settings(kind: str, seed: int, config: OverparamStudyConfig) -> dict[str, Any]:
-    """Everything a unit's numbers depend on (stored in its file; a mismatch means re-run).
-
-    Args:
-        kind: one of :data:`UNIT_KINDS`.
-        seed: the unit's seed.
-        config: the study settings.
-    """
-    keys = (
-        "profile",
-        "epochs",
-        "lr",
-        "lr_step_size",
-        "batch_size",
-        "mtan_batch_size",
-        "mtan_lr",
-        "frobenius_decay",
-        "subset_fraction",
-        "subset_batch_size",
-        "expansion",
-        "n_train",
-        "height",
-        "width",
-        "deeplab",
-        "threads",
-    )
-    return {"kind": kind, "seed": seed, **{k: getattr(config, k) for k in keys}}
+UNIT_KEYS: tuple[str, ...] = (
+    "profile",
+    "epochs",
+    "lr",
+    "lr_step_size",
+    "batch_size",
+    "mtan_batch_size",
+    "mtan_lr",
+    "frobenius_decay",
+    "subset_fraction",
+    "subset_batch_size",
+    "expansion",
+    "n_train",
+    "height",
+    "width",
+    "deeplab",
+    "threads",
+)
+"""The config fields a unit's numbers depend on (stored in its file)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -548,113 +529,19 @@ def train_setting(setting: Setting, seed: int, config: OverparamStudyConfig) -> 
     return record
 
 
-def run_unit(
-    kind: str,
-    seed: int,
-    config: OverparamStudyConfig,
-    runs_dir: str | Path,
-    *,
-    progress: bool = True,
-    retrain: bool = False,
-) -> list[dict[str, Any]]:
-    """One unit's runs: read from its file when it matches the settings, else trained and saved.
-
-    Args:
-        kind: one of :data:`UNIT_KINDS`.
-        seed: the seed.
-        config: the study settings.
-        runs_dir: the runs folder.
-        progress: show a progress bar over the unit's networks.
-        retrain: train and save even if a matching file exists (the DVC stages do).
-
-    Returns:
-        One record per network (see :func:`train_setting`) with ``kind`` and ``seed`` added.
-    """
-    check_range("seed", seed, 0, integer=True)
-    unit = unit_settings(kind, seed, config)
-
-    def train() -> list[dict[str, Any]]:
-        jobs = [(setting, seed, config) for setting in settings(kind, config.deeplab)]
-        return map_jobs(
-            train_setting,
-            jobs,
-            workers=config.workers,
-            desc=f"{kind} seed {seed}",
-            progress=progress,
-        )
-
-    runs = load_or_train(unit_path(runs_dir, kind, seed), unit, train, retrain=retrain)
-    return [{"kind": kind, "seed": seed, **run} for run in runs]
+def unit_jobs(kind: str, config: OverparamStudyConfig) -> list[Setting]:
+    """The networks of one unit (:func:`settings` at the config's ``deeplab``)."""
+    return settings(kind, config.deeplab)
 
 
-def study_units(config: OverparamStudyConfig) -> list[tuple[str, int]]:
-    """Every unit of the study as ``(kind, seed)``, in pipeline order."""
-    return [(kind, seed) for kind in UNIT_KINDS for seed in config.seeds]
-
-
-def run_study(
-    config: OverparamStudyConfig, runs_dir: str | Path, *, progress: bool = True
-) -> list[dict[str, Any]]:
-    """Every unit's runs (trained only where no matching unit file exists).
-
-    Args:
-        config: the study settings.
-        runs_dir: the runs folder.
-        progress: show progress bars.
-    """
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    return [
-        run
-        for unit in study_units(config)
-        for run in run_unit(*unit, config, runs_dir, progress=progress)
-    ]
-
-
-# --------------------------------------------------------------------------------------------
-# Command line (the DVC run stages, through python -m mtlrepro.runs)
-# --------------------------------------------------------------------------------------------
-UNIT_VALUES: tuple[str, ...] = ("SEED",)
-"""The values of a unit on the command line: ``python -m mtlrepro.runs overparam KIND SEED``."""
-
-
-def _config_from(params: dict[str, Any]) -> OverparamStudyConfig:
-    params = dict(params)
-    profile = params.pop("profile")
-    params.pop("progress", None)
-    return study_config(profile, **params)
-
-
-def run_cli_unit(
-    kind: str, values: Sequence[str], params: dict[str, Any], runs_dir: Path, progress: bool
-) -> Path:
-    """Train one unit for :func:`mtlrepro.runs.main` with ``params.yaml``'s settings, always.
-
-    Args:
-        kind: one of :data:`UNIT_KINDS`.
-        values: :data:`UNIT_VALUES` as given on the command line.
-        params: the parameters from ``params.yaml``.
-        runs_dir: the runs folder.
-        progress: show a progress bar.
-
-    Returns:
-        The unit's file.
-    """
-    if len(values) != len(UNIT_VALUES):
-        raise ConfigError(f"a {SECTION} unit takes {' '.join(UNIT_VALUES)}; got {list(values)}")
-    try:
-        seed = int(values[0])
-    except ValueError:
-        raise ConfigError(f"argument seed: a seed is an integer >= 0; got {values[0]!r}") from None
-    run_unit(kind, seed, _config_from(params), runs_dir, progress=progress, retrain=True)
-    return unit_path(runs_dir, kind, seed)
-
-
-def unit_files(params: dict[str, Any], runs_dir: Path) -> list[Path]:
-    """The file of every unit of the study ``params`` (from ``params.yaml``) describes.
-
-    Args:
-        params: ``profile`` and the ``overparam`` section.
-        runs_dir: the runs folder.
-    """
-    return [unit_path(runs_dir, *unit) for unit in study_units(_config_from(params))]
+UNITS: SeedUnits[OverparamStudyConfig] = SeedUnits(
+    SECTION, UNIT_KINDS, study_config, unit_jobs, train_setting, UNIT_KEYS
+)
+"""Paper C's units: files ``<runs>/<kind>/seed<seed>.json``, the command line
+``python -m mtlrepro.runs overparam KIND SEED``."""
+UNIT_VALUES = UNITS.values
+unit_path = UNITS.unit_path
+run_unit = UNITS.run_unit
+run_study = UNITS.run_study
+run_cli_unit = UNITS.run_cli_unit
+unit_files = UNITS.unit_files
