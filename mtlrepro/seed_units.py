@@ -13,6 +13,7 @@ process pool are :mod:`mtlrepro.runs`'.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,8 +59,10 @@ class SeedUnits(Generic[C]):
         return Path(runs_dir) / kind / f"seed{seed}.json"
 
     def unit_settings(self, kind: str, seed: int, config: C) -> dict[str, Any]:
-        """Everything the unit's numbers depend on (a file with others is stale)."""
-        return {"kind": kind, "seed": seed, **{k: getattr(config, k) for k in self.keys}}
+        """Everything the unit's numbers depend on (a file with others is stale), as stored in
+        JSON (tuples become lists, so a file's settings compare equal to the config's)."""
+        values = {"kind": kind, "seed": seed, **{k: getattr(config, k) for k in self.keys}}
+        return json.loads(json.dumps(values))
 
     def run_unit(
         self,

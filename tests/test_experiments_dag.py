@@ -38,8 +38,10 @@ def test_units_write_one_file_per_kind_and_seed_and_reuse_them(smoke):
     config, runs_dir, runs = smoke
     files = sorted(p.relative_to(runs_dir).as_posix() for p in runs_dir.rglob("*.json"))
     assert files == [f"{k}/seed{s}.json" for k in sorted(units.UNIT_KINDS) for s in config.seeds]
-    again = units.run_study(config, runs_dir, progress=False)
+    before = {p: p.stat().st_mtime_ns for p in runs_dir.rglob("*.json")}
+    again = units.run_study(config, runs_dir, progress=False)  # read, not retrained
     assert len(again) == len(runs)
+    assert {p: p.stat().st_mtime_ns for p in runs_dir.rglob("*.json")} == before
     stored = json.loads((runs_dir / "nyu" / "seed0.json").read_text())
     assert stored["settings"]["topology_flow"] == config.topology_flow
 
