@@ -10,10 +10,14 @@
 * Vehicle-X: 3 train, 2 val and 2 test JPEGs of 40x40 with one ``finegrained_label.xml``.
 * Omniglot, torchvision layout: 4 alphabets (one with too few characters) of 1-bit 12x12 PNGs
   by 5 drawers.
+* Visual Decathlon, released layout: 3 domains (grey PNGs, colour JPEGs) of 2-3 categories with
+  offset category ids, 1-3 images per class and split, COCO-style JSON as released.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -288,5 +292,121 @@ def write_omniglot(base: Path) -> Path:
                     code = 1 + number * 8 + drawer + 1000 * a
                     Image.fromarray(omniglot_pixels(code)).convert("1").save(
                         character / f"{number:04d}_{drawer:02d}.png"
+                    )
+    return base
+
+
+# ------------------------------------------------------------------------- Visual Decathlon
+
+
+@dataclasses.dataclass(frozen=True)
+class DecathlonDomain:
+    """One domain of the Visual Decathlon fixture.
+
+    Attributes:
+        offset: the category-id offset (``offset * 100000 + class + 1``).
+        classes: categories.
+        per_class: images per class in the official ``train``, ``val`` and ``test`` splits.
+        mode: Pillow mode of the files (``L`` = grey, tiled to RGB by the loader).
+        size: ``(width, height)`` of the files.
+        suffix: file suffix (``.png`` is lossless, ``.jpg`` as most of the release).
+    """
+
+    offset: int
+    classes: int
+    per_class: dict[str, int]
+    mode: str
+    size: tuple[int, int]
+    suffix: str
+
+
+DECATHLON_FIXTURE: dict[str, DecathlonDomain] = {
+    "daimlerpedcls": DecathlonDomain(3, 2, {"train": 3, "val": 2, "test": 1}, "L", (12, 24),
+                                     ".png"),
+    "gtsrb": DecathlonDomain(5, 3, {"train": 3, "val": 1, "test": 1}, "RGB", (16, 12), ".jpg"),
+    "omniglot": DecathlonDomain(7, 3, {"train": 2, "val": 1, "test": 1}, "L", (12, 12), ".png"),
+}  # fmt: skip
+"""The fixture's domains: a grey portrait domain, a colour landscape JPEG domain (one-pixel
+black side bands that a centre crop removes) and a grey square domain."""
+DECATHLON_LENGTHS = {"train": 13, "val": 8, "test": 10}
+"""Samples per split of the loader over all three domains (``val`` is one image per class of
+the official ``train``, ``test`` the official ``val``)."""
+SPLIT_NAMES = ("train", "val", "test")
+"""The official splits."""
+
+
+def decathlon_colour(domain: str, official: str, label: int, k: int) -> tuple[int, int, int]:
+    """The fill colour of image ``k`` of class ``label`` (distinct per domain, split, class and
+    image; grey domains use its first channel)."""
+    d = list(DECATHLON_FIXTURE).index(domain)
+    return (40 + 60 * label + 12 * k, 50 + 40 * d + 30 * k, 60 + 50 * SPLIT_NAMES.index(official))
+
+
+def decathlon_file(domain: str, official: str, label: int, k: int) -> str:
+    """The fixture's ``file_name`` of image ``k`` of class ``label`` (relative to
+    ``decathlon-1.0/``; the class is in the name so tests can check labels)."""
+    return f"data/{domain}/{official}/c{label}_{k}{DECATHLON_FIXTURE[domain].suffix}"
+
+
+def decathlon_json(domain: str, official: str) -> dict[str, object]:
+    """The COCO-style annotation file of one domain and official split, as released: image and
+    category ids with the domain's offset, categories and annotations not in class order,
+    no ``annotations`` in the stripped test file."""
+    spec = DECATHLON_FIXTURE[domain]
+    base = spec.offset * 100_000
+    categories = [{"id": base + c + 1, "name": f"{domain}-class{c}"} for c in range(spec.classes)]
+    images, annotations = [], []
+    for label in range(spec.classes):
+        for k in range(spec.per_class[official]):
+            image_id = base + 1000 * SPLIT_NAMES.index(official) + 10 * label + k + 1
+            width, height = spec.size
+            name = decathlon_file(domain, official, label, k)
+            images.append({"id": image_id, "file_name": name, "width": width, "height": height})
+            annotations.append({"id": image_id, "image_id": image_id, "category_id": base + label
+                                + 1, "segmentation": [], "area": width * height,
+                                "bbox": [0, 0, width, height], "iscrowd": 0})  # fmt: skip
+    info = {"description": f"decathlon-1.0 fixture, {domain} {official}"}
+    out: dict[str, object] = {"info": info, "images": images[::-1],
+                              "categories": categories[1:] + categories[:1]}  # fmt: skip
+    if official != "test":
+        out["annotations"] = annotations[1::2] + annotations[::2]
+    return out
+
+
+def decathlon_pixels(domain: str, official: str, label: int, k: int) -> np.ndarray:
+    """The pixels of one fixture image (uint8, ``(H, W)`` or ``(H, W, 3)``)."""
+    spec = DECATHLON_FIXTURE[domain]
+    width, height = spec.size
+    colour = np.array(decathlon_colour(domain, official, label, k), dtype=np.uint8)
+    pixels = np.broadcast_to(colour, (height, width, 3)).copy()
+    if spec.mode == "RGB":
+        pixels[:, [0, -1]] = 0  # one-pixel black side bands
+        return pixels
+    return pixels[..., 0]
+
+
+def write_visual_decathlon(base: Path, domains: tuple[str, ...] | None = None) -> Path:
+    """The Visual Decathlon fixture under ``base`` (returned): ``decathlon-1.0/annotations/
+    <domain>_{train,val,test_stripped}.json`` and ``decathlon-1.0/data/<domain>/{train,val,
+    test}/c<class>_<k>.<suffix>``.
+
+    Args:
+        base: the folder to write (the dataset root).
+        domains: the domains to write (default: all of :data:`DECATHLON_FIXTURE`).
+    """
+    release = base / "decathlon-1.0"
+    (release / "annotations").mkdir(parents=True, exist_ok=True)
+    for domain in DECATHLON_FIXTURE if domains is None else domains:
+        spec = DECATHLON_FIXTURE[domain]
+        for official in SPLIT_NAMES:
+            suffix = "test_stripped" if official == "test" else official
+            path = release / "annotations" / f"{domain}_{suffix}.json"
+            path.write_text(json.dumps(decathlon_json(domain, official)), encoding="utf-8")
+            (release / "data" / domain / official).mkdir(parents=True)
+            for label in range(spec.classes):
+                for k in range(spec.per_class[official]):
+                    pixels = decathlon_pixels(domain, official, label, k)
+                    Image.fromarray(pixels).save(
+                        release / decathlon_file(domain, official, label, k), quality=95
                     )
     return base

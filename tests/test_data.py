@@ -43,8 +43,8 @@ def _fail(*args: object, **kwargs: object) -> None:
 
 
 def test_registry_holds_exactly_the_expected_datasets() -> None:
-    expected = ["celebamask", "cityscapes", "faces", "glyphs", "nyuv2", "omniglot", "scenes",
-                "vehicles", "vehiclex"]  # fmt: skip
+    expected = ["celebamask", "cityscapes", "decathlon", "faces", "glyphs", "nyuv2", "omniglot",
+                "scenes", "vehicles", "vehiclex", "visual_decathlon"]  # fmt: skip
     assert dataset_names() == expected
     assert list(DATASETS) == expected
 

@@ -12,6 +12,7 @@ from mtlrepro.config import DEFAULT_PROFILE, check_choice, check_profile
 from mtlrepro.data import (
     celebamask,
     cityscapes,
+    decathlon,
     faces,
     glyphs,
     nyuv2,
@@ -19,6 +20,7 @@ from mtlrepro.data import (
     scenes,
     vehicles,
     vehiclex,
+    visual_decathlon,
 )
 from mtlrepro.data.base import DATASETS, SPLITS, TensorDataset
 
@@ -29,6 +31,7 @@ __all__ = [
     "celebamask",
     "cityscapes",
     "dataset_names",
+    "decathlon",
     "faces",
     "get_dataset",
     "glyphs",
@@ -37,6 +40,7 @@ __all__ = [
     "scenes",
     "vehicles",
     "vehiclex",
+    "visual_decathlon",
 ]
 
 
