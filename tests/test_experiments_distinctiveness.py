@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mtlrepro.config import ConfigError
-from mtlrepro.experiments.distinctiveness import claims, study
+from mtlrepro.experiments.distinctiveness import claims, discussion, study
 from mtlrepro.report import NOT_REPRODUCED, REPRODUCED
 
 TASKS = ("colour", "type", "identity")
@@ -125,3 +125,19 @@ def test_smoke_study_trains_every_run_once_and_prunes():
     ]
     curves = study.min_angle_curves(result)
     assert set(curves["architecture"]) == {"ResNet-18", "ResNet-50"}
+
+
+def test_the_discussion_quotes_this_runs_numbers():
+    result = _result(dprune_acc=60.0, baseline_acc=70.0, task_finals=(70, 80, 90, 128))
+    verdicts = claims.evaluate(result)
+    text = discussion.discussion(result.config, result, verdicts)
+    assert not text.startswith("#")
+    chance = discussion.majority_accuracy(result.config, "identity")
+    assert 0 < chance < 100
+    assert f"identity 60.00 % (constant predictor {chance:.2f} %)" in text
+    assert "the 4-task network (colour, type, identity, camera) kept all 128 units" in text
+    assert "the 3-task network" not in text
+    assert "A1 is not reproduced" in text
+    for claim in verdicts:
+        if claim.verdict == REPRODUCED:
+            assert f"{claim.claim_id} is" not in text

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 
 from mtlrepro.config import ConfigError
-from mtlrepro.experiments.group_sparsity import claims, study
+from mtlrepro.experiments.group_sparsity import claims, discussion, study
 from mtlrepro.experiments.group_sparsity import units as runs_module
 from mtlrepro.methods.group_sparsity import channel_groups
 from mtlrepro.models import create_model
-from mtlrepro.report import VERDICTS
+from mtlrepro.report import VERDICTS, Claim
 from mtlrepro.runs import main as runs_main
 
 SCENES = runs_module.DATASET_TASKS["scenes"]
@@ -320,3 +320,31 @@ def test_heatmap_panels_show_before_single_and_multi_task_masks(tmp_path) -> Non
     expected = [100.0 * mask.mean() for mask in single.values()]
     assert table["segmentation groups"].tolist() == pytest.approx(expected)
     assert ((table >= 0) & (table <= 100)).all().all()
+
+
+def test_the_discussion_quotes_this_runs_numbers() -> None:
+    config = runs_module.study_config(
+        "smoke", datasets=["scenes", "faces"], lambdas=[0, 1.0], sweep_lambdas=[0.5, 1.5],
+        l1_lambda=10.0, seeds=[0, 1],
+    )
+    runs = _synthetic_runs({0.0: 1.0, 0.5: 0.95, 1.0: 0.9, 1.5: 0.8})
+    faces = runs_module.DATASET_TASKS["faces"]
+    for seed, accuracy in ((0, 40.0), (1, 42.0)):
+        scores = {"segmentation": 50.0, "male": 70.0, "smile": accuracy}
+        for task in faces:
+            runs.loc[len(runs)] = _run("table", 0.0, seed, (task,), scores, 0.0, "faces")
+    table1 = study.combination_table(runs, "table", "scenes")
+    table2 = study.combination_table(runs, "table", "faces")
+    verdicts = [_claim("B1", "not reproduced"), _claim("B4", "reproduced")]
+    text = discussion.discussion(config, table1, table2, verdicts)
+    assert not text.startswith("#")
+    assert "40.20 ± 0.28 % mIoU against the paper's 31.40 %" in text
+    constant = discussion.constant_accuracy(config, "faces", "smile")
+    assert 0 < constant < 100
+    assert f"scores 41.0 ± 1.4 % accuracy, no better than the {constant:.1f} %" in text
+    assert "B1 is not reproduced" in text and "Reproduced: B4." in text
+    assert "B4 is" not in text
+
+
+def _claim(claim_id: str, verdict: str) -> Claim:
+    return Claim(claim_id, "c", "p", "o", verdict, "smoke", "scenes", "")

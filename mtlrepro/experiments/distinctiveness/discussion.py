@@ -1,0 +1,99 @@
+"""The Discussion of paper A's notebook, written from this run's numbers (so a rerun cannot leave
+stale text): the scale of the run, each task's accuracy against a constant predictor, which
+networks pruning never touched, and for each claim that did not reproduce the likeliest
+cause."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mtlrepro.data import get_dataset
+from mtlrepro.data.stats import class_labels
+from mtlrepro.experiments.distinctiveness.study import PruneRun, PruningStudyConfig, StudyResult
+from mtlrepro.report import NOT_APPLICABLE, REPRODUCED, Claim
+
+CAUSES: dict[str, str] = {
+    "A1": "every extractor trains from scratch for a few epochs on small embedded images, where "
+    "the paper fine-tunes ImageNet-pretrained ones on Vehicle-X; merging units early removes "
+    "capacity the still-learning network needs, so the baseline at the final size, trained "
+    "unpruned throughout, keeps the edge",
+    "A2": "how far pruning goes depends on when the minimum angle first falls below θ within "
+    "the few epochs run, which varies between task sets more than the number of tasks does",
+    "A3": "the CPU-sized extractors differ from the ImageNet architectures in depth and width "
+    "and are not pretrained, so their feature utilisation need not follow the paper's order",
+    "A4": "the angle is logged before each epoch's pruning, so merges shape the curve",
+}
+"""Claim -> the likeliest cause when it does not reproduce."""
+
+
+def majority_accuracy(config: PruningStudyConfig, task: str) -> float:
+    """Test accuracy (%) of always predicting the training split's most frequent class."""
+    train = get_dataset(config.dataset, "train", config.profile, tasks=(task,))
+    test = get_dataset(config.dataset, "test", config.profile, tasks=(task,))
+    majority = int(class_labels(train, task)[0].bincount().argmax())
+    return 100.0 * float((class_labels(test, task)[0] == majority).float().mean())
+
+
+def _scale(config: PruningStudyConfig) -> str:
+    return (
+        f"This run: profile `{config.profile}`, data `{config.dataset}`, seed {config.seed}, "
+        f"{config.epochs} epochs from scratch, a joint layer of {config.hidden} units pruned at "
+        f"θ = {config.theta:g}°. The paper fine-tunes ImageNet-pretrained extractors on "
+        "Vehicle-X for 20 epochs."
+    )
+
+
+def _accuracy_sentence(config: PruningStudyConfig, run: PruneRun) -> str:
+    parts = [
+        f"{task} {accuracy:.2f} % (constant predictor {majority_accuracy(config, task):.2f} %)"
+        for task, accuracy in run.test.items()
+    ]
+    return f"D-Prune's test accuracy: {'; '.join(parts)}."
+
+
+def _unpruned_sentence(result: StudyResult) -> str | None:
+    runs = [run for run in result.by_task_count.values() if run.hidden_final == run.hidden_initial]
+    if not runs:
+        return None
+    described = "; ".join(
+        f"the {len(run.tasks)}-task network ({', '.join(run.tasks)}) kept all "
+        f"{run.hidden_initial} units: its smallest angle, {run.min_angles().min():.1f}°, "
+        f"never fell to θ = {result.config.theta:g}°"
+        for run in runs
+    )
+    return f"Pruning never acted on {described}."
+
+
+def discussion(config: PruningStudyConfig, result: StudyResult, verdicts: Sequence[Claim]) -> str:
+    """The body of the notebook's Discussion as Markdown (the notebook holds its heading).
+
+    Args:
+        config: the study settings.
+        result: :func:`~mtlrepro.experiments.distinctiveness.study.run_study`'s result.
+        verdicts: :func:`~mtlrepro.experiments.distinctiveness.claims.evaluate`.
+    """
+    reproduced = [c.claim_id for c in verdicts if c.verdict == REPRODUCED]
+    four = result.by_task_count.get(4)
+    unpruned = _unpruned_sentence(result)
+    lines = [
+        _scale(config),
+        "",
+        f"* {_accuracy_sentence(config, result.main)}",
+        *([f"* {unpruned}"] if unpruned else []),
+        *(
+            [f"* The camera task is easy here: the 4-task network reaches "
+             f"{four.test['camera']:.2f} % on it."]
+            if four is not None and "camera" in four.test else []
+        ),
+        f"* Reproduced: {', '.join(reproduced) or 'none'}.",
+        *(
+            f"* {c.claim_id} is {c.verdict} ({c.our_value}): "
+            f"{CAUSES.get(c.claim_id, 'see the claim details')}."
+            for c in verdicts
+            if c.verdict not in (REPRODUCED, NOT_APPLICABLE)
+        ),
+        "* At the paper profile (Vehicle-X, ImageNet-pretrained extractors from local weights, "
+        "20 epochs) the same code runs the paper's setting; it needs the real data, the "
+        "weights and a GPU.",
+    ]
+    return "\n".join(lines)
