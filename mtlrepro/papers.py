@@ -57,6 +57,7 @@ PAPERS: tuple[Paper, ...] = (
     Paper("group_sparsity", "02_group_sparsity", "B"),
     Paper("overparam", "03_overparam", "C"),
     Paper("dag", "04_dag", "D"),
+    Paper("partition", "05_partition", "E"),
 )
 
 

@@ -23,10 +23,9 @@ from mtlrepro.methods.partition_net import (
     create_partition_resnet,
     curriculum_probabilities,
     distill,
-    make_domain_tasks,
     partition_parameter_counts,
 )
-from mtlrepro.tasks import TaskSpec
+from mtlrepro.tasks import TaskSpec, make_tasks
 from mtlrepro.train import Hooks, TrainConfig, fit
 
 NAMES = ("a", "b", "c")
@@ -162,7 +161,7 @@ def test_backward_masks_keep_each_steps_masked_weights_bit_for_bit() -> None:
     start = _copy(model)
     result = fit(
         model,
-        make_domain_tasks(_specs()),
+        make_tasks(_specs()),
         DomainData(48, 1),
         None,
         create_balancer("equal", NAMES),
@@ -199,7 +198,7 @@ def test_partition_training_resumes_exactly(tmp_path: Path) -> None:
         model.set_masks(_masks()[0])
         hooks = [PartitionTraining(model, _masks()[1], seed=1)]
         config = _config(**({"epochs": 2, "checkpoint_path": str(tmp_path / "run.pt")} | overrides))
-        tasks, balancer = make_domain_tasks(_specs()), create_balancer("equal", NAMES)
+        tasks, balancer = make_tasks(_specs()), create_balancer("equal", NAMES)
         return fit(model, tasks, DomainData(24, 4), None, balancer, config, hooks)
 
     full = run()
@@ -228,7 +227,7 @@ def test_per_task_bn_statistics_stay_separate() -> None:
     before = [_bn_state(model, t) for t in range(3)]
     fit(
         model,
-        make_domain_tasks(_specs()),
+        make_tasks(_specs()),
         DomainData(16, 2, only="a"),
         None,
         create_balancer("equal", NAMES),
@@ -368,8 +367,10 @@ def test_bad_masks_raise_config_errors(forward: Any, backward: Any, message: str
         check_masks(np.zeros((2, 1)), np.ones((2, 1)))
 
 
-def test_domain_tasks_ignore_other_tasks_samples() -> None:
-    task = make_domain_tasks(_specs(("a",)))["a"]
+def test_standard_classification_tasks_ignore_other_domains_samples() -> None:
+    """The partitioned network trains on mixed-domain batches with the project's plain
+    classification task: a target -1 (another domain's sample) gives no loss, no count."""
+    task = make_tasks(_specs(("a",)))["a"]
     pred = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]])
     target = torch.tensor([0, -1, 1])
     loss = task.loss(pred, target)

@@ -14,8 +14,6 @@ in as plain 0/1 arrays ``channels × tasks`` (``M`` of §3.1; drawing them from 
   (:meth:`~mtlrepro.train.Hooks.task_gradient_masks`), one task per step from the accuracy
   curriculum with per-task momentum (``step_task``, ``per_task_optimizer_state``), the
   frozen first two stages (``excluded_parameters``), per-task sample routing.
-* :class:`DomainClassificationTask` -- a classification task whose target ``-1`` marks a
-  sample of another task (another Decathlon domain): no loss, not counted by the meter.
 * :func:`distill` -- the feature-distillation score of a partition (§4.2).
 * :func:`check_masks`, :func:`curriculum_probabilities`, :func:`partition_parameter_counts`.
 
@@ -80,11 +78,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mtlrepro import metrics
 from mtlrepro.config import ConfigError, check_choice, check_range
 from mtlrepro.models.heads import ClassificationHead
 from mtlrepro.models.multitask import TaskModuleDict
-from mtlrepro.tasks import Task, TaskSpec
+from mtlrepro.tasks import TaskSpec
 from mtlrepro.train import Hooks, TrainerState
 
 ARCHITECTURES: dict[str, dict[str, Any]] = {
@@ -557,51 +554,6 @@ def create_partition_resnet(
 
 
 # --------------------------------------------------------------------------------------------
-# Tasks whose samples come from several domains
-# --------------------------------------------------------------------------------------------
-class DomainClassificationMeter(metrics.ClassificationMeter):
-    """Accuracy (%) over the samples of the task (target ``>= 0``); others are skipped."""
-
-    def update(self, pred: Tensor, target: Tensor) -> None:
-        """Add one batch (``pred`` scores ``(B, C)`` or ids, ``target`` ids with ``-1``)."""
-        keep = target >= 0
-        if bool(keep.any()):
-            super().update(pred[keep], target[keep])
-
-
-class DomainClassificationTask(Task):
-    """A classification task of a multi-domain set (Visual Decathlon, §5): target ``-1`` marks
-    a sample of another task; it gets no loss and is not counted by the meter.
-
-    (:class:`~mtlrepro.tasks.Task`'s plain classification loss has no ignore value.)
-    """
-
-    def __init__(self, spec: TaskSpec) -> None:
-        """Args:
-        spec: a ``classification`` spec.
-        """
-        if spec.kind != "classification":
-            raise ConfigError(f"DomainClassificationTask needs a classification spec; got {spec}")
-        super().__init__(spec)
-
-    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        """Per-sample cross-entropy, 0 where the target is ``-1``; shape ``(B,)``."""
-        keep = target >= 0
-        ce = F.cross_entropy(pred, target.clamp(min=0), reduction="none")
-        return torch.where(keep, ce, torch.zeros_like(ce))
-
-    def new_meter(self) -> metrics.MetricMeter:
-        """A :class:`DomainClassificationMeter`."""
-        return DomainClassificationMeter(self.spec.num_classes)
-
-
-def make_domain_tasks(specs: Mapping[str, TaskSpec] | Sequence[TaskSpec]) -> dict[str, Task]:
-    """:class:`DomainClassificationTask` s keyed by name, in order."""
-    specs = list(specs.values()) if isinstance(specs, Mapping) else list(specs)
-    return {spec.name: DomainClassificationTask(spec) for spec in specs}
-
-
-# --------------------------------------------------------------------------------------------
 # Full training (App. A.2)
 # --------------------------------------------------------------------------------------------
 def curriculum_probabilities(
@@ -630,7 +582,8 @@ def curriculum_probabilities(
 class PartitionTraining(Hooks):
     """The training-loop hooks of paper E's full training (§3, App. A.2); see the module doc.
 
-    Use with :func:`~mtlrepro.train.fit`, :func:`make_domain_tasks`, a balancer with
+    Use with :func:`~mtlrepro.train.fit`, :func:`~mtlrepro.tasks.make_tasks` (a classification
+    target ``-1``, a sample of another domain, gives no loss and is not counted), a balancer with
     ``gradient="sum"`` (e.g. ``"equal"``), SGD with momentum and ``weight_decay=0``.
 
     History rows (split ``"curriculum"``, at each epoch end): per task ``accuracy`` (fraction,

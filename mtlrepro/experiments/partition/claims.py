@@ -1,0 +1,140 @@
+"""Paper E's claims E1–E4, each verdict computed from our runs.
+
+Comparative claims read :func:`mtlrepro.report.paired` comparisons: a difference (ours minus
+the other, positive = the claim's direction) with its spread, ``inconclusive`` when the mean is
+within the spread (:data:`mtlrepro.report.SPREAD_RULE`).  What a comparison is paired over is
+named in each claim's details: seeds for Table 2 (both partitions of a seed share the data
+order), tasks and search seeds for Table 1's correlations, search seeds and penalties for E4.
+The paper's values come from ``mtlrepro/paper_numbers/E.csv``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from mtlrepro import paper_numbers
+from mtlrepro.experiments.partition import study
+from mtlrepro.experiments.partition.units import DATASETS, PartitionStudyConfig, es_row
+from mtlrepro.report import SPREAD_RULE, Claim, describe, make_claim, paired
+
+SHARE_ALL = "share all"
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    return np.argsort(np.argsort(values, kind="stable"), kind="stable").astype(float)
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rank correlation (ties broken by order; NaN when a side is constant)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.std() == 0 or y.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(_ranks(x), _ranks(y))[0, 1])
+
+
+def evaluate(runs: pd.DataFrame, config: PartitionStudyConfig) -> list[Claim]:
+    """Claims E1–E4 of paper E.
+
+    Args:
+        runs: :func:`~mtlrepro.experiments.partition.study.runs_frame` of the study.
+        config: the study settings.
+    """
+    common = {"profile": config.profile, "dataset": DATASETS[config.profile]}
+
+    # E1 (Table 1, Fig. 3): distillation correlates better with the final accuracy.
+    frame = study.correlation_frame(runs, config)
+    costs = study.cost_table(runs, config)
+    e1 = []
+    for budget in config.short_epochs:
+        gap = (frame[study.DISTILL] - frame[study.short_label(budget)]).dropna()
+        if len(gap):
+            e1.append((f"dist vs {study.short_label(budget)}", paired(gap.tolist())))
+    paper_t1 = paper_numbers.table("E", "Table 1").groupby("row")["value"].mean()
+    ratios = "; ".join(f"{row} {r:.1f}× the distillation's CPU time"
+                       for row, r in costs["relative_to_distillation"].items()
+                       if row != "distillation")
+    claim_e1 = make_claim(
+        "E1",
+        '"the distillation procedure (which takes a fraction of the time) correlates higher '
+        'with final accuracy" (than training for 5k or 10k iterations)',
+        f"mean correlation over nine tasks: dist {paper_t1['dist']:.3f}, 5k iters "
+        f"{paper_t1['5k iters']:.3f}, 10k iters {paper_t1['10k iters']:.3f}; distillation 1 "
+        "minute vs 5 and 10 minutes of training",
+        f"{describe(e1, ' in r')}; {ratios}" if e1 else "every correlation is undefined",
+        [c for _, c in e1] if e1 else None,
+        details=f"Pearson r with the final validation accuracy over {config.table1_partitions} "
+        "fully trained random partitions per task; per task and search seed, r(dist) minus "
+        f"r(short training); the spread is over tasks and seeds; {SPREAD_RULE}",
+        **common,
+    )
+
+    # E2 (Table 2): the ES partition uses fewer channels and is at least as accurate.
+    accuracy = study.accuracy_frame(runs)
+    es = es_row(config.table2_penalty)
+    by_seed = accuracy.pivot_table(index="seed", columns="row", values=study.TOTAL)
+    gap = (by_seed[es] - by_seed[SHARE_ALL]).dropna()
+    use = float(accuracy.loc[accuracy["row"] == es, "average_use"].mean())
+    comparison = paired(gap.tolist())
+    paper_total = {r: paper_numbers.value("E", "Table 2", r, "all", "accuracy")
+                   for r in ("es (wd 1e-3)", SHARE_ALL)}
+    claim_e2 = make_claim(
+        "E2",
+        '"using the parameterization found from our optimization both reduces average channel '
+        'use and achieves better performance overall" (than sharing all channels)',
+        f"Table 2 total: es (wd 1e-3) {paper_total['es (wd 1e-3)']:.1f} % vs share all "
+        f"{paper_total[SHARE_ALL]:.1f} %, with fewer channels",
+        f"average channel use {use:.2f} (share all 1.00); total accuracy "
+        f"{describe([(f'{es} vs {SHARE_ALL}', comparison)], ' points')}",
+        [comparison] if use < 1.0 else False,
+        details="test accuracy averaged over the tasks, per seed, ES partition minus share "
+        f"all; not reproduced if the ES partition uses every channel; else {SPREAD_RULE}",
+        **common,
+    )
+
+    # E3 (Fig. 4 middle): at low channel use the sharing pattern matters more.
+    spread = study.sharing_spread(runs)
+    low, high = min(config.diagonals), max(config.diagonals)
+    ranges = spread.pivot_table(index="seed", columns="diagonal", values="range")
+    e3 = paired((ranges[low] - ranges[high]).tolist())
+    claim_e3 = make_claim(
+        "E3",
+        '"sharing affects performance more and more as average parameter use goes down as '
+        'there is more flexibility when choosing how to overlap features"',
+        "Fig. 4 middle: the spread of scores over sharings widens as the fixed diagonal falls",
+        f"score range over sharings: diagonal {low:g} {ranges[low].mean():.3f}, diagonal "
+        f"{high:g} {ranges[high].mean():.3f}; "
+        f"{describe([(f'{low:g} vs {high:g}', e3)], '')}",
+        [e3] if len(config.diagonals) > 1 else None,
+        details="distillation score range (max − min) over the sharings of each fixed "
+        "diagonal, lowest minus highest diagonal, per search seed; " + SPREAD_RULE,
+        **common,
+    )
+
+    # E4 (Fig. 5, Table 2): easy tasks get few channels.
+    teachers = study.of_kind(runs, "teachers").pivot_table(
+        index="seed", columns="task", values="val_accuracy")
+    tasks = list(study.tasks_of(runs))
+    rhos = []
+    for r in study.found_partitions(runs).itertuples():
+        difficulty = teachers.loc[r.seed, tasks].to_numpy()
+        rho = spearman(difficulty, np.diag(np.asarray(r.P)))
+        if not np.isnan(rho):
+            rhos.append(rho)
+    e4 = paired([-rho for rho in rhos]) if rhos else None
+    claim_e4 = make_claim(
+        "E4",
+        "Easy tasks need few channels: the search gives the tasks its teachers solve best "
+        "(pedestrians and traffic signs in the Decathlon) the smallest share",
+        "Fig. 5 / the found P̃: the near-solved tasks get the fewest channels",
+        f"Spearman ρ between a task's teacher accuracy and its channel share P̃_tt: "
+        f"{np.mean(rhos):+.2f} ± {np.std(rhos, ddof=1) if len(rhos) > 1 else 0.0:.2f} over "
+        f"{len(rhos)} ES partitions" if rhos else "every found partition gives all tasks the "
+        "same share",
+        [e4] if e4 is not None else None,
+        details="ρ of every ES run's final partition (each penalty and search seed) against "
+        "the validation accuracy of that seed's teachers; the difference is −ρ, spread over "
+        f"the runs; {SPREAD_RULE}",
+        **common,
+    )
+    return [claim_e1, claim_e2, claim_e3, claim_e4]
