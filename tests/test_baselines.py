@@ -8,7 +8,7 @@ import torch
 
 from mtlrepro import paper_numbers
 from mtlrepro.config import ConfigError
-from mtlrepro.experiments.baselines import claims
+from mtlrepro.experiments.baselines import claims, discussion
 from mtlrepro.experiments.baselines import study as baselines
 from mtlrepro.metrics import LOWER_IS_BETTER, relative_performance
 from mtlrepro.report import NOT_REPRODUCED, REPRODUCED
@@ -310,3 +310,56 @@ def test_smoke_run_trains_every_network_and_predicts_the_samples(tmp_path):
     for row in alone.rows:
         assert alone.row_scores(row) == result.row_scores(row)
     assert [c.claim_id for c in claims.evaluate(alone)] == [f"BL{i}" for i in range(1, 6)]
+
+
+def _worse_normals(mean_angle: float) -> dict:
+    """Paper D's shared-bottom row with a worse mean angle on surface normals."""
+    return {**SHARED, "normal": {**SHARED["normal"], "mean_angle": mean_angle}}
+
+
+def test_the_discussion_quotes_this_runs_numbers():
+    result = _result(_worse_normals(40.0), architectures=PAPER_ARCHITECTURES)
+    verdicts = claims.evaluate(result)
+    text = discussion.discussion(result, verdicts)
+    assert not text.startswith("#")
+    table = baselines.delta_table(result).set_index("method")
+    shared = baselines.shared_row("equal")
+    delta_normal = table.loc[shared, "delta_normal"]
+    assert delta_normal < 0
+    assert f"loses most on surface normals: Δ {delta_normal:+.2f} %" in text
+    assert "(40.00° mean angle against single-task 17.50° mean angle)" in text
+    constant = discussion.constant_predictor(result.config)
+    assert 0 < constant["segmentation"]["miou"] < 100
+    assert 0 < constant["normal"]["mean_angle"] < 90 and constant["depth"]["abs_err"] > 0
+    assert (
+        f"segmentation {constant['segmentation']['miou']:.2f} % mIoU, "
+        f"{constant['segmentation']['pixel_acc']:.2f} % pixel accuracy (single-task 27.50 % mIoU"
+    ) in text
+    assert f"seed {result.config.seed} only, {result.config.epochs} epochs" in text
+    for claim in verdicts:
+        if claim.verdict == REPRODUCED:
+            assert f"{claim.claim_id} is" not in text
+        else:
+            assert f"{claim.claim_id} is not reproduced (ours {claim.our_value}," in text
+    by_id = {c.claim_id: c for c in verdicts}
+    assert by_id["BL2"].verdict == NOT_REPRODUCED and by_id["BL4"].verdict == NOT_REPRODUCED
+    assert f"surface normals {delta_normal:+.2f} %), and the surface normals term" in text
+
+
+def test_the_discussion_changes_when_a_number_changes():
+    texts = []
+    for angle in (30.0, 40.0):
+        result = _result(_worse_normals(angle), architectures=PAPER_ARCHITECTURES)
+        texts.append(discussion.discussion(result, claims.evaluate(result)))
+    assert texts[0] != texts[1]
+    assert "30.00° mean angle" in texts[0] and "30.00° mean angle" not in texts[1]
+
+
+def test_the_discussion_names_signs_one_seed_cannot_settle():
+    # paper D's own shared bottom: Δ_T +1.7, within SIGN_MARGIN of zero
+    result = _result(SHARED)
+    verdicts = {c.claim_id: c for c in claims.evaluate(result)}
+    text = discussion.discussion(result, list(verdicts.values()))
+    assert f"BL4 ({verdicts['BL4'].our_value:+.2f})" in text
+    assert "loses most" in text  # on segmentation (paper D: -7.6)
+    assert "BL5 (" not in text  # parameter ratios have no sign to flip

@@ -135,9 +135,25 @@ def test_the_discussion_quotes_this_runs_numbers():
     chance = discussion.majority_accuracy(result.config, "identity")
     assert 0 < chance < 100
     assert f"identity 60.00 % (constant predictor {chance:.2f} %)" in text
-    assert "the 4-task network (colour, type, identity, camera) kept all 128 units" in text
+    assert (
+        "Pruning never acted on the 4-task network on colour, type, identity and camera: it "
+        "kept all 128 units, as its smallest angle, 10.0°, never fell to θ = "
+        f"{result.config.theta:g}°." in text
+    )
     assert "the 3-task network" not in text
     assert "A1 is not reproduced" in text
     for claim in verdicts:
         if claim.verdict == REPRODUCED:
             assert f"{claim.claim_id} is" not in text
+
+
+def test_the_discussion_names_every_network_pruning_never_touched():
+    result = _result(task_finals=(70, 80, 128, 128))
+    text = discussion.discussion(result.config, result, claims.evaluate(result))
+    assert (
+        "Pruning never acted on 2 networks, which kept all 128 units because their smallest "
+        f"angle never fell to θ = {result.config.theta:g}°: the 3-task network on colour, type "
+        "and identity (smallest angle 10.0°) and the 4-task network on colour, type, identity "
+        "and camera (smallest angle 10.0°)." in text
+    )
+    assert "the 2-task network" not in text
