@@ -8,7 +8,10 @@ Files of one notebook run, in ``results/<NN_name>/``:
 
 * ``tableN_*.csv`` + ``tableN_*.md`` -- :func:`write_table`
 * ``metrics.json`` -- :func:`write_metrics`
-* ``claims.csv`` -- :func:`write_claims` (the claims scorecard rows; verdicts come from numbers)
+* ``claims.csv`` -- :func:`write_claims` (the claims scorecard rows; verdicts come from numbers;
+  column ``kind`` tells claims, which could come out either way, from checks -- statements that
+  cannot plausibly fail in our runs, such as a library constructor's parameter count, made with
+  :func:`make_check` and kept out of the verdict counts)
 * ``figN_*.png`` -- :func:`mtlrepro.plots.save_figure`
 
 ``results/README.md`` (index + claims scorecard) is built by :func:`build_results_index`, also
@@ -23,6 +26,7 @@ import io
 import json
 import math
 import os
+import platform
 import re
 import statistics
 import tempfile
@@ -56,6 +60,16 @@ INCONCLUSIVE = "inconclusive"
 VERDICTS: tuple[str, ...] = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_APPLICABLE)
 """``inconclusive``: the claim compares methods and our difference is within the seed spread
 (:func:`paired`)."""
+PASSED = "passed"
+FAILED = "failed"
+CHECK_VERDICTS: tuple[str, ...] = (PASSED, FAILED, NOT_APPLICABLE)
+"""Verdicts of a check (:func:`make_check`)."""
+CLAIM = "claim"
+CHECK = "check"
+KINDS: tuple[str, ...] = (CLAIM, CHECK)
+"""``claim``: a statement of the paper our runs could contradict (counted in the scorecard);
+``check``: a verifiable statement that cannot plausibly fail in our runs (a parameter count of a
+library constructor, arithmetic on fixed numbers), listed apart in the "Checks" table."""
 
 # Permissions for new files (mkstemp would give 0600): read/write per the process umask.
 _UMASK = os.umask(0o022)
@@ -223,17 +237,37 @@ def _jsonable(value: Any, digits: int, where: str) -> Any:
     )
 
 
+CPU_MODEL_KEY = "cpu_model"
+"""Key of :func:`cpu_model` in ``metrics.json`` (added by :func:`write_metrics`)."""
+
+
+def cpu_model() -> str:
+    """The CPU model: ``model name`` of ``/proc/cpuinfo`` on Linux (what ``lscpu`` prints as
+    "Model name"), else :func:`platform.processor` or the machine type.  Torch's CPU kernels,
+    hence the last digits and the timings, differ between CPU kinds."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def write_metrics(metrics: Mapping[str, Any], out_dir: str | Path, *, digits: int = 6) -> Path:
     """Write ``metrics.json``: sorted keys, floats rounded to ``digits`` significant digits.
 
     Non-finite floats are written as ``null``.  Include what makes the file self-describing
-    (profile, dataset, seed, config) in ``metrics`` itself.
+    (profile, dataset, seed, config) in ``metrics`` itself; the CPU model (:func:`cpu_model`)
+    is added under :data:`CPU_MODEL_KEY` unless ``metrics`` already has that key.
 
     Args:
         metrics: nested mapping of JSON-able values (numpy scalars are accepted).
         out_dir: the output folder.
         digits: significant digits kept for floats.
     """
+    if not isinstance(metrics, Mapping):
+        raise ConfigError(f"metrics must be a mapping; got {type(metrics).__name__}")
+    metrics = {CPU_MODEL_KEY: cpu_model(), **metrics}
     data = _jsonable(metrics, digits, "metrics")
     text = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False)
     return atomic_write_text(Path(out_dir) / METRICS_FILE, text + "\n")
@@ -258,7 +292,7 @@ def verdict(holds: bool | None) -> str:
 
 @dataclass(frozen=True)
 class Claim:
-    """One row of a paper's claims scorecard (``claims.csv``).
+    """One row of a paper's claims scorecard (``claims.csv``): a claim or a check.
 
     Attributes:
         claim_id: short id, unique within the paper, e.g. ``"A1"``.
@@ -269,6 +303,8 @@ class Claim:
         profile: the profile the numbers come from.
         dataset: the dataset the numbers come from.
         details: how the verdict was decided (tolerance, compared quantities) or why n/a.
+        kind: :data:`CLAIM` (counted in the scorecard; verdict one of :data:`VERDICTS`) or
+            :data:`CHECK` (listed apart; verdict one of :data:`CHECK_VERDICTS`).
     """
 
     claim_id: str
@@ -279,14 +315,25 @@ class Claim:
     profile: str
     dataset: str
     details: str = ""
+    kind: str = CLAIM
 
     def __post_init__(self) -> None:
-        """Validate the verdict and the id."""
+        """Validate the kind, the verdict and the id."""
         if not self.claim_id or not isinstance(self.claim_id, str):
             raise ConfigError(f"claim_id must be a non-empty string; got {self.claim_id!r}")
-        if self.verdict not in VERDICTS:
-            allowed = ", ".join(repr(v) for v in VERDICTS)
-            raise ConfigError(f"unknown verdict {self.verdict!r}; allowed: {allowed}")
+        if self.kind not in KINDS:
+            raise ConfigError(f"unknown kind {self.kind!r}; allowed: {', '.join(KINDS)}")
+        allowed_verdicts = VERDICTS if self.kind == CLAIM else CHECK_VERDICTS
+        if self.verdict not in allowed_verdicts:
+            allowed = ", ".join(repr(v) for v in allowed_verdicts)
+            raise ConfigError(
+                f"unknown verdict {self.verdict!r} for a {self.kind}; allowed: {allowed}"
+            )
+
+    @property
+    def is_check(self) -> bool:
+        """Whether this row is a check (kept out of the scorecard's verdict counts)."""
+        return self.kind == CHECK
 
 
 CLAIM_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Claim))
@@ -323,6 +370,53 @@ def make_claim(
     else:
         decided = comparison_verdict(holds)
     return Claim(claim_id, claim, paper_value, our_value, decided, profile, dataset, details)
+
+
+def make_check(
+    check_id: str,
+    statement: str,
+    paper_value: str | float,
+    our_value: str | float,
+    passed: bool | None,
+    *,
+    profile: str,
+    dataset: str,
+    details: str = "",
+) -> Claim:
+    """Build a check: a verifiable statement that cannot plausibly fail in our runs (e.g. the
+    parameter count of a library constructor against the paper's table).  It is written to
+    ``claims.csv`` with ``kind = check`` and shown in the results index's "Checks" table, out of
+    the reproduced / not-reproduced counts.
+
+    Args:
+        check_id: short id, unique within the paper (claims and checks share the id space).
+        statement: what is checked, in words.
+        paper_value: the paper's number or description.
+        our_value: our number or description.
+        passed: whether it holds; ``None`` when it cannot be checked here.
+        profile: the profile the numbers come from.
+        dataset: where the numbers come from.
+        details: how it was decided.
+    """
+    if passed is None:
+        decided = NOT_APPLICABLE
+    elif isinstance(passed, bool):
+        decided = PASSED if passed else FAILED
+    else:
+        raise ConfigError(f"passed must be True, False or None; got {passed!r}")
+    return Claim(
+        check_id, statement, paper_value, our_value, decided, profile, dataset, details, CHECK
+    )
+
+
+def claims_only(rows: Sequence[Claim]) -> list[Claim]:
+    """The rows of ``rows`` that are claims (not checks)."""
+    return [c for c in rows if not c.is_check]
+
+
+def checks_only(rows: Sequence[Claim]) -> list[Claim]:
+    """The rows of ``rows`` that are checks."""
+    return [c for c in rows if c.is_check]
 
 
 @dataclass(frozen=True)
@@ -497,7 +591,7 @@ def write_claims(claims: Sequence[Claim], out_dir: str | Path) -> Path:
     """Write ``claims.csv`` (columns :data:`CLAIM_COLUMNS`, in the given order).
 
     Args:
-        claims: the paper's claims; ids must be unique.
+        claims: the paper's claims and checks (:func:`make_check`); ids must be unique.
         out_dir: the output folder.
     """
     ids = [c.claim_id for c in claims]
@@ -515,13 +609,16 @@ def write_claims(claims: Sequence[Claim], out_dir: str | Path) -> Path:
 def read_claims(path: str | Path) -> list[Claim]:
     """Read a ``claims.csv`` written by :func:`write_claims`.
 
+    A file of an earlier version without the ``kind`` column is read as claims only.
+
     Args:
         path: the CSV file.
     """
     path = Path(path)
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != CLAIM_COLUMNS:
+        columns = tuple(reader.fieldnames or ())
+        if columns not in (CLAIM_COLUMNS, CLAIM_COLUMNS[:-1]):
             raise ConfigError(
                 f"{path}: columns {reader.fieldnames} do not match {list(CLAIM_COLUMNS)}"
             )
@@ -570,14 +667,23 @@ def _notebook_dirs(results_root: Path) -> list[Path]:
 
 
 def _scorecard(results_root: Path, folders: Sequence[Path]) -> list[str]:
-    """The claims scorecard section: counts per notebook and verdict, then every claim."""
+    """The claims scorecard section: counts per notebook and verdict, then every claim, then
+    the checks (kept out of the counts)."""
     counts: list[list[Any]] = []
     rows: list[list[Any]] = []
+    check_rows: list[list[Any]] = []
     for folder in folders:
         path = folder / CLAIMS_FILE
         if not path.is_file():
             continue
-        claims = read_claims(path)
+        everything = read_claims(path)
+        check_rows += [
+            [folder.name, c.claim_id, c.claim, c.paper_value, c.our_value,
+             "—" if c.verdict == NOT_APPLICABLE else ("yes" if c.verdict == PASSED else "no"),
+             c.details]
+            for c in checks_only(everything)
+        ]
+        claims = claims_only(everything)
         tally = [sum(c.verdict == v for c in claims) for v in VERDICTS]
         counts.append([f"[{folder.name}]({folder.name}/{CLAIMS_FILE})", *tally, len(claims)])
         rows += [
@@ -594,6 +700,16 @@ def _scorecard(results_root: Path, folders: Sequence[Path]) -> list[str]:
     header = ["notebook", "id", "claim", "paper", "ours", "verdict", "profile", "dataset",
               "details"]
     lines += [_md_table(header, rows)]
+    if check_rows:
+        lines += [
+            "### Checks",
+            "",
+            "Statements that cannot plausibly fail in our runs (e.g. parameter counts of "
+            "library constructors); they are verified, not counted as reproduced claims.",
+            "",
+            _md_table(["notebook", "id", "statement", "paper", "ours", "passed", "details"],
+                      check_rows),
+        ]
     return lines
 
 

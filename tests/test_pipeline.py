@@ -14,7 +14,7 @@ import matplotlib.figure
 import nbformat
 import pytest
 
-from mtlrepro import pipeline
+from mtlrepro import pipeline, report
 from mtlrepro.config import ConfigError
 from mtlrepro.params import load_params, section_name
 from mtlrepro.pipeline import (
@@ -244,7 +244,11 @@ def test_run_writes_normalised_notebook_html_and_outputs(tiny_runs: dict[str, An
     assert tiny_runs["code"] == 0
     files = tiny_runs["first"]
     assert sorted(files) == [f"{NAME}.html", f"{NAME}.ipynb", "metrics.json"]
-    assert json.loads(files["metrics.json"]) == {"n": 4, "profile": "smoke"}
+    assert json.loads(files["metrics.json"]) == {
+        "cpu_model": report.cpu_model(),
+        "n": 4,
+        "profile": "smoke",
+    }
     text = files[f"{NAME}.ipynb"].decode()
     nb = json.loads(text)
     assert nb["metadata"]["papermill"]["parameters"] == {

@@ -176,6 +176,33 @@ def test_min_angle_figure_draws_one_line_per_architecture_and_the_threshold():
         a_figures.plot_min_angle_curves(curves.drop(columns="epoch"))
 
 
+def test_min_angle_figure_gives_a_colour_per_architecture_and_a_style_per_run_kind():
+    pruned = pd.DataFrame({"epoch": [1, 2, 1, 2], "min_angle": [5.0, 9.0, 3.0, 4.0],
+                           "architecture": ["A", "A", "B", "B"], "run": "pruned"})
+    unpruned = pd.DataFrame({"epoch": [1, 2], "min_angle": [6.0, 5.0], "architecture": ["B", "B"],
+                             "run": "unpruned"})
+    fig = a_figures.plot_min_angle_curves(pd.concat([pruned, unpruned]), theta=30)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.lines}
+    assert set(lines) == {"A · pruned", "B · pruned", "B · unpruned", "θ = 30°"}
+    assert lines["B · pruned"].get_color() == lines["B · unpruned"].get_color()
+    assert lines["A · pruned"].get_color() != lines["B · pruned"].get_color()
+    assert lines["B · pruned"].get_linestyle() != lines["B · unpruned"].get_linestyle()
+    assert ax.get_xlabel() == "epoch" and "°" in ax.get_ylabel()
+
+
+def test_min_angle_figure_splits_panels_beyond_eight_series():
+    frames = [
+        pd.DataFrame({"epoch": [1, 2], "min_angle": [1.0, 2.0], "architecture": f"arch{i}",
+                      "run": run})
+        for i in range(5)
+        for run in ("pruned", "unpruned")
+    ]
+    fig = a_figures.plot_min_angle_curves(pd.concat(frames))
+    assert len(fig.axes) == 2
+    assert all(len(ax.lines) <= a_figures.MAX_SERIES_PER_AXIS for ax in fig.axes)
+
+
 # --------------------------------------------------------------------------- paper B figures
 # Tolerances below (allclose/approx defaults, rtol=1e-9) only absorb float rounding of means,
 # ratios and display transforms: every expected value is computed exactly from the inputs.
