@@ -347,7 +347,10 @@ def test_the_discussion_quotes_this_runs_numbers():
     ) in text
     assert f"seed {result.config.seed} only, {result.config.epochs} epochs" in text
     for claim in verdicts:
-        if claim.verdict == REPRODUCED:
+        if claim.is_check:
+            failed = f"Check {claim.claim_id} failed (ours {claim.our_value},"
+            assert (failed in text) == (claim.verdict == FAILED)
+        elif claim.verdict == REPRODUCED:
             assert f"{claim.claim_id} is" not in text
         else:
             assert f"{claim.claim_id} is not reproduced (ours {claim.our_value}," in text

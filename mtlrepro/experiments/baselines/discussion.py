@@ -25,7 +25,7 @@ from mtlrepro.experiments.baselines.study import (
 )
 from mtlrepro.metrics import make_meter
 from mtlrepro.models.segnet import segnet_config
-from mtlrepro.report import NOT_APPLICABLE, REPRODUCED, Claim
+from mtlrepro.report import FAILED, NOT_APPLICABLE, REPRODUCED, Claim, checks_only, claims_only
 
 SIGN_MARGIN = 2.0
 """Δ (points of %) within which a single seed cannot settle a sign: the cpu profile runs one
@@ -41,8 +41,6 @@ HEADLINE_METRICS: dict[str, tuple[str, str]] = {
     "normal": ("mean_angle", "° mean angle"),
 }
 """Task -> the metric quoted for it, and its unit."""
-PARAMETER_CLAIMS: tuple[str, ...] = ("BL5", "BL9", "BL10")
-"""Claims on parameter ratios (no sign a seed could flip)."""
 DELTA_T_CLAIMS: dict[str, str] = {
     "BL4": "",
     "BL6": ARCHITECTURE_ROWS["cross_stitch"],
@@ -69,7 +67,7 @@ CAUSES: dict[str, str] = {
     "follows the MTAN code's attention blocks on the SegNet's stage widths (see the claim's "
     "details)",
 }
-"""Claim -> the likeliest cause when it does not reproduce."""
+"""Claim or check -> the likeliest cause when it does not reproduce (or fails)."""
 
 
 def constant_predictor(config: BaselinesConfig) -> dict[str, dict[str, float]]:
@@ -192,7 +190,6 @@ def _seed_sentence(config: BaselinesConfig, verdicts: Sequence[Claim]) -> str:
         f"{c.claim_id} ({c.our_value:+.2f})"
         for c in verdicts
         if isinstance(c.our_value, int | float)
-        and c.claim_id not in PARAMETER_CLAIMS
         and abs(c.our_value) < SIGN_MARGIN
     ]
     text = (
@@ -246,9 +243,12 @@ def discussion(result: BaselinesResult, verdicts: Sequence[Claim]) -> str:
 
     Args:
         result: :func:`~mtlrepro.experiments.baselines.study.run_baselines`'s result.
-        verdicts: :func:`~mtlrepro.experiments.baselines.claims.evaluate`.
+        verdicts: :func:`~mtlrepro.experiments.baselines.claims.evaluate` (its checks are
+            not counted as claims; a failed one gets a sentence of its own).
     """
     config = result.config
+    failed_checks = [c for c in checks_only(verdicts) if c.verdict == FAILED]
+    verdicts = claims_only(verdicts)
     table11 = metrics_table(result).set_index("method")
     table2 = delta_table(result).set_index("method")
     reproduced = [c.claim_id for c in verdicts if c.verdict == REPRODUCED]
@@ -262,6 +262,8 @@ def discussion(result: BaselinesResult, verdicts: Sequence[Claim]) -> str:
         f"* {_seed_sentence(config, verdicts)}",
         f"* Reproduced: {', '.join(reproduced) or 'none'}.",
         *(f"* {s}" for s in _claim_sentences(result, table2, verdicts)),
+        *(f"* Check {c.claim_id} failed (ours {c.our_value}, paper {c.paper_value}): "
+          f"{CAUSES.get(c.claim_id, 'see the check details')}." for c in failed_checks),
         "* At the paper profile (NYU-v2 at 288×384, MTAN's full-width SegNet with VGG-16's "
         "layout, paper C's schedule of the first line) the same code trains "
         f"{', '.join([SINGLE_TASK, 'Shared Bottom', *architectures])} on the real data; it "

@@ -21,7 +21,8 @@ CAUSES: dict[str, str] = {
     "the few epochs run, which varies between task sets more than the number of tasks does",
     "A3": "the CPU-sized extractors differ from the ImageNet architectures in depth and width "
     "and are not pretrained, so their feature utilisation need not follow the paper's order",
-    "A4": "the angle is logged before each epoch's pruning, so merges shape the curve",
+    "A4": "the unpruned baseline trains for only a few epochs from scratch, where its features "
+    "are still forming; the paper's curves span a full fine-tuning run of pretrained extractors",
 }
 """Claim -> the likeliest cause when it does not reproduce."""
 
