@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mtlrepro.config import ConfigError, check_choice
-from mtlrepro.report import atomic_write_bytes
+from mtlrepro.files import atomic_write_bytes
 
 DPI = 120
 """Resolution of every saved and displayed PNG."""

@@ -25,11 +25,8 @@ import csv
 import io
 import json
 import math
-import os
-import platform
 import re
 import statistics
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import astuple, dataclass, fields
 from numbers import Integral, Real
@@ -39,9 +36,7 @@ from typing import Any
 import pandas as pd
 
 from mtlrepro.config import ConfigError
-
-REPO_ROOT: Path = Path(__file__).resolve().parent.parent
-"""The repository root: the parent of the ``mtlrepro`` package folder."""
+from mtlrepro.files import REPO_ROOT, atomic_write_text, cpu_model
 
 SCRATCH_DIR_NAME = ".scratch"
 """Git-ignored folder under the repo root for outputs of notebooks run with their defaults."""
@@ -71,50 +66,8 @@ KINDS: tuple[str, ...] = (CLAIM, CHECK)
 ``check``: a verifiable statement that cannot plausibly fail in our runs (a parameter count of a
 library constructor, arithmetic on fixed numbers), listed apart in the "Checks" table."""
 
-# Permissions for new files (mkstemp would give 0600): read/write per the process umask.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-_FILE_MODE = 0o666 & ~_UMASK
-
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _NUMBER_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then rename.
-
-    The parent folder is created if needed.  Readers see either the old or the new content,
-    never a partial file; on error the temporary file is removed.
-
-    Args:
-        path: destination file.
-        data: the complete new content.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8, ``\\n`` line endings kept as given) to ``path`` atomically.
-
-    Args:
-        path: destination file.
-        text: the complete new content.
-    """
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def resolve_output_dir(path: str | Path | None, notebook: str) -> Path:
@@ -239,18 +192,6 @@ def _jsonable(value: Any, digits: int, where: str) -> Any:
 
 CPU_MODEL_KEY = "cpu_model"
 """Key of :func:`cpu_model` in ``metrics.json`` (added by :func:`write_metrics`)."""
-
-
-def cpu_model() -> str:
-    """The CPU model: ``model name`` of ``/proc/cpuinfo`` on Linux (what ``lscpu`` prints as
-    "Model name"), else :func:`platform.processor` or the machine type.  Torch's CPU kernels,
-    hence the last digits and the timings, differ between CPU kinds."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def write_metrics(metrics: Mapping[str, Any], out_dir: str | Path, *, digits: int = 6) -> Path:

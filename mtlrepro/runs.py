@@ -48,6 +48,7 @@ from typing import Any
 from tqdm.std import tqdm
 
 from mtlrepro.config import ConfigError, check_choice
+from mtlrepro.files import REPO_ROOT, atomic_write_text, cpu_model
 from mtlrepro.interrupts import (
     Interrupted,
     child_pids,
@@ -57,7 +58,6 @@ from mtlrepro.interrupts import (
     stop_with_parent,
 )
 from mtlrepro.params import load_params
-from mtlrepro.report import REPO_ROOT, atomic_write_text, cpu_model
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 """The experiment packages, ``mtlrepro/experiments/<paper>/``."""
