@@ -13,6 +13,8 @@ Files of one notebook run, in ``results/<NN_name>/``:
   cannot plausibly fail in our runs, such as a library constructor's parameter count, made with
   :func:`make_check` and kept out of the verdict counts)
 * ``figN_*.png`` -- :func:`mtlrepro.plots.save_figure`
+* ``findings.csv`` + ``findings.md`` -- :func:`write_table` of a paper's
+  :func:`mtlrepro.consistency.findings` (its own numbers that disagree, grouped by cause)
 
 ``results/README.md`` (index + claims scorecard) is built by :func:`build_results_index`, also
 from the command line: ``python -m mtlrepro.report index results``.
@@ -43,6 +45,8 @@ SCRATCH_DIR_NAME = ".scratch"
 
 METRICS_FILE = "metrics.json"
 CLAIMS_FILE = "claims.csv"
+FINDINGS_FILE = "findings.csv"
+"""Findings about a paper's own numbers (:func:`mtlrepro.consistency.findings`), per folder."""
 BENCHMARKS_DIR = "benchmarks"
 RUNS_DIR = "runs"
 """``results/runs/<notebook>/``: independent training runs a notebook reads (not a notebook)."""
@@ -654,6 +658,38 @@ def _scorecard(results_root: Path, folders: Sequence[Path]) -> list[str]:
     return lines
 
 
+def _findings_section(folders: Sequence[Path]) -> list[str]:
+    """The "Findings about the papers" section: every folder's ``findings.csv``, real findings
+    by decreasing size first, then rounding ones."""
+    frames = []
+    for folder in folders:
+        path = folder / FINDINGS_FILE
+        if path.is_file():
+            frames.append(pd.read_csv(path, keep_default_na=False).assign(notebook=folder.name))
+    if not frames:
+        return []
+    found = pd.concat(frames, ignore_index=True)
+    found = found.assign(_rounding=found["kind"] == "rounding").sort_values(
+        ["_rounding", "size"], ascending=[True, False], kind="stable"
+    )
+    rows = [
+        [r.finding, f"[{r.notebook}]({r.notebook}/{FINDINGS_FILE})", r.kind,
+         float(r.size), r.cause, str(r.checks).split(":", 1)[0], r.evidence]
+        for r in found.itertuples()
+    ]
+    return [
+        "## Findings about the papers",
+        "",
+        "Numbers in the papers that disagree with the papers' own other numbers beyond "
+        "rounding, grouped by cause: a cause (a column swap, a row from another table) is "
+        "reported once when re-running the check under it makes all its numbers agree and "
+        "breaks none; the rest are listed one by one. Real findings by size (points), then "
+        "rounding differences (within 0.01 + the last printed digit).",
+        "",
+        _md_table(["id", "notebook", "kind", "size", "cause", "numbers", "evidence"], rows),
+    ]
+
+
 def _notebook_section(results_root: Path, folder: Path) -> list[str]:
     """The index section of one notebook folder: notebook links, tables, figures, files."""
     name = folder.name
@@ -698,7 +734,8 @@ def _benchmarks_section(results_root: Path) -> list[str]:
 
 
 def build_results_index(results_root: str | Path) -> Path:
-    """Write ``<results_root>/README.md``: the claims scorecard, then one section per notebook.
+    """Write ``<results_root>/README.md``: the claims scorecard, the findings about the papers
+    (every folder's ``findings.csv``, ranked), then one section per notebook.
 
     Each notebook section links the rendered notebook (``.ipynb`` and ``.html``), embeds every
     table's Markdown (linked to its CSV) and every figure (relative links); CSVs under
@@ -721,6 +758,7 @@ def build_results_index(results_root: str | Path) -> Path:
         "",
     ]
     lines += _scorecard(root, folders)
+    lines += _findings_section(folders)
     for folder in folders:
         lines += _notebook_section(root, folder)
     lines += _benchmarks_section(root)

@@ -369,3 +369,25 @@ def test_seed_comparisons_decide_reproduced_not_reproduced_or_inconclusive() -> 
         paired([])
     with pytest.raises(ConfigError, match="finite"):
         paired([float("nan")])
+
+
+def test_results_index_gathers_the_findings_about_the_papers_ranked(tmp_path: Path) -> None:
+    _fake_results(tmp_path)
+    columns = ["paper", "finding", "cause", "size", "kind", "checks", "evidence"]
+    write_table(
+        pd.DataFrame([["A", "A1", "tiny rounding", 0.01, "rounding", "2: x; y", "re-run"]],
+                     columns=columns),
+        tmp_path / "00_alpha", "findings",
+    )
+    write_table(
+        pd.DataFrame([["B", "B1", "columns swapped", 2.09, "real", "10: z", "20 of 20 agree"]],
+                     columns=columns),
+        tmp_path / "01_beta", "findings",
+    )
+    text = build_results_index(tmp_path).read_text()
+    assert text.index("## Claims scorecard") < text.index("## Findings about the papers") \
+        < text.index("## 00_alpha")
+    section = text[text.index("## Findings about the papers"):text.index("## 00_alpha")]
+    assert section.index("columns swapped") < section.index("tiny rounding")
+    row = "| B1 | [01_beta](01_beta/findings.csv) | real | 2.09 | columns swapped | 10 |"
+    assert row in section
