@@ -205,3 +205,14 @@ def test_the_discussion_names_every_network_pruning_never_touched():
         "and camera (smallest angle 10.0°)." in text
     )
     assert "the 2-task network" not in text
+
+
+def test_training_run_groups_split_runs_by_purpose_with_the_main_run_as_reference():
+    result = _result()
+    groups = study.training_run_groups(result)
+    main = f"D-Prune · {study.PAPER_NAMES[result.config.backbone]}"
+    assert list(groups) == ["D-Prune vs the baseline", "architectures", "number of tasks"]
+    assert groups["D-Prune vs the baseline"] == [main, f"Baseline · {main.split(' · ')[1]}"]
+    assert groups["architectures"][0] == main
+    assert len(groups["architectures"]) == len(result.config.families)
+    assert all(1 < len(runs) <= 8 for runs in groups.values())

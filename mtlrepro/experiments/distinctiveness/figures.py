@@ -69,9 +69,10 @@ def plot_class_distributions(
                 label=f"P({task} | {given_task}={given_name[given_class]})",
             )
             ax.set_xticks(x, names.get(task, [str(i) for i in x]), rotation=90)
-            ax.set_ylabel("%")
+            ax.set_xlabel(task)
+            ax.set_ylabel("% of samples")
             ax.set_title(f"{task} given the rarest {given_task}")
-            ax.legend(fontsize="small")
+            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -135,5 +136,5 @@ def plot_min_angle_curves(curves: pd.DataFrame, *, theta: float | None = None) -
             ax.set_xlabel("epoch")
             ax.set_ylabel("minimum angle (°), before pruning")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.legend(fontsize="small", loc="best")
+            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig

@@ -62,6 +62,7 @@ from mtlrepro.models.backbones import (
     paper_scale_parameter_counts,
 )
 from mtlrepro.models.joint_encoder import JointEncoderModel, Normalised
+from mtlrepro.plots import MAX_SERIES
 from mtlrepro.recipe import train_config_for, train_network
 
 SECTION = "distinctiveness"
@@ -362,7 +363,9 @@ def run_study(config: PruningStudyConfig, *, progress: bool = True) -> StudyResu
     for count in range(1, len(TABLE3_TASKS) + 1):
         tasks = TABLE3_TASKS[:count]
         by_task_count[count] = (
-            main if tasks == config.tasks else dprune(f"{count} tasks", config.backbone, tasks)
+            main if tasks == config.tasks else dprune(
+                f"{count} task{'s' if count > 1 else ''}", config.backbone, tasks
+            )
         )
     ablations = []
     if config.ablations:
@@ -565,6 +568,32 @@ def training_history(result: StudyResult) -> pd.DataFrame:
         )
     }
     return pd.concat([r.history for r in runs.values()], ignore_index=True)
+
+
+def training_run_groups(result: StudyResult) -> dict[str, list[str]]:
+    """The runs of :func:`training_history` (values of its ``run`` column) by purpose, for
+    :func:`mtlrepro.plots.plot_training_curves`: D-Prune vs the baseline, the architectures,
+    the number of tasks and the ablations, each with the main D-Prune run as reference and at
+    most :data:`mtlrepro.plots.MAX_SERIES` runs.  Empty groups are left out."""
+
+    def names(runs: Any) -> list[str]:  # the run column written by prune_run
+        return list(dict.fromkeys(f"{r.label} · {PAPER_NAMES[r.family]}" for r in runs))
+
+    main = names([result.main])
+    groups = {
+        "D-Prune vs the baseline": names([result.main, result.baseline]),
+        "architectures": names([result.main, *result.families.values()]),
+        "number of tasks": names([*result.by_task_count.values()]),
+        "ablations": names([result.main, *result.ablations]),
+    }
+    groups = {title: runs for title, runs in groups.items() if runs and set(runs) != set(main)}
+    chunks = {}
+    for title, runs in groups.items():  # a group with too many runs is split
+        size = MAX_SERIES
+        parts = [runs[k : k + size] for k in range(0, len(runs), size)]
+        for k, part in enumerate(parts):
+            chunks[title if len(parts) == 1 else f"{title} ({k + 1}/{len(parts)})"] = part
+    return chunks or {"D-Prune": main}
 
 
 # --------------------------------------------------------------------------------------------
