@@ -37,6 +37,7 @@ from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
 
 from mtlrepro.config import ConfigError, check_profile
+from mtlrepro.files import REPO_ROOT, atomic_write_text
 from mtlrepro.interrupts import (
     Interrupted,
     RunInProgress,
@@ -49,7 +50,6 @@ from mtlrepro.interrupts import (
     stop_with_parent,
 )
 from mtlrepro.params import load_params
-from mtlrepro.report import REPO_ROOT, atomic_write_text
 from mtlrepro.runs import staging_folder
 
 KERNEL_NAME = "python3"

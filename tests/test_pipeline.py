@@ -16,6 +16,7 @@ import pytest
 
 from mtlrepro import pipeline, report
 from mtlrepro.config import ConfigError
+from mtlrepro.files import REPO_ROOT
 from mtlrepro.params import load_params, section_name
 from mtlrepro.pipeline import (
     NotebookFailed,
@@ -25,7 +26,6 @@ from mtlrepro.pipeline import (
     run_notebook,
     strip_png_metadata,
 )
-from mtlrepro.report import REPO_ROOT
 
 NAME = "00_tiny"
 TINY_CELLS = [

@@ -13,6 +13,7 @@ import pytest
 
 from mtlrepro import report
 from mtlrepro.config import ConfigError
+from mtlrepro.files import atomic_write_bytes, atomic_write_text
 from mtlrepro.report import (
     FAILED,
     INCONCLUSIVE,
@@ -23,8 +24,6 @@ from mtlrepro.report import (
     Claim,
     at_least,
     at_most,
-    atomic_write_bytes,
-    atomic_write_text,
     build_results_index,
     comparison_verdict,
     describe,
