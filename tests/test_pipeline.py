@@ -207,6 +207,24 @@ def test_finalize_makes_the_interleaving_of_stdout_and_stderr_irrelevant(tmp_pat
     assert streams == [("stdout", "a\nb\n"), ("stderr", "w\n"), (None, ""), ("stdout", "c\n")]
 
 
+def test_finalize_drops_widget_outputs_such_as_progress_bars(tmp_path: Path) -> None:
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("for _ in tqdm(range(3)): pass")
+    widget = {"model_id": "abc", "version_major": 2, "version_minor": 0}
+    cell.outputs = [
+        nbformat.v4.new_output("display_data", data={
+            "application/vnd.jupyter.widget-view+json": widget,
+            "text/plain": "  0%|          | 0/3 [00:00<?, ?it/s]",
+        }),
+        nbformat.v4.new_output("display_data", data={"text/plain": "kept"}),
+    ]
+    nb.cells = [cell]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    outputs = json.loads(finalize_notebook(path).read_text())["cells"][0]["outputs"]
+    assert [o["data"] for o in outputs] == [{"text/plain": ["kept"]}]
+
+
 def test_html_rendering_is_identical_twice(tmp_path: Path,
                                            caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "nb.ipynb"
