@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from mtlrepro.data import dataset_names
+from mtlrepro.experiments.dag.study import SHARED_BOTTOM
 from mtlrepro.experiments.dag.units import DATASETS, UNIT_KINDS, DagStudyConfig, dataset_name, ours
 from mtlrepro.report import INCONCLUSIVE, NOT_APPLICABLE, NOT_REPRODUCED, REPRODUCED, Claim
 
@@ -75,10 +76,28 @@ def _accuracy_sentence(table: pd.DataFrame, config: DagStudyConfig) -> str:
         paper = "" if pd.isna(r["accuracy_paper"]) else f" (paper {r['accuracy_paper']:.2f})"
         return f"{row} {r['accuracy']:.2f} ± {r['accuracy_std']:.2f}{paper}"
 
-    return (
+    def size(row: str) -> str:
+        r = table.loc[row]
+        paper = "" if pd.isna(r["params_paper"]) else f" (paper {r['params_paper']:.2f}×)"
+        return f"{row} {r['params']:.2f}×{paper}"
+
+    ours_rows = [r for r in table.index if r.startswith("Ours")]
+    shared = table.loc[SHARED_BOTTOM, "accuracy"]
+    small = [r for r in ours_rows if table.loc[r, "params"] < 0.5
+             and table.loc[r, "accuracy"] < shared]
+    text = (
         f"On glyphs ({config.alphabets} alphabets, one 20-way task each; chance 5 %), mean test "
-        "accuracy (%): " + "; ".join(quoted(row) for row in table.index) + "."
+        "accuracy (%): " + "; ".join(quoted(row) for row in table.index) + ". Parameters "
+        "relative to the shared bottom: " + "; ".join(size(row) for row in ours_rows) + "."
     )
+    if small:
+        text += (
+            f" {' and '.join(small)} keep{'s' if len(small) == 1 else ''} less than half of the "
+            "shared bottom's parameters and trail its accuracy: the search kept only a few of "
+            "the central network's edges (Eq. 9's budget κ bounds them), which is the likeliest "
+            "cause of the gap."
+        )
+    return text
 
 
 def _size_sentence(table: pd.DataFrame, config: DagStudyConfig) -> str:
