@@ -218,6 +218,15 @@ def test_the_glyph_sentence_names_small_searched_networks_only_when_they_trail(s
     better = small.copy()
     better.loc[ours, "accuracy"] = shared + 10
     assert "less than half" not in discussion._accuracy_sentence(better, config)
+    used = discussion.hidden_edges_used(runs)
+    assert set(used) == set(ours)
+    assert all(0 <= n <= space for n, space in used.values())
+    none_used = {r: (0.0, 18.0) for r in ours}
+    assert "skips the central network's convolutions" in discussion._accuracy_sentence(
+        small, config, none_used)
+    some_used = {r: (3.0, 18.0) for r in ours}
+    text = discussion._accuracy_sentence(small, config, some_used)
+    assert "3.0 of the 18 searched edges" in text and "skips" not in text
 
 
 def test_figures_draw_and_refuse_bad_input(smoke):
