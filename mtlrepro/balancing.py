@@ -10,7 +10,7 @@ three composable stages:
 3. **gradient** -- ``"sum"``: back-propagate the weighted sum; ``"pcgrad"``: project the
    per-task gradients of the shared parameters against each other (paper A Eq. 16; Yu et al.
    2020, "Gradient Surgery for Multi-Task Learning") and apply their sum
-   (:func:`pcgrad_combine`, :func:`pcgrad_backward`).
+   (:func:`pcgrad_combine`, :func:`pcgrad_backward`; Gram form, :func:`pcgrad_coefficients`).
 
 :func:`create_balancer` builds the named combinations (``BALANCERS.names()``); any other
 combination is ``Balancer(weighting, hard_mining=..., gradient=...)``.
@@ -213,46 +213,73 @@ def hard_sample_mining(
 # --------------------------------------------------------------------------------------------
 # PCGrad (paper A, Eq. 16; Yu et al. 2020)
 # --------------------------------------------------------------------------------------------
+def pcgrad_coefficients(grads: Tensor, generator: torch.Generator) -> Tensor:
+    """PCGrad's projected gradients as combinations of the originals, ``g_i' = Σ_k C_ik g_k``.
+
+    Yu et al. 2020, Algorithm 1 in Gram form: every projection is against an *original*
+    ``g_j``, so ``g_i'`` stays in the span of the ``g_k`` and only its coefficient row ``c_i``
+    changes.  Starting from ``c_i = e_i``, for each other task ``j`` in a random order (one
+    ``torch.randperm(T, generator=generator)`` per task ``i``, in task order): when
+    ``g_i' · g_j = c_i · G[:, j] < 0``, ``c_i ← c_i − (c_i · G[:, j] / G[j, j]) e_j``, which
+    is ``g_i' ← g_i' − (g_i' · g_j / ‖g_j‖²) g_j`` exactly.  A zero ``g_j`` (``G[j, j] = 0``)
+    is never projected against.  ``G = g gᵀ`` is the only pass over the full gradients; the
+    ``T × T`` arithmetic runs in float64.
+
+    Args:
+        grads: per-task gradients of the shared parameters, shape ``(T, P)``.
+        generator: source of the random task orders (its state advances).
+
+    Returns:
+        The coefficients ``C``, float64 on the CPU, shape ``(T, T)``.
+    """
+    gram = (grads @ grads.T).tolist()
+    num_tasks = len(gram)
+    coefficients = []
+    for i in range(num_tasks):
+        row = [0.0] * num_tasks
+        row[i] = 1.0
+        for j in torch.randperm(num_tasks, generator=generator).tolist():
+            if j == i or gram[j][j] == 0.0:
+                continue
+            dot = sum(c * g for c, g in zip(row, gram[j], strict=True))  # g_i' · g_j
+            if dot < 0:
+                row[j] -= dot / gram[j][j]
+        coefficients.append(row)
+    return torch.tensor(coefficients, dtype=torch.float64)
+
+
 def pcgrad_project(grads: Tensor, generator: torch.Generator) -> Tensor:
     """Each task's gradient after PCGrad's projections (paper A, Eq. 16).
 
     For each task ``i``, the other tasks ``j`` are visited in a random order (one
     ``torch.randperm(T, generator=generator)`` per task ``i``, in task order) and, whenever
     ``g_i · g_j < 0``, ``g_i ← g_i − (g_i · g_j / ‖g_j‖²) g_j`` -- always against the
-    *original* ``g_j``, as in Yu et al.'s algorithm.
+    *original* ``g_j``, as in Yu et al.'s algorithm (Algorithm 1).  Computed in Gram form
+    (:func:`pcgrad_coefficients`), which is exact: ``C g``.
 
     Args:
         grads: per-task gradients of the shared parameters, shape ``(T, P)``.
         generator: source of the random task orders (its state advances).
 
     Returns:
-        The projected gradients, shape ``(T, P)``.
+        The projected gradients, shape ``(T, P)``, dtype of ``grads``.
     """
-    projected = grads.clone()
-    num_tasks = grads.shape[0]
-    for i in range(num_tasks):
-        g_i = projected[i]
-        for j in torch.randperm(num_tasks, generator=generator).tolist():
-            if j == i:
-                continue
-            g_j = grads[j]
-            dot = torch.dot(g_i, g_j)
-            if dot < 0:
-                g_i -= (dot / torch.dot(g_j, g_j)) * g_j
-    return projected
+    return pcgrad_coefficients(grads, generator).to(grads) @ grads
 
 
 def pcgrad_combine(grads: Tensor, generator: torch.Generator) -> Tensor:
     """The PCGrad update of the shared parameters: the sum of :func:`pcgrad_project`'s rows.
 
+    Computed as ``(Σ_i c_i) g`` from :func:`pcgrad_coefficients` (one matrix-vector product).
+
     Args:
         grads: per-task gradients of the shared parameters, shape ``(T, P)``.
         generator: source of the random task orders (its state advances).
 
     Returns:
-        The combined gradient, shape ``(P,)``.
+        The combined gradient, shape ``(P,)``, dtype of ``grads``.
     """
-    return pcgrad_project(grads, generator).sum(dim=0)
+    return pcgrad_coefficients(grads, generator).sum(dim=0).to(grads) @ grads
 
 
 def _accumulate_grad(param: Tensor, grad: Tensor) -> None:

@@ -51,10 +51,10 @@ from mtlrepro.config import check_range
 from mtlrepro.data import get_dataset
 from mtlrepro.data.base import TensorDataset
 from mtlrepro.data.scenes import scenes_images_per_second
+from mtlrepro.files import atomic_write_text
 from mtlrepro.models import count_parameters, create_model
 from mtlrepro.models.backbones import create_backbone
 from mtlrepro.models.onednn import SubsampledPointwiseConv2d
-from mtlrepro.report import atomic_write_text
 from mtlrepro.tasks import Task, make_tasks
 from mtlrepro.train import TrainConfig, epoch_batches, fit
 

@@ -37,6 +37,7 @@ from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
 
 from mtlrepro.config import ConfigError, check_profile
+from mtlrepro.files import REPO_ROOT, atomic_write_text
 from mtlrepro.interrupts import (
     Interrupted,
     RunInProgress,
@@ -49,7 +50,6 @@ from mtlrepro.interrupts import (
     stop_with_parent,
 )
 from mtlrepro.params import load_params
-from mtlrepro.report import REPO_ROOT, atomic_write_text
 from mtlrepro.runs import staging_folder
 
 KERNEL_NAME = "python3"
@@ -182,7 +182,8 @@ def _clean_output(output: Any, root: Path) -> Any | None:
         output.text = text
     elif output.output_type in ("display_data", "execute_result"):
         data = output.data
-        data.pop(_WIDGET_MIME, None)
+        if _WIDGET_MIME in data:
+            return None  # a widget (e.g. a progress bar): its text is a snapshot of its start
         for mime in list(data):
             if mime.startswith("text/") and isinstance(data[mime], str):
                 data[mime] = _normalise_text(data[mime], root)

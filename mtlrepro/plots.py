@@ -2,7 +2,8 @@
 predictions, metric bars.  Each paper's own figures live in its package
 (``mtlrepro/experiments/<paper>/figures.py``) and build on the helpers here: :func:`theme`,
 :func:`new_figure`, :func:`save_figure`, :func:`check_frame`, :func:`seed_stats`,
-:func:`draw_mean_std`, :func:`percent_axis`.
+:func:`draw_mean_std`, :func:`percent_axis`, :func:`metric_label` (axis labels with units),
+:func:`series_styles` (colour + line style per series; at most :data:`MAX_SERIES` per axis).
 
 Each function returns a :class:`NotebookFigure` (a matplotlib ``Figure`` rendered with Agg,
 not registered with pyplot), so a notebook cell ending in the figure shows it exactly once,
@@ -26,10 +27,11 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from mtlrepro.config import ConfigError, check_choice
-from mtlrepro.report import atomic_write_bytes
+from mtlrepro.files import atomic_write_bytes
 
 DPI = 120
 """Resolution of every saved and displayed PNG."""
@@ -116,6 +118,74 @@ def ordered(values: pd.Series) -> list[Any]:
     return list(dict.fromkeys(values.tolist()))
 
 
+# --------------------------------------------------------------------------- labels and styles
+
+MAX_SERIES = 8
+"""At most this many lines per axis; more series are split over panels."""
+
+LINE_STYLES: tuple[Any, ...] = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
+MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+# metric -> (readable name, unit or None); the values follow mtlrepro.metrics (percentages
+# are 0–100, depth errors in the target's unit, metres for the datasets used here).
+METRIC_LABELS: dict[str, tuple[str, str | None]] = {
+    "miou": ("mIoU", "%"),
+    "pixel_acc": ("pixel accuracy", "%"),
+    "abs_err": ("abs. error", "m"),
+    "rel_err": ("rel. error", "ratio"),
+    "delta1": ("δ < 1.25", "%"),
+    "delta2": ("δ < 1.25²", "%"),
+    "delta3": ("δ < 1.25³", "%"),
+    "mean_angle": ("mean angle", "°"),
+    "median_angle": ("median angle", "°"),
+    "within_11_25": ("within 11.25°", "%"),
+    "within_22_5": ("within 22.5°", "%"),
+    "within_30": ("within 30°", "%"),
+    "cosine": ("cosine similarity", "−1…1"),
+    "f1": ("F1", "%"),
+    "bce": ("BCE", "nats"),
+    "accuracy": ("accuracy", "%"),
+    "loss": ("loss", None),
+}
+
+
+def metric_label(metric: str, *, prefix: str = "") -> str:
+    """Axis label of a metric with its unit, e.g. ``"mIoU (%)"``, ``"mean angle (°)"``.
+
+    Unknown metrics are shown by name; losses have no unit (``"loss"``).
+
+    Args:
+        metric: metric name as logged (see :data:`mtlrepro.metrics.METRIC_NAMES`).
+        prefix: words before the name, e.g. ``"val"`` or ``"train"``.
+    """
+    name, unit = METRIC_LABELS.get(metric, (metric.replace("_", " "), None))
+    text = f"{prefix} {name}" if prefix else name
+    return f"{text} ({unit})" if unit else text
+
+
+def series_styles(count: int) -> list[dict[str, Any]]:
+    """``count`` distinct line styles: colour-blind palette × dash pattern × marker.
+
+    Neighbouring series differ in colour *and* dash pattern, so no two of the first
+    ``8 × 6`` share both.
+    """
+    colours = sns.color_palette("colorblind", 8)
+    return [
+        {
+            "color": colours[k % len(colours)],
+            "linestyle": LINE_STYLES[k % len(LINE_STYLES)],
+            "marker": MARKERS[k % len(MARKERS)],
+        }
+        for k in range(count)
+    ]
+
+
+def chunk_series(names: Sequence[Any], size: int = MAX_SERIES) -> list[list[Any]]:
+    """``names`` in consecutive groups of at most ``size``."""
+    names = list(names)
+    return [names[k : k + size] for k in range(0, len(names), size)] or [[]]
+
+
 # --------------------------------------------------------------------------- training curves
 
 
@@ -125,11 +195,16 @@ def plot_training_curves(
     primary_metrics: Mapping[str, str] | None = None,
     tasks: Sequence[str] | None = None,
     loss_metric: str = "loss",
+    run_groups: Mapping[str, Sequence[str]] | None = None,
 ) -> NotebookFigure:
-    """Training loss (top row) and validation primary metric (bottom row) per task vs epoch.
+    """Training loss and validation primary metric per task, one pair of rows per run group.
 
-    One column per task; one line per run if ``history`` has a ``run`` column.  Values
-    logged several times per epoch are averaged per epoch.
+    One column per task.  Each group of runs (e.g. "architectures", "ablations") gets a row
+    of training-loss curves and a row of validation results; a group has at most
+    :data:`MAX_SERIES` runs, each with its own colour *and* line style, named in a legend
+    right of the group's rows.  Validation logged at several epochs is drawn as curves; a
+    validation logged once (at the end) as one horizontal bar per run.  Values logged several
+    times per epoch are averaged per epoch.
 
     Args:
         history: long frame with columns ``epoch, split, task, metric, value`` (``step`` and
@@ -139,6 +214,8 @@ def plot_training_curves(
         tasks: tasks to plot, in order; default: the tasks with validation rows (so not the
             training loop's total-loss task ``"all"``), in order of first appearance.
         loss_metric: the metric name of training losses.
+        run_groups: group title -> runs (values of the ``run`` column); a run may appear in
+            several groups.  Default: the runs in order, in chunks of :data:`MAX_SERIES`.
     """
     missing = [c for c in _HISTORY_COLUMNS if c not in history.columns]
     if missing:
@@ -151,54 +228,131 @@ def plot_training_curves(
         with_val = history.loc[history["split"] == "val", "task"]
         tasks = ordered(with_val if not with_val.empty else history["task"])
     tasks = list(tasks)
-    runs = ordered(history["run"]) if "run" in history.columns else [None]
-    colours = sns.color_palette("colorblind", len(runs))
+    has_runs = "run" in history.columns
+    runs = ordered(history["run"]) if has_runs else [None]
+    if run_groups is None:
+        chunks = chunk_series(runs)
+        groups = {("" if len(chunks) == 1 else f"runs {k + 1}/{len(chunks)}"): c
+                  for k, c in enumerate(chunks)}
+    else:
+        groups = {str(title): list(members) for title, members in run_groups.items()}
+        for title, members in groups.items():
+            unknown = [m for m in members if m not in runs]
+            if unknown or not members or len(members) > MAX_SERIES:
+                raise ConfigError(
+                    f"run group {title!r} must list 1 to {MAX_SERIES} runs of the history;"
+                    f" got {members} (unknown: {unknown})"
+                )
     primary = dict(primary_metrics or {})
+    metrics = {}
+    for task in tasks:
+        val_rows = history[(history["task"] == task) & (history["split"] == "val")
+                           & (history["metric"] != loss_metric)]
+        metrics[task] = primary.get(task) or next(iter(ordered(val_rows["metric"])), None)
     with theme():
-        fig = new_figure(3.0 * len(tasks) + 0.6, 5.2)
-        axes = fig.subplots(2, len(tasks), squeeze=False, sharex=True)
-        for j, task in enumerate(tasks):
-            rows = history[history["task"] == task]
-            val_rows = rows[(rows["split"] == "val") & (rows["metric"] != loss_metric)]
-            metric = primary.get(task) or next(iter(ordered(val_rows["metric"])), None)
-            panels = (
-                (axes[0, j], rows[(rows["split"] == "train") & (rows["metric"] == loss_metric)]),
-                (axes[1, j], val_rows[val_rows["metric"] == metric]),
-            )
-            for ax, part in panels:
-                _draw_curves(ax, part, runs, colours)
-            axes[0, j].set_title(task)
-            axes[0, j].set_ylabel(f"train {loss_metric}")
-            axes[1, j].set_ylabel(f"val {metric}" if metric else "val")
-            axes[1, j].set_xlabel("epoch")
-            axes[1, j].xaxis.set_major_locator(MaxNLocator(integer=True))
-        if runs != [None]:
-            handles, labels = axes[0, 0].get_legend_handles_labels()
-            if not handles:
-                handles, labels = axes[1, 0].get_legend_handles_labels()
-            fig.legend(handles, labels, loc="outside lower center", ncols=min(len(runs), 4))
+        fig = new_figure(2.9 * len(tasks) + 2.6, 4.6 * len(groups) + 0.2)
+        subfigs = np.atleast_1d(fig.subfigures(len(groups), 1))
+        for subfig, (title, members) in zip(subfigs, groups.items(), strict=True):
+            axes = subfig.subplots(2, len(tasks), squeeze=False)
+            if title:
+                subfig.suptitle(title, fontweight="bold")
+            styles = dict(zip(members, series_styles(len(members)), strict=True))
+            for j, task in enumerate(tasks):
+                rows = history[history["task"] == task]
+                metric = metrics[task]
+                train = rows[(rows["split"] == "train") & (rows["metric"] == loss_metric)]
+                val = rows[(rows["split"] == "val") & (rows["metric"] == metric)]
+                _draw_curves(axes[0, j], train, members, styles)
+                _draw_validation(axes[1, j], val, members, styles, show_names=j == 0)
+                axes[0, j].set_title(task)
+                axes[0, j].set_ylabel(metric_label(loss_metric, prefix="train"))
+                axes[0, j].set_xlabel("epoch")
+                label = metric_label(metric, prefix="val") if metric else "val"
+                if _single_epoch(val, members):
+                    axes[1, j].set_xlabel(f"final {label}")
+                else:
+                    axes[1, j].set_ylabel(label)
+                    axes[1, j].set_xlabel("epoch")
+            if has_runs:
+                handles, labels = [], []
+                for ax in axes[0]:
+                    h, lab = ax.get_legend_handles_labels()
+                    for handle, name in zip(h, lab, strict=True):
+                        if name not in labels:
+                            handles.append(handle)
+                            labels.append(name)
+                subfig.legend(handles, labels, loc="outside right upper", fontsize="small")
     return fig
 
 
-def _draw_curves(ax: Axes, part: pd.DataFrame, runs: Sequence[Any], colours: Sequence[Any]) -> None:
-    """Per-epoch mean of ``part`` for each run, or a 'no data' note."""
+def _run_rows(part: pd.DataFrame, run: Any) -> pd.DataFrame:
+    return part if run is None else part[part["run"] == run]
+
+
+def _single_epoch(part: pd.DataFrame, runs: Sequence[Any]) -> bool:
+    """True if every run has its validation at one epoch at most (and some run has one)."""
+    counts = [_run_rows(part, run)["epoch"].nunique() for run in runs]
+    return max(counts, default=0) == 1
+
+
+def _draw_curves(
+    ax: Axes, part: pd.DataFrame, runs: Sequence[Any], styles: Mapping[Any, Mapping[str, Any]]
+) -> None:
+    """Per-epoch mean of ``part`` for each run, or a 'no data' note; integer epoch ticks."""
     drawn = False
-    for run, colour in zip(runs, colours, strict=True):
-        sel = part if run is None else part[part["run"] == run]
+    epochs: set[Any] = set()
+    for run in runs:
+        sel = _run_rows(part, run)
         if sel.empty:
             continue
         curve = sel.groupby("epoch", sort=True)["value"].mean()
+        epochs.update(curve.index.tolist())
         ax.plot(
             curve.index.to_numpy(),
             curve.to_numpy(),
-            color=colour,
-            marker="o",
             markersize=3,
             label=None if run is None else str(run),
+            **styles[run],
         )
         drawn = True
     if not drawn:
         ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center")
+    if 0 < len(epochs) <= 12:
+        ax.set_xticks(sorted(epochs))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _draw_validation(
+    ax: Axes,
+    part: pd.DataFrame,
+    runs: Sequence[Any],
+    styles: Mapping[Any, Mapping[str, Any]],
+    *,
+    show_names: bool,
+) -> None:
+    """Validation curves, or one horizontal bar per run when validated once per run."""
+    if not _single_epoch(part, runs):
+        _draw_curves(ax, part, runs, styles)
+        return
+    values = [float(_run_rows(part, run)["value"].mean()) for run in runs]
+    positions = np.arange(len(runs))
+    hatches = ("", "//", "..", "xx", "\\\\", "++")
+    for k, run in enumerate(runs):
+        ax.barh(
+            positions[k],
+            values[k],
+            height=0.7,
+            color=styles[run]["color"],
+            hatch=hatches[k % len(hatches)],
+            edgecolor="white",
+        )
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.3g", fontsize="x-small", padding=2)
+    ax.set_yticks(positions, [str(r) for r in runs] if show_names else [])
+    ax.margins(x=0.15)
+    ax.set_ylim(len(runs) - 0.5, -0.5)  # first run at the top
+    ax.grid(False, axis="y")
 
 
 # --------------------------------------------------------------------------- sample predictions
@@ -265,29 +419,87 @@ def _depth_range(target: np.ndarray, predictions: Sequence[np.ndarray]) -> tuple
     return low, high if high > low else low + 1.0
 
 
+def _normal_key(size: int = 48) -> np.ndarray:
+    """RGB image of a unit hemisphere facing the viewer in the normal colour code."""
+    u = np.linspace(-1.0, 1.0, size)
+    x, y = np.meshgrid(u, -u)
+    z = np.sqrt(np.clip(1.0 - x**2 - y**2, 0.0, None))
+    rgb = np.clip((np.stack([x, y, z], axis=-1) + 1.0) / 2.0, 0.0, 1.0)
+    rgb[x**2 + y**2 > 1.0] = 1.0
+    return rgb
+
+
+def _draw_key(
+    fig: Figure,
+    ax: Axes,
+    kind: str,
+    *,
+    classes: Sequence[int],
+    class_names: Sequence[str] | None,
+    mappable: Any,
+) -> None:
+    """The key of one task row: class legend, colour bar or normal colour code."""
+    ax.set_axis_off()
+    if kind == "segmentation":
+        handles = [
+            Patch(
+                facecolor=_segmentation_rgb(np.array([c]))[0],
+                edgecolor="grey",
+                label=class_names[c] if class_names and 0 <= c < len(class_names) else f"class {c}",
+            )
+            for c in [c for c in classes if c >= 0][:_MAX_LEGEND_CLASSES]
+        ]
+        if any(c < 0 for c in classes):
+            handles.append(Patch(facecolor=_IGNORE_RGB, edgecolor="grey", label="ignored"))
+        ax.legend(
+            handles=handles,
+            loc="center left",
+            fontsize="x-small",
+            title="class",
+            title_fontsize="small",
+            ncols=1 + (len(handles) > 10),
+            frameon=False,
+        )
+    elif kind in ("depth", "binary") and mappable is not None:
+        cax = ax.inset_axes((0.05, 0.05, 0.12, 0.9))
+        bar = fig.colorbar(mappable, cax=cax)
+        bar.set_label("depth (m)" if kind == "depth" else "probability", fontsize="small")
+        bar.ax.tick_params(labelsize="x-small")
+    elif kind == "normal":
+        key = ax.inset_axes((0.05, 0.15, 0.6, 0.7))
+        key.imshow(_normal_key(), interpolation="bilinear")
+        key.set_axis_off()
+        key.set_title("normal colour\n(n + 1) / 2 as RGB", fontsize="x-small")
+
+
+_MAX_LEGEND_CLASSES = 20
+
+
 def plot_sample_predictions(
     images: Any,
     targets: Mapping[str, Any],
     predictions: Mapping[str, Mapping[str, Any]],
     task_kinds: Mapping[str, str],
     *,
-    max_samples: int = 4,
+    max_samples: int = 2,
+    class_names: Mapping[str, Sequence[str]] | None = None,
 ) -> NotebookFigure:
-    """A grid of samples: the image, then per task the target and each run's prediction.
+    """A few samples, large: per sample one row per task with the target and each run's
+    prediction, and a key (class legend, depth / probability colour bar, normal colour code).
 
-    Rows are samples; columns are ``image``, then for each task ``target`` followed by one
-    column per run.  Segmentation maps use a fixed categorical palette (ignore = black),
-    depth a shared viridis range per task (invalid target pixels black), normals
-    ``(n + 1) / 2`` as RGB, binary maps grey levels in [0, 1] (ignore = red), classification
-    the class index as text.
+    Columns are ``image`` (in the sample's first row), ``target``, one per run, then ``key``.
+    Segmentation maps use a fixed categorical palette (ignore = black), depth a shared
+    viridis range per task (invalid target pixels black), normals ``(n + 1) / 2`` as RGB,
+    binary maps grey levels in [0, 1] (ignore = red), classification the class index as text.
 
     Args:
         images: (N, 3, H, W) images in [0, 1] (tensor or array).
         targets: task -> target batch, in the task kind's target format.
         predictions: run name -> task -> displayable prediction batch (``Task.predict``:
             class maps, depth, unit normals, probabilities, class indices).
-        task_kinds: task -> kind (see :data:`PLOT_KINDS`); its order is the column order.
-        max_samples: at most this many rows (the first samples).
+        task_kinds: task -> kind (see :data:`PLOT_KINDS`); its order is the row order.
+        max_samples: at most this many samples (the first ones).
+        class_names: task -> class names for the legend (default ``class k``).
     """
     image_array = to_numpy(images)
     if image_array.ndim != 4 or image_array.shape[1] not in (1, 3):
@@ -304,6 +516,7 @@ def plot_sample_predictions(
             if task not in preds:
                 raise ConfigError(f"run {run!r} has no prediction for task {task!r}")
     runs = list(predictions)
+    names = dict(class_names or {})
     target_arrays = {t: to_numpy(targets[t])[:count] for t in tasks}
     pred_arrays = {r: {t: to_numpy(predictions[r][t])[:count] for t in tasks} for r in runs}
     depth_ranges = {
@@ -311,34 +524,62 @@ def plot_sample_predictions(
         for t in tasks
         if task_kinds[t] == "depth"
     }
-    columns: list[tuple[str, str | None, str]] = [("image", None, "image")]
-    for task in tasks:
-        columns.append((task, None, f"{task}\ntarget"))
-        columns += [(task, run, f"{task}\n{run}") for run in runs]
+    columns: list[str | None] = ["image", None, *runs, "key"]  # None = target
+    height, width = image_array.shape[-2:]
+    panel_h = 2.0 * min(max(height / width, 0.5), 1.5)
     with theme():
-        fig = new_figure(1.5 * len(columns), 1.5 * count + 0.5)
-        axes = fig.subplots(count, len(columns), squeeze=False)
+        fig = new_figure(2.0 * len(columns) + 1.0, panel_h * count * len(tasks) + 0.6)
+        axes = fig.subplots(count * len(tasks), len(columns), squeeze=False)
         for i in range(count):
-            for j, (task, run, title) in enumerate(columns):
-                ax = axes[i, j]
-                ax.set_axis_off()
-                if i == 0:
-                    ax.set_title(title, fontsize=8)
-                if task == "image":
-                    image = np.clip(image_array[i].transpose(1, 2, 0), 0.0, 1.0)
-                    ax.imshow(
-                        image.squeeze(-1) if image.shape[-1] == 1 else image,
-                        cmap="gray",
-                        interpolation="nearest",
+            for t, task in enumerate(tasks):
+                row = axes[i * len(tasks) + t]
+                kind = task_kinds[task]
+                mappable = None
+                shown: set[int] = set()
+                for j, column in enumerate(columns):
+                    ax = row[j]
+                    ax.set_axis_off()
+                    if column == "key":
+                        continue
+                    if t == 0:
+                        title = "target" if column is None else str(column)
+                        ax.set_title(f"sample {i + 1}" if column == "image" else title,
+                                     fontsize="small")
+                    if column == "image":
+                        if t == 0:
+                            image = np.clip(image_array[i].transpose(1, 2, 0), 0.0, 1.0)
+                            ax.imshow(
+                                image.squeeze(-1) if image.shape[-1] == 1 else image,
+                                cmap="gray",
+                                interpolation="nearest",
+                            )
+                        continue
+                    value = np.asarray(
+                        target_arrays[task][i] if column is None else pred_arrays[column][task][i]
                     )
-                    continue
-                value = target_arrays[task][i] if run is None else pred_arrays[run][task][i]
-                _draw_panel(
-                    ax,
-                    task_kinds[task],
-                    np.asarray(value),
-                    is_target=run is None,
-                    depth_range=depth_ranges.get(task, (0.0, 1.0)),
+                    _draw_panel(
+                        ax,
+                        kind,
+                        value,
+                        is_target=column is None,
+                        depth_range=depth_ranges.get(task, (0.0, 1.0)),
+                    )
+                    if j == 1:
+                        ax.text(-0.06, 0.5, task, transform=ax.transAxes, rotation=90,
+                                ha="right", va="center", fontsize="small", fontweight="bold")
+                    if ax.images:
+                        mappable = ax.images[0]
+                    if kind == "segmentation":
+                        if value.ndim == 3 and value.shape[0] > 1:
+                            value = value.argmax(axis=0)
+                        shown.update(int(c) for c in np.unique(value))
+                _draw_key(
+                    fig,
+                    row[-1],
+                    kind,
+                    classes=sorted(c for c in shown if c >= 0) + ([-1] if -1 in shown else []),
+                    class_names=names.get(task),
+                    mappable=mappable,
                 )
     return fig
 

@@ -8,8 +8,13 @@ Files of one notebook run, in ``results/<NN_name>/``:
 
 * ``tableN_*.csv`` + ``tableN_*.md`` -- :func:`write_table`
 * ``metrics.json`` -- :func:`write_metrics`
-* ``claims.csv`` -- :func:`write_claims` (the claims scorecard rows; verdicts come from numbers)
+* ``claims.csv`` -- :func:`write_claims` (the claims scorecard rows; verdicts come from numbers;
+  column ``kind`` tells claims, which could come out either way, from checks -- statements that
+  cannot plausibly fail in our runs, such as a library constructor's parameter count, made with
+  :func:`make_check` and kept out of the verdict counts)
 * ``figN_*.png`` -- :func:`mtlrepro.plots.save_figure`
+* ``findings.csv`` + ``findings.md`` -- :func:`write_table` of a paper's
+  :func:`mtlrepro.consistency.findings` (its own numbers that disagree, grouped by cause)
 
 ``results/README.md`` (index + claims scorecard) is built by :func:`build_results_index`, also
 from the command line: ``python -m mtlrepro.report index results``.
@@ -22,10 +27,8 @@ import csv
 import io
 import json
 import math
-import os
 import re
 import statistics
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import astuple, dataclass, fields
 from numbers import Integral, Real
@@ -35,15 +38,15 @@ from typing import Any
 import pandas as pd
 
 from mtlrepro.config import ConfigError
-
-REPO_ROOT: Path = Path(__file__).resolve().parent.parent
-"""The repository root: the parent of the ``mtlrepro`` package folder."""
+from mtlrepro.files import REPO_ROOT, atomic_write_text, cpu_model
 
 SCRATCH_DIR_NAME = ".scratch"
 """Git-ignored folder under the repo root for outputs of notebooks run with their defaults."""
 
 METRICS_FILE = "metrics.json"
 CLAIMS_FILE = "claims.csv"
+FINDINGS_FILE = "findings.csv"
+"""Findings about a paper's own numbers (:func:`mtlrepro.consistency.findings`), per folder."""
 BENCHMARKS_DIR = "benchmarks"
 RUNS_DIR = "runs"
 """``results/runs/<notebook>/``: independent training runs a notebook reads (not a notebook)."""
@@ -56,51 +59,19 @@ INCONCLUSIVE = "inconclusive"
 VERDICTS: tuple[str, ...] = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_APPLICABLE)
 """``inconclusive``: the claim compares methods and our difference is within the seed spread
 (:func:`paired`)."""
-
-# Permissions for new files (mkstemp would give 0600): read/write per the process umask.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-_FILE_MODE = 0o666 & ~_UMASK
+PASSED = "passed"
+FAILED = "failed"
+CHECK_VERDICTS: tuple[str, ...] = (PASSED, FAILED, NOT_APPLICABLE)
+"""Verdicts of a check (:func:`make_check`)."""
+CLAIM = "claim"
+CHECK = "check"
+KINDS: tuple[str, ...] = (CLAIM, CHECK)
+"""``claim``: a statement of the paper our runs could contradict (counted in the scorecard);
+``check``: a verifiable statement that cannot plausibly fail in our runs (a parameter count of a
+library constructor, arithmetic on fixed numbers), listed apart in the "Checks" table."""
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _NUMBER_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then rename.
-
-    The parent folder is created if needed.  Readers see either the old or the new content,
-    never a partial file; on error the temporary file is removed.
-
-    Args:
-        path: destination file.
-        data: the complete new content.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8, ``\\n`` line endings kept as given) to ``path`` atomically.
-
-    Args:
-        path: destination file.
-        text: the complete new content.
-    """
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def resolve_output_dir(path: str | Path | None, notebook: str) -> Path:
@@ -223,17 +194,25 @@ def _jsonable(value: Any, digits: int, where: str) -> Any:
     )
 
 
+CPU_MODEL_KEY = "cpu_model"
+"""Key of :func:`cpu_model` in ``metrics.json`` (added by :func:`write_metrics`)."""
+
+
 def write_metrics(metrics: Mapping[str, Any], out_dir: str | Path, *, digits: int = 6) -> Path:
     """Write ``metrics.json``: sorted keys, floats rounded to ``digits`` significant digits.
 
     Non-finite floats are written as ``null``.  Include what makes the file self-describing
-    (profile, dataset, seed, config) in ``metrics`` itself.
+    (profile, dataset, seed, config) in ``metrics`` itself; the CPU model (:func:`cpu_model`)
+    is added under :data:`CPU_MODEL_KEY` unless ``metrics`` already has that key.
 
     Args:
         metrics: nested mapping of JSON-able values (numpy scalars are accepted).
         out_dir: the output folder.
         digits: significant digits kept for floats.
     """
+    if not isinstance(metrics, Mapping):
+        raise ConfigError(f"metrics must be a mapping; got {type(metrics).__name__}")
+    metrics = {CPU_MODEL_KEY: cpu_model(), **metrics}
     data = _jsonable(metrics, digits, "metrics")
     text = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False)
     return atomic_write_text(Path(out_dir) / METRICS_FILE, text + "\n")
@@ -258,7 +237,7 @@ def verdict(holds: bool | None) -> str:
 
 @dataclass(frozen=True)
 class Claim:
-    """One row of a paper's claims scorecard (``claims.csv``).
+    """One row of a paper's claims scorecard (``claims.csv``): a claim or a check.
 
     Attributes:
         claim_id: short id, unique within the paper, e.g. ``"A1"``.
@@ -269,6 +248,8 @@ class Claim:
         profile: the profile the numbers come from.
         dataset: the dataset the numbers come from.
         details: how the verdict was decided (tolerance, compared quantities) or why n/a.
+        kind: :data:`CLAIM` (counted in the scorecard; verdict one of :data:`VERDICTS`) or
+            :data:`CHECK` (listed apart; verdict one of :data:`CHECK_VERDICTS`).
     """
 
     claim_id: str
@@ -279,14 +260,25 @@ class Claim:
     profile: str
     dataset: str
     details: str = ""
+    kind: str = CLAIM
 
     def __post_init__(self) -> None:
-        """Validate the verdict and the id."""
+        """Validate the kind, the verdict and the id."""
         if not self.claim_id or not isinstance(self.claim_id, str):
             raise ConfigError(f"claim_id must be a non-empty string; got {self.claim_id!r}")
-        if self.verdict not in VERDICTS:
-            allowed = ", ".join(repr(v) for v in VERDICTS)
-            raise ConfigError(f"unknown verdict {self.verdict!r}; allowed: {allowed}")
+        if self.kind not in KINDS:
+            raise ConfigError(f"unknown kind {self.kind!r}; allowed: {', '.join(KINDS)}")
+        allowed_verdicts = VERDICTS if self.kind == CLAIM else CHECK_VERDICTS
+        if self.verdict not in allowed_verdicts:
+            allowed = ", ".join(repr(v) for v in allowed_verdicts)
+            raise ConfigError(
+                f"unknown verdict {self.verdict!r} for a {self.kind}; allowed: {allowed}"
+            )
+
+    @property
+    def is_check(self) -> bool:
+        """Whether this row is a check (kept out of the scorecard's verdict counts)."""
+        return self.kind == CHECK
 
 
 CLAIM_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Claim))
@@ -323,6 +315,53 @@ def make_claim(
     else:
         decided = comparison_verdict(holds)
     return Claim(claim_id, claim, paper_value, our_value, decided, profile, dataset, details)
+
+
+def make_check(
+    check_id: str,
+    statement: str,
+    paper_value: str | float,
+    our_value: str | float,
+    passed: bool | None,
+    *,
+    profile: str,
+    dataset: str,
+    details: str = "",
+) -> Claim:
+    """Build a check: a verifiable statement that cannot plausibly fail in our runs (e.g. the
+    parameter count of a library constructor against the paper's table).  It is written to
+    ``claims.csv`` with ``kind = check`` and shown in the results index's "Checks" table, out of
+    the reproduced / not-reproduced counts.
+
+    Args:
+        check_id: short id, unique within the paper (claims and checks share the id space).
+        statement: what is checked, in words.
+        paper_value: the paper's number or description.
+        our_value: our number or description.
+        passed: whether it holds; ``None`` when it cannot be checked here.
+        profile: the profile the numbers come from.
+        dataset: where the numbers come from.
+        details: how it was decided.
+    """
+    if passed is None:
+        decided = NOT_APPLICABLE
+    elif isinstance(passed, bool):
+        decided = PASSED if passed else FAILED
+    else:
+        raise ConfigError(f"passed must be True, False or None; got {passed!r}")
+    return Claim(
+        check_id, statement, paper_value, our_value, decided, profile, dataset, details, CHECK
+    )
+
+
+def claims_only(rows: Sequence[Claim]) -> list[Claim]:
+    """The rows of ``rows`` that are claims (not checks)."""
+    return [c for c in rows if not c.is_check]
+
+
+def checks_only(rows: Sequence[Claim]) -> list[Claim]:
+    """The rows of ``rows`` that are checks."""
+    return [c for c in rows if c.is_check]
 
 
 @dataclass(frozen=True)
@@ -497,7 +536,7 @@ def write_claims(claims: Sequence[Claim], out_dir: str | Path) -> Path:
     """Write ``claims.csv`` (columns :data:`CLAIM_COLUMNS`, in the given order).
 
     Args:
-        claims: the paper's claims; ids must be unique.
+        claims: the paper's claims and checks (:func:`make_check`); ids must be unique.
         out_dir: the output folder.
     """
     ids = [c.claim_id for c in claims]
@@ -515,13 +554,16 @@ def write_claims(claims: Sequence[Claim], out_dir: str | Path) -> Path:
 def read_claims(path: str | Path) -> list[Claim]:
     """Read a ``claims.csv`` written by :func:`write_claims`.
 
+    A file of an earlier version without the ``kind`` column is read as claims only.
+
     Args:
         path: the CSV file.
     """
     path = Path(path)
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != CLAIM_COLUMNS:
+        columns = tuple(reader.fieldnames or ())
+        if columns not in (CLAIM_COLUMNS, CLAIM_COLUMNS[:-1]):
             raise ConfigError(
                 f"{path}: columns {reader.fieldnames} do not match {list(CLAIM_COLUMNS)}"
             )
@@ -570,14 +612,23 @@ def _notebook_dirs(results_root: Path) -> list[Path]:
 
 
 def _scorecard(results_root: Path, folders: Sequence[Path]) -> list[str]:
-    """The claims scorecard section: counts per notebook and verdict, then every claim."""
+    """The claims scorecard section: counts per notebook and verdict, then every claim, then
+    the checks (kept out of the counts)."""
     counts: list[list[Any]] = []
     rows: list[list[Any]] = []
+    check_rows: list[list[Any]] = []
     for folder in folders:
         path = folder / CLAIMS_FILE
         if not path.is_file():
             continue
-        claims = read_claims(path)
+        everything = read_claims(path)
+        check_rows += [
+            [folder.name, c.claim_id, c.claim, c.paper_value, c.our_value,
+             "—" if c.verdict == NOT_APPLICABLE else ("yes" if c.verdict == PASSED else "no"),
+             c.details]
+            for c in checks_only(everything)
+        ]
+        claims = claims_only(everything)
         tally = [sum(c.verdict == v for c in claims) for v in VERDICTS]
         counts.append([f"[{folder.name}]({folder.name}/{CLAIMS_FILE})", *tally, len(claims)])
         rows += [
@@ -594,7 +645,49 @@ def _scorecard(results_root: Path, folders: Sequence[Path]) -> list[str]:
     header = ["notebook", "id", "claim", "paper", "ours", "verdict", "profile", "dataset",
               "details"]
     lines += [_md_table(header, rows)]
+    if check_rows:
+        lines += [
+            "### Checks",
+            "",
+            "Statements that cannot plausibly fail in our runs (e.g. parameter counts of "
+            "library constructors); they are verified, not counted as reproduced claims.",
+            "",
+            _md_table(["notebook", "id", "statement", "paper", "ours", "passed", "details"],
+                      check_rows),
+        ]
     return lines
+
+
+def _findings_section(folders: Sequence[Path]) -> list[str]:
+    """The "Findings about the papers" section: every folder's ``findings.csv``, real findings
+    by decreasing size first, then rounding ones."""
+    frames = []
+    for folder in folders:
+        path = folder / FINDINGS_FILE
+        if path.is_file():
+            frames.append(pd.read_csv(path, keep_default_na=False).assign(notebook=folder.name))
+    if not frames:
+        return []
+    found = pd.concat(frames, ignore_index=True)
+    found = found.assign(_rounding=found["kind"] == "rounding").sort_values(
+        ["_rounding", "size"], ascending=[True, False], kind="stable"
+    )
+    rows = [
+        [r.finding, f"[{r.notebook}]({r.notebook}/{FINDINGS_FILE})", r.kind,
+         float(r.size), r.cause, str(r.checks).split(":", 1)[0], r.evidence]
+        for r in found.itertuples()
+    ]
+    return [
+        "## Findings about the papers",
+        "",
+        "Numbers in the papers that disagree with the papers' own other numbers beyond "
+        "rounding, grouped by cause: a cause (a column swap, a row from another table) is "
+        "reported once when re-running the check under it makes all its numbers agree and "
+        "breaks none; the rest are listed one by one. Real findings by size (points), then "
+        "rounding differences (within 0.01 + the last printed digit).",
+        "",
+        _md_table(["id", "notebook", "kind", "size", "cause", "numbers", "evidence"], rows),
+    ]
 
 
 def _notebook_section(results_root: Path, folder: Path) -> list[str]:
@@ -641,7 +734,8 @@ def _benchmarks_section(results_root: Path) -> list[str]:
 
 
 def build_results_index(results_root: str | Path) -> Path:
-    """Write ``<results_root>/README.md``: the claims scorecard, then one section per notebook.
+    """Write ``<results_root>/README.md``: the claims scorecard, the findings about the papers
+    (every folder's ``findings.csv``, ranked), then one section per notebook.
 
     Each notebook section links the rendered notebook (``.ipynb`` and ``.html``), embeds every
     table's Markdown (linked to its CSV) and every figure (relative links); CSVs under
@@ -664,6 +758,7 @@ def build_results_index(results_root: str | Path) -> Path:
         "",
     ]
     lines += _scorecard(root, folders)
+    lines += _findings_section(folders)
     for folder in folders:
         lines += _notebook_section(root, folder)
     lines += _benchmarks_section(root)

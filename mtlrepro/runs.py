@@ -48,6 +48,7 @@ from typing import Any
 from tqdm.std import tqdm
 
 from mtlrepro.config import ConfigError, check_choice
+from mtlrepro.files import REPO_ROOT, atomic_write_text, cpu_model
 from mtlrepro.interrupts import (
     Interrupted,
     child_pids,
@@ -57,7 +58,6 @@ from mtlrepro.interrupts import (
     stop_with_parent,
 )
 from mtlrepro.params import load_params
-from mtlrepro.report import REPO_ROOT, atomic_write_text
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 """The experiment packages, ``mtlrepro/experiments/<paper>/``."""
@@ -117,15 +117,6 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip()
 
 
-def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def _version(distribution: str) -> str | None:
     try:
         return metadata.version(distribution)
@@ -143,7 +134,7 @@ def provenance() -> dict[str, Any]:
         **{name: _version(name) for name in _VERSIONED},
         "commit": _git("rev-parse", "HEAD"),
         "code_modified": None if modified is None else bool(modified),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
     }
 
 

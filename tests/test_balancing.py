@@ -16,6 +16,7 @@ from mtlrepro.balancing import (
     create_balancer,
     hard_sample_mining,
     kept_count,
+    pcgrad_backward,
     pcgrad_combine,
     pcgrad_project,
 )
@@ -133,6 +134,88 @@ def test_pcgrad_model_level_equals_pure_function() -> None:
     for name, grads in head_grads.items():
         for p, g in zip(model.heads[name].parameters(), grads, strict=True):
             assert torch.allclose(p.grad, g, atol=1e-7)  # identical computation
+
+
+def _reference_pcgrad(grads: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Yu et al. 2020, Algorithm 1 written out: full-length projections against original g_j."""
+    projected = grads.clone()
+    for i in range(len(grads)):
+        for j in torch.randperm(len(grads), generator=generator).tolist():
+            dot = projected[i] @ grads[j]
+            if j != i and dot < 0:
+                projected[i] -= dot / (grads[j] @ grads[j]) * grads[j]
+    return projected
+
+
+def _conflicting_grads(num_tasks: int, seed: int, dtype: torch.dtype) -> torch.Tensor:
+    """Random gradients where every odd task points roughly against task 0."""
+    gen = _generator(seed)
+    grads = torch.randn(num_tasks, 40, generator=gen, dtype=torch.float64)
+    grads[1::2] = -grads[0] + 0.5 * grads[1::2]
+    return grads.to(dtype)
+
+
+@pytest.mark.parametrize("num_tasks", [2, 3, 5])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pcgrad_gram_form_equals_algorithm_1(num_tasks: int, seed: int) -> None:
+    """The Gram-form projection equals the full-length reference for the same task orders."""
+    grads = _conflicting_grads(num_tasks, seed, torch.float64)
+    expected = _reference_pcgrad(grads, _generator(seed))
+    assert not torch.allclose(expected, grads)  # some projection happened
+    assert torch.allclose(pcgrad_project(grads, _generator(seed)), expected, atol=1e-12)
+    combined = pcgrad_combine(grads, _generator(seed))
+    assert torch.allclose(combined, expected.sum(0), atol=1e-12)
+    grads32 = grads.float()
+    projected32 = pcgrad_project(grads32, _generator(seed))
+    assert projected32.dtype == torch.float32
+    assert torch.allclose(projected32.double(), expected, rtol=1e-5, atol=1e-5)
+    assert pcgrad_combine(grads32, _generator(seed)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("zero_rows", [[0], [1], [0, 2]])
+def test_pcgrad_zero_gradient_rows(zero_rows: list[int]) -> None:
+    """A zero g_j is never projected against (no division by ‖g_j‖² = 0) and stays zero."""
+    grads = _conflicting_grads(4, 3, torch.float64)
+    grads[zero_rows] = 0.0
+    projected = pcgrad_project(grads, _generator(4))
+    assert torch.isfinite(projected).all()
+    assert torch.equal(projected[zero_rows], grads[zero_rows])
+    assert torch.allclose(projected, _reference_pcgrad(grads, _generator(4)), atol=1e-12)
+    assert torch.equal(pcgrad_project(torch.zeros(3, 5), _generator()), torch.zeros(3, 5))
+
+
+def test_pcgrad_backward_projects_shared_and_sums_others() -> None:
+    """pcgrad_backward: Algorithm 1's summed projections on the shared parameters (accumulated
+    onto an existing .grad), plain per-task gradients on the heads."""
+    model = TinyModel()
+    x = torch.randn(8, 5)
+    shared = model.shared_parameters()
+    heads = list(model.heads.parameters())
+    terms = {name: loss.mean() for name, loss in _per_sample_losses(model, x).items()}
+    rows = []
+    for term in terms.values():
+        grads = torch.autograd.grad(term, shared, retain_graph=True)
+        rows.append(torch.cat([g.reshape(-1) for g in grads]))
+    expected = _reference_pcgrad(torch.stack(rows), _generator(9)).sum(0)
+    expected_heads = torch.autograd.grad(sum(terms.values()), heads, retain_graph=True)
+    for p in shared:
+        p.grad = torch.ones_like(p)
+    pcgrad_backward(terms, shared, heads, _generator(9))
+    got = torch.cat([p.grad.reshape(-1) for p in shared])
+    assert torch.allclose(got, expected + 1.0, atol=1e-6)  # float32, different rounding
+    for p, g in zip(heads, expected_heads, strict=True):
+        assert torch.allclose(p.grad, g, atol=1e-7)
+
+
+@pytest.mark.parametrize("num_tasks", [2, 3, 5])
+def test_pcgrad_combine_equals_torchjd(num_tasks: int) -> None:
+    """Same as torchjd's PCGrad aggregator, whose orders come from the global generator."""
+    aggregation = pytest.importorskip("torchjd.aggregation")
+    grads = _conflicting_grads(num_tasks, 5, torch.float32) * 1000.0
+    torch.manual_seed(11)
+    expected = aggregation.PCGrad()(grads)
+    got = pcgrad_combine(grads, _generator(11))
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-2)  # float32 rounding at ~1e3
 
 
 # --- weightings ------------------------------------------------------------------------------

@@ -235,3 +235,123 @@ def test_summary_counts_every_number_and_names_each_finding():
     assert table2["findings"] == (
         "Table 2/AdaShare/segmentation/delta; Table 2/AdaShare/normal/delta"
     )
+
+
+# --- explanations and ranked findings ------------------------------------------------------
+
+_TASKS = ("seg", "dep", "norm")
+
+
+def _long(
+    table: str, rows: dict[str, dict[str, float]], metric: str, decimals: int
+) -> pd.DataFrame:
+    """A long-format table of one metric per task, like :func:`paper_numbers.table`."""
+    return pd.DataFrame(
+        [
+            {"paper": "X", "table": table, "row": row, "task": task, "metric": metric,
+             "value": value, "std": float("nan"), "unit": "%", "lower_is_better": False,
+             "note": "", "decimals": decimals}
+            for row, values in rows.items()
+            for task, value in values.items()
+        ]
+    )
+
+
+def _delta_group(offsets: dict[str, dict[str, float]] | None, swap: bool) -> cs.CheckGroup:
+    """Δ table of four methods printed from an absolute table: with its dep and norm columns
+    swapped (``swap``), or with ``offsets`` added to some printed numbers."""
+    absolute = {
+        "Single-Task": {"seg": 40.0, "dep": 50.0, "norm": 60.0},
+        "m1": {"seg": 44.0, "dep": 52.0, "norm": 66.0},
+        "m2": {"seg": 42.0, "dep": 56.0, "norm": 63.0},
+        "m3": {"seg": 38.0, "dep": 53.0, "norm": 69.0},
+        "m4": {"seg": 46.0, "dep": 49.0, "norm": 64.0},
+    }
+    ref = absolute["Single-Task"]
+    deltas: dict[str, dict[str, float]] = {}
+    for row, values in absolute.items():
+        d = {t: 100.0 * (values[t] - ref[t]) / ref[t] for t in _TASKS}
+        if swap:
+            d["dep"], d["norm"] = d["norm"], d["dep"]
+        for task, off in (offsets or {}).get(row, {}).items():
+            d[task] += off
+        d["all"] = sum(100.0 * (values[t] - ref[t]) / ref[t] for t in _TASKS) / 3
+        deltas[row] = {t: round(v, 1) for t, v in d.items()}
+    inputs = {
+        "printed": _long("Table P", deltas, "delta", 1),
+        "absolute": _long("Table Q", absolute, "score", 1),
+    }
+
+    def run(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+        return cs.relative_performance_check(tables["printed"], tables["absolute"], check="p")
+
+    return cs.CheckGroup("p", inputs, run, "printed", ("absolute",))
+
+
+def test_column_swap_is_found_and_reported_once() -> None:
+    group = _delta_group(None, swap=True)
+    assert (~group.results()["consistent"]).sum() == 8  # dep and norm of m1..m4
+    found = cs.findings([group], "X")
+    assert len(found) == 1
+    only = found.iloc[0]
+    assert only["cause"].startswith("Table P's dep and norm columns are swapped")
+    assert only["checks"].startswith("8: ") and only["kind"] == "real"
+    assert "20 of 20 numbers agree" in only["evidence"] and "breaks none" in only["evidence"]
+
+
+def test_random_errors_are_not_explained() -> None:
+    offsets = {
+        "m1": {"dep": 1.3, "norm": -2.2},
+        "m2": {"dep": -0.9, "norm": 3.1},
+        "m3": {"dep": 2.6, "norm": 0.8},
+        "m4": {"dep": -1.7, "norm": -1.1},
+    }
+    group = _delta_group(offsets, swap=False)
+    failing = int((~group.results()["consistent"]).sum())
+    assert failing == 8
+    assert cs.explain(group) == []
+    found = cs.findings([group], "X")
+    assert len(found) == failing
+    assert found["cause"].str.startswith("unexplained").all()
+
+
+def test_findings_are_ranked_real_before_rounding() -> None:
+    frame = pd.DataFrame(
+        [
+            {"paper": "X", "finding": "", "cause": "small", "size": 0.01, "kind": cs.ROUNDING,
+             "checks": "1: a", "evidence": ""},
+            {"paper": "X", "finding": "", "cause": "big", "size": 2.0, "kind": cs.REAL,
+             "checks": "1: b", "evidence": ""},
+            {"paper": "X", "finding": "", "cause": "medium", "size": 0.3, "kind": cs.REAL,
+             "checks": "1: c", "evidence": ""},
+        ]
+    )
+    ranked = cs.rank_findings(frame)
+    assert list(ranked["cause"]) == ["big", "medium", "small"]
+    assert list(ranked["finding"]) == ["X1", "X2", "X3"]
+
+
+def test_rounding_label_allows_the_last_printed_digit_plus_a_hundredth() -> None:
+    row = {"paper_low": 27.325, "paper_high": 27.335}
+    assert cs.discrepancy_kind(pd.Series({**row, "difference": -0.01375})) == cs.ROUNDING
+    assert cs.discrepancy_kind(pd.Series({**row, "difference": -2.369})) == cs.REAL
+
+
+def test_paper_a_findings_rank_real_discrepancies_before_rounding() -> None:
+    found = paper_a.findings()
+    real = found[found["kind"] == cs.REAL]
+    assert list(real["checks"].str.extract(r"Table \d/([^/]+)/", expand=False)) == [
+        "VGG-11", "VGG-11", "D-Prune"
+    ]
+    rounding = found[found["kind"] == cs.ROUNDING]
+    assert len(rounding) == 6 and (rounding["size"] < 0.02).all()
+    assert found.index[found["kind"] == cs.ROUNDING].min() > real.index.max()
+
+
+def test_paper_d_table6_is_one_finding_the_depth_normal_swap() -> None:
+    found = paper_d.findings()
+    first = found.iloc[0]
+    assert first["cause"].startswith("Table 6's depth and normal columns are swapped")
+    assert first["checks"].startswith("10: ")
+    assert not found["checks"].str.contains("D_table6").iloc[1:].any()
+    assert found["cause"].str.startswith("unexplained").sum() == 1  # Table 3's Ours (M=7)

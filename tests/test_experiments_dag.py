@@ -202,6 +202,33 @@ def test_the_discussion_quotes_this_runs_numbers(smoke):
             assert f"{claim.claim_id} is {claim.verdict}" in text
 
 
+def test_the_glyph_sentence_names_small_searched_networks_only_when_they_trail(smoke):
+    config, _, runs = smoke
+    table1 = study.accuracy_table(runs)
+    ours = [r for r in table1.index if r.startswith("Ours")]
+    shared = table1.loc["Shared Bottom", "accuracy"]
+    small = table1.copy()
+    small.loc[ours, "params"] = 0.2
+    small.loc[ours, "accuracy"] = shared - 10
+    text = discussion._accuracy_sentence(small, config)
+    assert f"{ours[0]} 0.20×" in text and "less than half" in text
+    large = small.copy()
+    large.loc[ours, "params"] = 1.1
+    assert "less than half" not in discussion._accuracy_sentence(large, config)
+    better = small.copy()
+    better.loc[ours, "accuracy"] = shared + 10
+    assert "less than half" not in discussion._accuracy_sentence(better, config)
+    used = discussion.hidden_edges_used(runs)
+    assert set(used) == set(ours)
+    assert all(0 <= n <= space for n, space in used.values())
+    none_used = {r: (0.0, 18.0) for r in ours}
+    assert "skips the central network's convolutions" in discussion._accuracy_sentence(
+        small, config, none_used)
+    some_used = {r: (3.0, 18.0) for r in ours}
+    text = discussion._accuracy_sentence(small, config, some_used)
+    assert "3.0 of the 18 searched edges" in text and "skips" not in text
+
+
 def test_figures_draw_and_refuse_bad_input(smoke):
     config, _, runs = smoke
     first = study.searched(runs, units.ours(config.topology_flow)).iloc[0]

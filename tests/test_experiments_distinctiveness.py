@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
+from mtlrepro import paper_numbers
 from mtlrepro.config import ConfigError
 from mtlrepro.experiments.distinctiveness import claims, discussion, study
-from mtlrepro.report import NOT_REPRODUCED, REPRODUCED
+from mtlrepro.report import NOT_APPLICABLE, NOT_REPRODUCED, PASSED, REPRODUCED
 
 TASKS = ("colour", "type", "identity")
 
@@ -36,8 +37,12 @@ def _result(
     task_finals=(70, 80, 90, 100),
     family_finals=None,
     angles=(10.0, 20.0),
+    baseline_angles=(10.0, 20.0),
+    epochs=None,
 ):
     config = study.study_config("smoke")
+    if epochs is not None:
+        config = study.study_config("smoke", epochs=epochs)
     finals = family_finals or {f: 100 - 5 * i for i, f in enumerate(config.families)}
     main = _run("D-Prune", config.backbone, TASKS, finals[config.backbone], dprune_acc, angles)
     families = {
@@ -48,7 +53,9 @@ def _result(
         k: _run(f"{k} tasks", config.backbone, study.TABLE3_TASKS[:k], h, 75.0)
         for k, h in enumerate(task_finals, start=1)
     }
-    baseline = _run("Baseline", config.backbone, TASKS, main.hidden_final, baseline_acc)
+    baseline = _run(
+        "Baseline", config.backbone, TASKS, main.hidden_final, baseline_acc, baseline_angles
+    )
     return study.StudyResult(config, main, baseline, families, by_count, [])
 
 
@@ -79,21 +86,60 @@ def test_paper_scale_parameter_counts_match_table2():
 def test_claims_follow_the_measured_numbers():
     good = _result()
     verdicts = {c.claim_id: c.verdict for c in claims.evaluate(good)}
-    assert verdicts == dict.fromkeys(["A1", "A2", "A3", "A4", "A5"], REPRODUCED)
+    assert verdicts == dict.fromkeys(["A1", "A2", "A3", "A4"], REPRODUCED)
     bad = _result(
         dprune_acc=60.0,
         task_finals=(100, 90, 80, 70),
         family_finals={f: 60 + 5 * i for i, f in enumerate(study.FAMILIES)},
         angles=(20.0, 10.0),
+        baseline_angles=(20.0, 10.0),
     )
     flipped = {c.claim_id: c.verdict for c in claims.evaluate(bad)}
-    assert flipped == {
-        "A1": NOT_REPRODUCED,
-        "A2": NOT_REPRODUCED,
-        "A3": NOT_REPRODUCED,
-        "A4": NOT_REPRODUCED,
-        "A5": REPRODUCED,
-    }
+    assert flipped == dict.fromkeys(["A1", "A2", "A3", "A4"], NOT_REPRODUCED)
+
+
+def test_a5_is_a_check_kept_apart_from_the_claims():
+    (a5,) = claims.checks(_result())
+    assert (a5.claim_id, a5.kind, a5.verdict) == ("A5", "check", PASSED)
+    assert all(not c.is_check for c in claims.evaluate(_result()))
+
+
+def test_a4_is_judged_on_the_unpruned_baselines_curve():
+    # the pruned D-Prune curves rise (pruning removes close pairs), the unpruned one falls
+    falling = _result(angles=(10.0, 20.0), baseline_angles=(20.0, 12.0))
+    a4 = {c.claim_id: c for c in claims.evaluate(falling)}["A4"]
+    assert a4.verdict == NOT_REPRODUCED
+    assert "unpruned baseline: grows for 0 of 1" in a4.our_value and "-8.00°" in a4.our_value
+    assert "increasingly diverse as the training progresses" in a4.claim
+    # and the other way round: falling pruned curves do not matter when the unpruned one grows
+    rising = _result(angles=(20.0, 10.0), baseline_angles=(10.0, 15.0))
+    assert {c.claim_id: c for c in claims.evaluate(rising)}["A4"].verdict == REPRODUCED
+    one_epoch = _result(angles=(10.0,), baseline_angles=(10.0,), epochs=1)
+    assert {c.claim_id: c for c in claims.evaluate(one_epoch)}["A4"].verdict == NOT_APPLICABLE
+
+
+def test_fig3_curves_hold_pruned_and_unpruned_runs():
+    curves = study.fig3_curves(_result(baseline_angles=(5.0, 6.0)))
+    assert set(curves["run"]) == {study.PRUNED_RUN, study.UNPRUNED_RUN}
+    unpruned = curves[curves["run"] == study.UNPRUNED_RUN]
+    assert list(unpruned["min_angle"]) == [5.0, 6.0]
+    assert set(unpruned["architecture"]) == {"ResNet-50"}  # the baseline's backbone
+
+
+def test_paper_values_of_the_claims_come_from_a_csv(monkeypatch):
+    real = paper_numbers.value
+
+    def shifted(paper, table, row, task, metric):
+        return real(paper, table, row, task, metric) + 1.0
+
+    monkeypatch.setattr(paper_numbers, "value", shifted)
+    by_id = {c.claim_id: c for c in claims.evaluate(_result())}
+    assert by_id["A1"].paper_value == "75.05 vs 72.92 (average)"
+    assert by_id["A2"].paper_value == "41.63 -> 22.09 %"
+    # A3 reads Table 2 as a whole (paper_numbers.table); its numbers are the CSV's
+    assert by_id["A3"].paper_value == (
+        "highest EfficientNet-B0 (85.16 %), lowest VGG-11 (53.15 %)"
+    )
 
 
 def test_rarest_condition_names_the_least_frequent_present_colour():
@@ -125,6 +171,8 @@ def test_smoke_study_trains_every_run_once_and_prunes():
     ]
     curves = study.min_angle_curves(result)
     assert set(curves["architecture"]) == {"ResNet-18", "ResNet-50"}
+    unpruned = study.unpruned_min_angle_curves(result)
+    assert len(unpruned) == config.epochs and unpruned["min_angle"].notna().all()
 
 
 def test_the_discussion_quotes_this_runs_numbers():
@@ -135,9 +183,36 @@ def test_the_discussion_quotes_this_runs_numbers():
     chance = discussion.majority_accuracy(result.config, "identity")
     assert 0 < chance < 100
     assert f"identity 60.00 % (constant predictor {chance:.2f} %)" in text
-    assert "the 4-task network (colour, type, identity, camera) kept all 128 units" in text
+    assert (
+        "Pruning never acted on the 4-task network on colour, type, identity and camera: it "
+        "kept all 128 units, as its smallest angle, 10.0°, never fell to θ = "
+        f"{result.config.theta:g}°." in text
+    )
     assert "the 3-task network" not in text
     assert "A1 is not reproduced" in text
     for claim in verdicts:
         if claim.verdict == REPRODUCED:
             assert f"{claim.claim_id} is" not in text
+
+
+def test_the_discussion_names_every_network_pruning_never_touched():
+    result = _result(task_finals=(70, 80, 128, 128))
+    text = discussion.discussion(result.config, result, claims.evaluate(result))
+    assert (
+        "Pruning never acted on 2 networks, which kept all 128 units because their smallest "
+        f"angle never fell to θ = {result.config.theta:g}°: the 3-task network on colour, type "
+        "and identity (smallest angle 10.0°) and the 4-task network on colour, type, identity "
+        "and camera (smallest angle 10.0°)." in text
+    )
+    assert "the 2-task network" not in text
+
+
+def test_training_run_groups_split_runs_by_purpose_with_the_main_run_as_reference():
+    result = _result()
+    groups = study.training_run_groups(result)
+    main = f"D-Prune · {study.PAPER_NAMES[result.config.backbone]}"
+    assert list(groups) == ["D-Prune vs the baseline", "architectures", "number of tasks"]
+    assert groups["D-Prune vs the baseline"] == [main, f"Baseline · {main.split(' · ')[1]}"]
+    assert groups["architectures"][0] == main
+    assert len(groups["architectures"]) == len(result.config.families)
+    assert all(1 < len(runs) <= 8 for runs in groups.values())

@@ -14,8 +14,9 @@ import matplotlib.figure
 import nbformat
 import pytest
 
-from mtlrepro import pipeline
+from mtlrepro import pipeline, report
 from mtlrepro.config import ConfigError
+from mtlrepro.files import REPO_ROOT
 from mtlrepro.params import load_params, section_name
 from mtlrepro.pipeline import (
     NotebookFailed,
@@ -25,7 +26,6 @@ from mtlrepro.pipeline import (
     run_notebook,
     strip_png_metadata,
 )
-from mtlrepro.report import REPO_ROOT
 
 NAME = "00_tiny"
 TINY_CELLS = [
@@ -207,6 +207,24 @@ def test_finalize_makes_the_interleaving_of_stdout_and_stderr_irrelevant(tmp_pat
     assert streams == [("stdout", "a\nb\n"), ("stderr", "w\n"), (None, ""), ("stdout", "c\n")]
 
 
+def test_finalize_drops_widget_outputs_such_as_progress_bars(tmp_path: Path) -> None:
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("for _ in tqdm(range(3)): pass")
+    widget = {"model_id": "abc", "version_major": 2, "version_minor": 0}
+    cell.outputs = [
+        nbformat.v4.new_output("display_data", data={
+            "application/vnd.jupyter.widget-view+json": widget,
+            "text/plain": "  0%|          | 0/3 [00:00<?, ?it/s]",
+        }),
+        nbformat.v4.new_output("display_data", data={"text/plain": "kept"}),
+    ]
+    nb.cells = [cell]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    outputs = json.loads(finalize_notebook(path).read_text())["cells"][0]["outputs"]
+    assert [o["data"] for o in outputs] == [{"text/plain": ["kept"]}]
+
+
 def test_html_rendering_is_identical_twice(tmp_path: Path,
                                            caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "nb.ipynb"
@@ -244,7 +262,11 @@ def test_run_writes_normalised_notebook_html_and_outputs(tiny_runs: dict[str, An
     assert tiny_runs["code"] == 0
     files = tiny_runs["first"]
     assert sorted(files) == [f"{NAME}.html", f"{NAME}.ipynb", "metrics.json"]
-    assert json.loads(files["metrics.json"]) == {"n": 4, "profile": "smoke"}
+    assert json.loads(files["metrics.json"]) == {
+        "cpu_model": report.cpu_model(),
+        "n": 4,
+        "profile": "smoke",
+    }
     text = files[f"{NAME}.ipynb"].decode()
     nb = json.loads(text)
     assert nb["metadata"]["papermill"]["parameters"] == {

@@ -91,19 +91,19 @@ def test_training_curves_have_two_panels_per_task_and_a_line_per_run(
     axes = np.array(fig.axes).reshape(2, 2)
     assert [ax.get_title() for ax in axes[0]] == ["segmentation", "depth"]
     assert all(len(ax.get_lines()) == 2 for ax in axes.ravel())
-    assert axes[1, 0].get_ylabel() == "val miou"  # the first non-loss val metric
+    assert axes[1, 0].get_ylabel() == "val mIoU (%)"  # the first non-loss val metric
     train = history[(history.run == "equal") & (history.task == "segmentation")
                     & (history.split == "train")]
     expected = train.groupby("epoch")["value"].mean().to_numpy()
     np.testing.assert_allclose(axes[0, 0].get_lines()[0].get_ydata(), expected)  # exact mean
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["equal", "pcgrad"]
+    assert [t.get_text() for t in fig.subfigs[0].legends[0].get_texts()] == ["equal", "pcgrad"]
 
 
 def test_training_curves_without_run_column_and_chosen_metric(rng: np.random.Generator) -> None:
     history = _history(rng, runs=("only",)).drop(columns="run")
     fig = plots.plot_training_curves(history, primary_metrics={"depth": "loss"},
                                      tasks=["depth"])
-    assert len(fig.axes) == 2 and not fig.legends
+    assert len(fig.axes) == 2 and not fig.legends and not fig.subfigs[0].legends
     assert fig.axes[1].get_ylabel() == "val loss"
 
 
@@ -116,11 +116,29 @@ def test_training_curves_name_missing_columns() -> None:
 def test_sample_grid_has_image_target_and_prediction_columns() -> None:
     images, targets, predictions, kinds = _batch()
     fig = plots.plot_sample_predictions(images, targets, predictions, kinds, max_samples=2)
-    columns = 1 + len(kinds) * (1 + len(predictions))
-    assert len(fig.axes) == 2 * columns
+    columns = 1 + 1 + len(predictions) + 1  # image, target, runs, key
+    assert len(fig.axes) == 2 * len(kinds) * columns  # one row per (sample, task)
     titles = [ax.get_title() for ax in fig.axes[:columns]]
-    assert titles[:4] == ["image", "segmentation\ntarget", "segmentation\nsingle-task",
-                          "segmentation\nshared"]
+    assert titles == ["sample 1", "target", "single-task", "shared", ""]
+    second = [ax.get_title() for ax in fig.axes[len(kinds) * columns:][:columns]]
+    assert second[0] == "sample 2"
+
+
+def test_sample_grid_has_a_key_per_task_row() -> None:
+    images, targets, predictions, kinds = _batch(n=1)
+    fig = plots.plot_sample_predictions(images, targets, predictions, kinds)
+    keys = dict(zip(kinds, np.array(fig.axes).reshape(len(kinds), -1)[:, -1], strict=True))
+    legend = keys["segmentation"].get_legend()
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels[:2] == ["class 0", "class 1"] and labels[-1] == "ignored"
+    depth_bar = keys["depth"].child_axes[0]
+    assert depth_bar.get_ylabel() == "depth (m)"
+    assert keys["edge"].child_axes[0].get_ylabel() == "probability"
+    assert "RGB" in keys["normal"].child_axes[0].get_title()
+    named = plots.plot_sample_predictions(images, targets, predictions, kinds,
+                                          class_names={"segmentation": list("abcdef")})
+    key = np.array(named.axes).reshape(len(kinds), -1)[0, -1]
+    assert [t.get_text() for t in key.get_legend().get_texts()][:2] == ["a", "b"]
 
 
 def test_sample_grid_colours_follow_fixed_conventions() -> None:
@@ -132,9 +150,10 @@ def test_sample_grid_colours_follow_fixed_conventions() -> None:
     seg = np.asarray(fig.axes[1].images[0].get_array())
     assert seg[0, 0].tolist() == [0.0, 0.0, 0.0]  # ignore label is black
     assert np.array_equal(seg[0, 1], seg[1, 1]) and not np.array_equal(seg[0, 1], seg[1, 0])
-    normal = np.asarray(fig.axes[5].images[0].get_array())
+    columns = 4  # image, target, run, key
+    normal = np.asarray(fig.axes[2 * columns + 1].images[0].get_array())
     np.testing.assert_allclose(normal[0], [[0.5, 0.5, 1.0], [0.5, 0.5, 0.0]])  # (n + 1) / 2
-    depth_clims = {fig.axes[k].images[0].get_clim() for k in (3, 4)}
+    depth_clims = {fig.axes[columns + k].images[0].get_clim() for k in (1, 2)}
     assert len(depth_clims) == 1  # target and prediction share one colour range
 
 
@@ -174,6 +193,33 @@ def test_min_angle_figure_draws_one_line_per_architecture_and_the_threshold():
     assert len(fig.axes[0].lines) == 3
     with pytest.raises(ConfigError, match="lack columns"):
         a_figures.plot_min_angle_curves(curves.drop(columns="epoch"))
+
+
+def test_min_angle_figure_gives_a_colour_per_architecture_and_a_style_per_run_kind():
+    pruned = pd.DataFrame({"epoch": [1, 2, 1, 2], "min_angle": [5.0, 9.0, 3.0, 4.0],
+                           "architecture": ["A", "A", "B", "B"], "run": "pruned"})
+    unpruned = pd.DataFrame({"epoch": [1, 2], "min_angle": [6.0, 5.0], "architecture": ["B", "B"],
+                             "run": "unpruned"})
+    fig = a_figures.plot_min_angle_curves(pd.concat([pruned, unpruned]), theta=30)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.lines}
+    assert set(lines) == {"A · pruned", "B · pruned", "B · unpruned", "θ = 30°"}
+    assert lines["B · pruned"].get_color() == lines["B · unpruned"].get_color()
+    assert lines["A · pruned"].get_color() != lines["B · pruned"].get_color()
+    assert lines["B · pruned"].get_linestyle() != lines["B · unpruned"].get_linestyle()
+    assert ax.get_xlabel() == "epoch" and "°" in ax.get_ylabel()
+
+
+def test_min_angle_figure_splits_panels_beyond_eight_series():
+    frames = [
+        pd.DataFrame({"epoch": [1, 2], "min_angle": [1.0, 2.0], "architecture": f"arch{i}",
+                      "run": run})
+        for i in range(5)
+        for run in ("pruned", "unpruned")
+    ]
+    fig = a_figures.plot_min_angle_curves(pd.concat(frames))
+    assert len(fig.axes) == 2
+    assert all(len(ax.lines) <= a_figures.MAX_SERIES_PER_AXIS for ax in fig.axes)
 
 
 # --------------------------------------------------------------------------- paper B figures
@@ -255,7 +301,7 @@ def test_every_lambda_figure_shows_lambda_zero_as_a_tick(rng: np.random.Generato
     axes = [*b_figures.plot_performance_vs_lambda(_performance(rng)).axes,
             *b_figures.plot_sparsity_vs_lambda(_sparsity(rng)).axes,
             *b_figures.plot_latency_vs_lambda(_latency()).axes]  # incl. the twin axis
-    assert len(axes) == 4 + 1 + 3
+    assert len(axes) == 4 + 1 + 4
     for ax in axes:
         assert ax.get_xscale() == "symlog"
         assert _tick_labels(ax)[0] == "0"
@@ -269,14 +315,15 @@ def test_performance_vs_lambda_has_a_panel_per_task_metric_with_the_seed_mean(
     assert len(fig.axes) == 4  # 2 x 3 grid, the two unused slots removed
     assert [ax.get_title() for ax in fig.axes] == ["segmentation", "segmentation", "normal",
                                                    "depth"]
-    assert [ax.get_ylabel() for ax in fig.axes] == ["miou", "pixel_acc", "cosine",
-                                                    "abs_err (lower is better)"]
+    assert [ax.get_ylabel() for ax in fig.axes] == [
+        "mIoU (%)", "pixel accuracy (%)", "cosine similarity (−1…1)",
+        "abs. error (m)\nlower is better"]
     assert all(len(ax.get_lines()) == 1 and len(ax.collections) == 1 for ax in fig.axes)
     depth = perf[perf.task == "depth"]
     np.testing.assert_allclose(fig.axes[3].get_lines()[0].get_ydata(),
                                depth.groupby("lam")["value"].mean().to_numpy())
-    # the λ axis is labelled under the lowest panel of each column only
-    assert [ax.get_xlabel() for ax in fig.axes] == ["", "λ", "λ", "λ"]
+    # every panel's λ axis is labelled
+    assert [ax.get_xlabel() for ax in fig.axes] == ["λ", "λ", "λ", "λ"]
     assert _tick_labels(fig.axes[2]) == ["0", "1e-5", "1e-4", "1e-3"]
 
 
@@ -314,21 +361,24 @@ def test_sparsity_over_training_draws_one_line_per_lambda_ordered_by_lambda(
     assert len(single.axes) == 1
 
 
-def test_latency_vs_lambda_is_relative_to_the_dense_backbone_per_setting() -> None:
+def test_latency_vs_lambda_shows_absolute_ms_and_the_ratio_to_dense_per_setting() -> None:
     fig = b_figures.plot_latency_vs_lambda(_latency())
-    ax_time, ax_cost, twin = fig.axes
-    lines = ax_time.get_lines()
-    assert len(lines) == 4  # three (device, batch) settings + the dotted dense reference
-    assert [t.get_text() for t in ax_time.get_legend().get_texts()] == [
-        "cpu, batch 1 (dense 2 ms)", "cpu, batch 16 (dense 40 ms)",
-        "cuda, batch 16 (dense 0.5 ms)"]
-    for line in lines[:3]:
+    ax_ms, ax_ratio, ax_cost, ax_sparsity = fig.axes
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "cpu, batch 1", "cpu, batch 16", "cuda, batch 16"]
+    np.testing.assert_allclose(ax_ms.get_lines()[0].get_ydata(), [2.0, 1.6, 1.2, 0.8])
+    assert ax_ms.get_ylabel() == "latency per batch (ms)"
+    ratio_lines = ax_ratio.get_lines()
+    assert len(ratio_lines) == 4  # three (device, batch) settings + the dotted dense reference
+    for line in ratio_lines[:3]:
         np.testing.assert_allclose(line.get_ydata(), [1.0, 0.8, 0.6, 0.4])
-    assert "dense" in ax_time.get_ylabel()
+    assert "dense" in ax_ratio.get_ylabel()
+    styles = {(str(line.get_color()), line.get_linestyle()) for line in ratio_lines[:3]}
+    assert len({c for c, _ in styles}) == 3 and len({ls for _, ls in styles}) == 3
     np.testing.assert_allclose(ax_cost.get_lines()[0].get_ydata(), [400.0, 300.0, 200.0, 100.0])
-    np.testing.assert_allclose(twin.get_lines()[0].get_ydata(), [0.0, 25.0, 50.0, 75.0])
-    assert twin.get_ylabel() == "% group sparsity"
-    assert "MFLOPs" in ax_cost.get_ylabel()
+    np.testing.assert_allclose(ax_sparsity.get_lines()[0].get_ydata(), [0.0, 25.0, 50.0, 75.0])
+    assert ax_sparsity.get_ylabel() == "group sparsity (%)"
+    assert "MMAC" in ax_cost.get_ylabel() and "FLOP" not in ax_cost.get_ylabel()
 
 
 def test_latency_vs_lambda_needs_a_dense_row_and_one_row_per_setting() -> None:
@@ -409,3 +459,99 @@ def test_paper_b_figures_save_as_png(name: str, tmp_path: Path) -> None:
     }[name]()
     path = plots.save_figure(fig, tmp_path, f"fig3_{name}")
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+# --------------------------------------------------------------------------- readability
+
+
+def test_metric_label_gives_units() -> None:
+    assert plots.metric_label("miou") == "mIoU (%)"
+    assert plots.metric_label("mean_angle", prefix="val") == "val mean angle (°)"
+    assert plots.metric_label("abs_err") == "abs. error (m)"
+    assert plots.metric_label("accuracy") == "accuracy (%)"
+    assert plots.metric_label("loss", prefix="train") == "train loss"
+    assert plots.metric_label("some_metric") == "some metric"
+    from mtlrepro.metrics import METRIC_NAMES
+
+    assert {m for names in METRIC_NAMES.values() for m in names} <= set(plots.METRIC_LABELS)
+
+
+def test_series_styles_differ_in_colour_and_line_style() -> None:
+    styles = plots.series_styles(8)
+    assert len({tuple(s["color"]) for s in styles}) == 8
+    pairs = {(tuple(s["color"]), str(s["linestyle"])) for s in plots.series_styles(24)}
+    assert len(pairs) == 24
+
+
+def _vehicle_history(rng: np.random.Generator, runs: int) -> pd.DataFrame:
+    """Train loss per epoch, validation once at the end (as paper A's runs log it)."""
+    rows = []
+    for k in range(runs):
+        for task in ("colour", "type"):
+            for epoch in range(1, 5):
+                rows.append(dict(run=f"run {k}", epoch=epoch, split="train", task=task,
+                                 metric="loss", value=2.0 / epoch + float(rng.random())))
+            rows.append(dict(run=f"run {k}", epoch=4, split="val", task=task,
+                             metric="accuracy", value=50 + 40 * float(rng.random())))
+    return pd.DataFrame(rows)
+
+
+def test_training_curves_split_many_runs_into_groups_of_at_most_eight(
+    rng: np.random.Generator,
+) -> None:
+    history = _vehicle_history(rng, 12)
+    fig = plots.plot_training_curves(history)
+    assert len(fig.subfigs) == 2  # 8 + 4 runs
+    assert max(len(ax.get_lines()) for ax in fig.axes) == 8
+    val = fig.subfigs[0].axes[2]  # validated once: one bar per run, runs named
+    assert len(val.patches) == 8
+    assert val.get_xlabel() == "final val accuracy (%)"
+    assert [t.get_text() for t in val.get_yticklabels()][:2] == ["run 0", "run 1"]
+    groups = {"a": ["run 0", "run 3"], "b": ["run 0", "run 5", "run 7"]}
+    grouped = plots.plot_training_curves(history, run_groups=groups)
+    assert [sf.get_suptitle() for sf in grouped.subfigs] == ["a", "b"]
+    assert [len(sf.axes[0].get_lines()) for sf in grouped.subfigs] == [2, 3]
+    with pytest.raises(ConfigError, match="run group 'c'"):
+        plots.plot_training_curves(history, run_groups={"c": [f"run {k}" for k in range(9)]})
+    with pytest.raises(ConfigError, match="unknown"):
+        plots.plot_training_curves(history, run_groups={"c": ["nope"]})
+
+
+def _figures(rng: np.random.Generator) -> dict[str, plots.NotebookFigure]:
+    return {
+        "curves": plots.plot_training_curves(_history(rng, runs=tuple("abcdefghij"))),
+        "curves_once": plots.plot_training_curves(_vehicle_history(rng, 12)),
+        "perf": b_figures.plot_performance_vs_lambda(_performance(rng)),
+        "sparsity": b_figures.plot_sparsity_vs_lambda(_sparsity(rng)),
+        "latency": b_figures.plot_latency_vs_lambda(_latency()),
+        "min_angle": a_figures.plot_min_angle_curves(
+            pd.DataFrame({"epoch": [1, 2, 3] * 6, "min_angle": 60 * rng.random(18),
+                          "architecture": [f"net {k}" for k in range(6) for _ in range(3)]}),
+            theta=30),
+    }
+
+
+def test_line_figures_are_readable(rng: np.random.Generator) -> None:
+    """<= 8 data lines per axis, labelled axes with units, legends clear of the data."""
+    for name, fig in _figures(rng).items():
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        legends = [*fig.legends, *(lg for sf in fig.subfigs for lg in sf.legends),
+                   *(ax.get_legend() for ax in fig.axes if ax.get_legend())]
+        for ax in fig.axes:
+            data_lines = [ln for ln in ax.get_lines() if len(ln.get_xdata()) > 2]
+            assert len(data_lines) <= plots.MAX_SERIES, name
+            if not (data_lines or ax.patches):
+                continue
+            assert ax.get_xlabel(), (name, ax.get_title())
+            ylabel = ax.get_ylabel() or (ax.get_yticklabels() and "categorical")
+            assert ylabel, (name, ax.get_title())
+            text = f"{ax.get_xlabel()} {ax.get_ylabel()}"
+            assert "miou" not in text and "_" not in text, (name, text)
+            if any(w in text for w in ("mIoU", "accuracy", "sparsity", "latency", "MMAC")):
+                assert "(" in text, (name, text)
+            for legend in legends:
+                box = legend.get_window_extent(renderer)
+                for line in data_lines:
+                    points = line.get_transform().transform(line.get_xydata())
+                    assert not any(box.contains(x, y) for x, y in points), (name, line.get_label())

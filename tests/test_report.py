@@ -13,19 +13,21 @@ import pytest
 
 from mtlrepro import report
 from mtlrepro.config import ConfigError
+from mtlrepro.files import atomic_write_bytes, atomic_write_text
 from mtlrepro.report import (
+    FAILED,
     INCONCLUSIVE,
     NOT_APPLICABLE,
     NOT_REPRODUCED,
+    PASSED,
     REPRODUCED,
     Claim,
     at_least,
     at_most,
-    atomic_write_bytes,
-    atomic_write_text,
     build_results_index,
     comparison_verdict,
     describe,
+    make_check,
     make_claim,
     ordering_matches,
     paired,
@@ -150,9 +152,31 @@ def test_write_metrics_sorts_keys_and_rounds_floats(tmp_path: Path) -> None:
     assert json.loads(text) == {
         "a": {"x": [1, 2.0, True], "y": 0.1},  # float32 0.1 rounded to 6 significant digits
         "b": 0.333333,
+        "cpu_model": report.cpu_model(),
         "diverged": None,
         "profile": "smoke",
     }
+
+
+def test_write_metrics_records_the_cpu_model(tmp_path: Path) -> None:
+    written = json.loads(write_metrics({"profile": "smoke"}, tmp_path).read_text())
+    assert written["cpu_model"] == report.cpu_model()
+    assert isinstance(written["cpu_model"], str) and written["cpu_model"]
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file() and "model name" in cpuinfo.read_text(errors="replace"):
+        names = [line.split(":", 1)[1].strip()
+                 for line in cpuinfo.read_text(errors="replace").splitlines()
+                 if line.startswith("model name")]
+        assert written["cpu_model"] == names[0]
+    # a caller's own value is kept
+    kept = json.loads(write_metrics({"cpu_model": "given"}, tmp_path).read_text())
+    assert kept["cpu_model"] == "given"
+
+
+def test_run_provenance_uses_the_same_cpu_model() -> None:
+    from mtlrepro import runs
+
+    assert runs.provenance()["cpu"] == report.cpu_model()
 
 
 def test_write_metrics_rejects_objects(tmp_path: Path) -> None:
@@ -225,6 +249,39 @@ def test_claims_round_trip(tmp_path: Path) -> None:
         write_claims([_claim("A1", True), _claim("A1", False)], tmp_path)
 
 
+def _check(check_id: str, passed: bool | None) -> Claim:
+    return make_check(check_id, f"check {check_id}", 5.29, 5.288, passed, profile="smoke",
+                      dataset="constructors", details="rounding")
+
+
+def test_checks_have_their_own_kind_and_verdicts(tmp_path: Path) -> None:
+    passed, failed, unknown = _check("A5", True), _check("A6", False), _check("A7", None)
+    assert (passed.kind, passed.verdict, passed.is_check) == ("check", PASSED, True)
+    assert failed.verdict == FAILED and unknown.verdict == NOT_APPLICABLE
+    assert _claim("A1", True).kind == "claim" and not _claim("A1", True).is_check
+    with pytest.raises(ConfigError, match="unknown verdict 'passed' for a claim"):
+        Claim("A1", "words", 1.0, 1.0, PASSED, "smoke", "scenes")
+    with pytest.raises(ConfigError, match="unknown verdict 'reproduced' for a check"):
+        Claim("A1", "words", 1.0, 1.0, REPRODUCED, "smoke", "scenes", "", "check")
+    with pytest.raises(ConfigError, match="unknown kind"):
+        Claim("A1", "words", 1.0, 1.0, REPRODUCED, "smoke", "scenes", "", "fact")
+    rows = [_claim("A1", True), passed, failed]
+    back = read_claims(write_claims(rows, tmp_path))
+    assert back == rows
+    assert report.claims_only(back) == [rows[0]] and report.checks_only(back) == rows[1:]
+    with pytest.raises(ConfigError, match="duplicate claim ids: A5"):
+        write_claims([_claim("A5", True), passed], tmp_path)
+
+
+def test_claims_files_without_a_kind_column_read_as_claims(tmp_path: Path) -> None:
+    path = write_claims([_claim("A1", True)], tmp_path)
+    lines = path.read_text().splitlines()
+    old = "\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n"
+    assert old.splitlines()[0].endswith(",details")
+    path.write_text(old)
+    assert read_claims(path) == [_claim("A1", True)]
+
+
 # --------------------------------------------------------------------------- results index
 
 
@@ -238,10 +295,10 @@ def _fake_results(root: Path) -> None:
         write_table(pd.DataFrame({"method": ["m"], "miou": [1.5]}), a, stem)
     (a / "fig3_curves.png").write_bytes(b"png")
     write_metrics({"profile": "smoke"}, a)
-    write_claims([_claim("A1", True), _claim("A2", False)], a)
+    write_claims([_claim("A1", True), _claim("A2", False), _check("A3", True)], a)
     b = root / "01_beta"
     b.mkdir()
-    write_claims([_claim("B1", None), _claim("B2", True)], b)
+    write_claims([_claim("B1", None), _claim("B2", True), _check("B3", False)], b)
     (root / "benchmarks").mkdir()
     pd.DataFrame({"model": ["segnet"], "ms": [12.5]}).to_csv(root / "benchmarks" / "latency.csv",
                                                              index=False)
@@ -256,6 +313,13 @@ def test_results_index_has_scorecard_links_and_is_deterministic(tmp_path: Path) 
     assert text.index("## Claims scorecard") < text.index("## 00_alpha") < text.index("## 01_beta")
     assert "| **all** | 2 | 1 | 0 | 1 | 4 |" in text  # reproduced, not, inconclusive, n/a, total
     assert "| 00_alpha | A2 | claim A2 \\| with a pipe | 2 | 1.5 | not reproduced |" in text
+    # checks are listed apart, out of the verdict counts
+    assert text.index("## Claims scorecard") < text.index("### Checks") < text.index("## 00_alpha")
+    assert "| notebook | id | statement | paper | ours | passed | details |" in text
+    assert "| 00_alpha | A3 | check A3 | 5.29 | 5.288 | yes | rounding |" in text
+    assert "| 01_beta | B3 | check B3 | 5.29 | 5.288 | no | rounding |" in text
+    claims_table = text[: text.index("### Checks")]
+    assert "check A3" not in claims_table and "passed" not in claims_table.split("|")
     assert "[00_alpha.ipynb](00_alpha/00_alpha.ipynb), [00_alpha.html](00_alpha/00_alpha.html)" \
         in text
     assert text.index("table1_first") < text.index("table2_early") < text.index("table10_late")
@@ -304,3 +368,25 @@ def test_seed_comparisons_decide_reproduced_not_reproduced_or_inconclusive() -> 
         paired([])
     with pytest.raises(ConfigError, match="finite"):
         paired([float("nan")])
+
+
+def test_results_index_gathers_the_findings_about_the_papers_ranked(tmp_path: Path) -> None:
+    _fake_results(tmp_path)
+    columns = ["paper", "finding", "cause", "size", "kind", "checks", "evidence"]
+    write_table(
+        pd.DataFrame([["A", "A1", "tiny rounding", 0.01, "rounding", "2: x; y", "re-run"]],
+                     columns=columns),
+        tmp_path / "00_alpha", "findings",
+    )
+    write_table(
+        pd.DataFrame([["B", "B1", "columns swapped", 2.09, "real", "10: z", "20 of 20 agree"]],
+                     columns=columns),
+        tmp_path / "01_beta", "findings",
+    )
+    text = build_results_index(tmp_path).read_text()
+    assert text.index("## Claims scorecard") < text.index("## Findings about the papers") \
+        < text.index("## 00_alpha")
+    section = text[text.index("## Findings about the papers"):text.index("## 00_alpha")]
+    assert section.index("columns swapped") < section.index("tiny rounding")
+    row = "| B1 | [01_beta](01_beta/findings.csv) | real | 2.09 | columns swapped | 10 |"
+    assert row in section

@@ -32,9 +32,9 @@ from mtlrepro.experiments.baselines import study as baselines
 from mtlrepro.experiments.distinctiveness import study as distinctiveness
 from mtlrepro.experiments.group_sparsity import units as runs_module
 from mtlrepro.experiments.overparam import units as overparam_units
+from mtlrepro.files import REPO_ROOT
 from mtlrepro.models.backbones import create_backbone
 from mtlrepro.params import load_params, section_name
-from mtlrepro.report import REPO_ROOT
 from mtlrepro.runs import main as runs_main
 from mtlrepro.tasks import TaskSpec, make_tasks
 from mtlrepro.torch_files import CheckpointError

@@ -135,12 +135,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtlrepro.config import ConfigError, check_choice, check_range
+from mtlrepro.files import atomic_write_text
 from mtlrepro.models.deeplab import ASPPHead
 from mtlrepro.models.heads import ClassificationHead
 from mtlrepro.models.multitask import TaskModuleDict
 from mtlrepro.models.segnet import IMAGENET_MEAN, IMAGENET_STD
 from mtlrepro.phases import Phase
-from mtlrepro.report import atomic_write_text
 from mtlrepro.tasks import TaskSpec
 from mtlrepro.train import Hooks
 

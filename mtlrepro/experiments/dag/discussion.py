@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import pandas as pd
 
 from mtlrepro.data import dataset_names
+from mtlrepro.experiments.dag import study
+from mtlrepro.experiments.dag.study import SHARED_BOTTOM
 from mtlrepro.experiments.dag.units import DATASETS, UNIT_KINDS, DagStudyConfig, dataset_name, ours
 from mtlrepro.report import INCONCLUSIVE, NOT_APPLICABLE, NOT_REPRODUCED, REPRODUCED, Claim
 
@@ -69,16 +71,65 @@ def _table_sentence(table: pd.DataFrame, tasks: str, rows: Sequence[str]) -> str
     ) + "."
 
 
-def _accuracy_sentence(table: pd.DataFrame, config: DagStudyConfig) -> str:
+def hidden_edges_used(runs: pd.DataFrame, kind: str = "glyphs") -> dict[str, tuple[float, float]]:
+    """Searched row -> (central-network edges some task of the finalised network uses, edges of
+    its search space), means over seeds; read-in and read-out links are not counted."""
+    out = {}
+    for row in sorted(r for r in runs.loc[runs["kind"] == kind, "row"].unique()
+                      if r.startswith("Ours")):
+        used, space = [], []
+        for record in study.searched(runs, row, kind).itertuples():
+            edges = {
+                (u, v)
+                for graph in study.graphs(record).values()
+                for u, v, link in graph.edges(data=True)
+                if link.get("kind") not in ("read_in", "read_out")
+            }
+            used.append(len(edges))
+            space.append(record.search_edges)
+        if used:
+            out[row] = (sum(used) / len(used), sum(space) / len(space))
+    return out
+
+
+def _accuracy_sentence(table: pd.DataFrame, config: DagStudyConfig,
+                       edges: dict[str, tuple[float, float]] | None = None) -> str:
     def quoted(row: str) -> str:
         r = table.loc[row]
         paper = "" if pd.isna(r["accuracy_paper"]) else f" (paper {r['accuracy_paper']:.2f})"
         return f"{row} {r['accuracy']:.2f} ± {r['accuracy_std']:.2f}{paper}"
 
-    return (
+    def size(row: str) -> str:
+        r = table.loc[row]
+        paper = "" if pd.isna(r["params_paper"]) else f" (paper {r['params_paper']:.2f}×)"
+        return f"{row} {r['params']:.2f}×{paper}"
+
+    ours_rows = [r for r in table.index if r.startswith("Ours")]
+    shared = table.loc[SHARED_BOTTOM, "accuracy"]
+    small = [r for r in ours_rows if table.loc[r, "params"] < 0.5
+             and table.loc[r, "accuracy"] < shared]
+    text = (
         f"On glyphs ({config.alphabets} alphabets, one 20-way task each; chance 5 %), mean test "
-        "accuracy (%): " + "; ".join(quoted(row) for row in table.index) + "."
+        "accuracy (%): " + "; ".join(quoted(row) for row in table.index) + ". Parameters "
+        "relative to the shared bottom: " + "; ".join(size(row) for row in ours_rows) + "."
     )
+    if small:
+        text += (
+            f" {' and '.join(small)} keep{'s' if len(small) == 1 else ''} less than half of the "
+            "shared bottom's parameters and trail its accuracy"
+        )
+        used = {r: edges[r] for r in small if edges and r in edges}
+        if used:
+            text += ": their finalised tasks use " + "; ".join(
+                f"{n:.1f} of the {space:.0f} searched edges ({r})" for r, (n, space) in used.items()
+            ) + " on average"
+            if all(n == 0 for n, _ in used.values()):
+                text += (
+                    ", i.e. every task reads the input in (α, Eq. 3) at the very state it reads "
+                    "out from (β, Eq. 5) and skips the central network's convolutions"
+                )
+        text += ", which is the likeliest cause of the gap."
+    return text
 
 
 def _size_sentence(table: pd.DataFrame, config: DagStudyConfig) -> str:
@@ -138,7 +189,7 @@ def discussion(
         f"fine-tune; every baseline {config.finetune_epochs}). The paper trains 12 full-width "
         "states for 5k + 15k + 20k iterations on NYU-v2 and Cityscapes.",
         "",
-        f"* {_accuracy_sentence(table1, config)}",
+        f"* {_accuracy_sentence(table1, config, hidden_edges_used(runs))}",
         *(f"* {_table_sentence(tables[kind], SCENARIO_NAMES[kind], [*BASELINE_ROWS, ours(flow)])}"
           for kind, flow in (("nyu", m), ("city", m_other), ("pascal", m_other))),
         f"* {_size_sentence(tables['nyu'], config)}",

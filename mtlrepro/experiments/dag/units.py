@@ -222,6 +222,11 @@ class DagStudyConfig:
             has 20× the shared bottom's parameters: 20 tasks).
         glyph_size: side of the glyph images in pixels, a multiple of the last state's
             downsampling (the paper gives none; Omniglot's are 105).
+        glyph_width_multiplier: the ``glyphs`` unit's width multiplier (``None``:
+            ``width_multiplier``).
+        glyph_batch_size: its samples per step (``None``: ``batch_size``).
+        glyph_epochs: its warm-up, search and fine-tune epochs (``None``: the other units';
+            App. B trains Omniglot on its own schedule, 2,000 / 3,000 / 5,000 iterations).
         topology_flow: the M of Table 5, Fig. 3, Fig. 5 and the ablations (Table 6: 7).
         warmup_epochs: warm-up epochs (§3.2).
         search_epochs: search epochs.
@@ -252,6 +257,9 @@ class DagStudyConfig:
     glyph_flows: tuple[int, ...] = (3, 5, 7)
     alphabets: int = 20
     glyph_size: int = 96
+    glyph_width_multiplier: float | None = None
+    glyph_batch_size: int | None = None
+    glyph_epochs: tuple[int, int, int] | None = None
     topology_flow: int = 7
     warmup_epochs: int = 50
     search_epochs: int = 150
@@ -301,7 +309,15 @@ class DagStudyConfig:
         for field in ("warmup_epochs", "search_epochs", "finetune_epochs", "batch_size",
                       "latency_repeats", "workers"):
             check_range(f"{name}.{field}", getattr(self, field), 1, integer=True)
-        for field in ("n_train", "threads"):
+        if self.glyph_epochs is not None:
+            if len(self.glyph_epochs) != 3:
+                raise ConfigError(
+                    f"{name}.glyph_epochs must be three epoch counts (warm-up, search, "
+                    f"fine-tune); got {self.glyph_epochs!r}"
+                )
+            for epochs in self.glyph_epochs:
+                check_range(f"{name}.glyph_epochs", epochs, 1, integer=True)
+        for field in ("n_train", "threads", "glyph_batch_size"):
             if getattr(self, field) is not None:
                 check_range(f"{name}.{field}", getattr(self, field), 1, integer=True)
         for field in ("height", "width"):
@@ -309,8 +325,9 @@ class DagStudyConfig:
                 check_range(f"{name}.{field}", getattr(self, field), 8, integer=True)
         for field in ("lr", "width_multiplier"):
             check_range(f"{name}.{field}", getattr(self, field), 0.0, low_inclusive=False)
-        if self.registry_width is not None:
-            check_range(f"{name}.registry_width", self.registry_width, 0.0, low_inclusive=False)
+        for field in ("registry_width", "glyph_width_multiplier"):
+            if getattr(self, field) is not None:
+                check_range(f"{name}.{field}", getattr(self, field), 0.0, low_inclusive=False)
         check_range(f"{name}.budget_fraction", self.budget_fraction, 0.0, 1.0)
         if not isinstance(self.channels_last, bool):
             raise ConfigError(f"{name}.channels_last must be true or false")
@@ -340,7 +357,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "latency_repeats": 2,
     },
     # measured on the 2-core Xeon, one thread per process: a seed's nyu unit ~300 s and city
-    # unit ~90 s of single-core work, so the 6 units with 2 workers take ~10 minutes
+    # unit ~90 s of single-core work, so the 6 units with 2 workers take ~10 minutes.  Glyphs:
+    # at 1/16 width, 32-pixel glyphs and the shared schedule the searched networks reached only
+    # 8-28 % (chance 5 %); at 1/8 width, 16-pixel glyphs, batch 32 and 4/6/8 epochs, M = 5
+    # reaches 30-44 % in ~75 s of single-core work
     "cpu": {
         "seeds": (0, 1, 2),
         "n_states": 8,
@@ -348,7 +368,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "flows": (3, 5),
         "other_flows": (3, 5),
         "alphabets": 5,
-        "glyph_size": 32,
+        "glyph_flows": (3, 5),
+        "glyph_size": 16,
+        "glyph_width_multiplier": 1 / 8,
+        "glyph_batch_size": 32,
+        "glyph_epochs": (4, 6, 8),
         "topology_flow": 5,
         "warmup_epochs": 2,
         "search_epochs": 3,
@@ -389,6 +413,22 @@ KEYS: tuple[str, ...] = tuple(
 # --------------------------------------------------------------------------------------------
 # Data and networks
 # --------------------------------------------------------------------------------------------
+def scenario_config(config: DagStudyConfig, scenario: str) -> DagStudyConfig:
+    """The settings one scenario trains with: the study's, with the ``glyph_*`` width, batch
+    size and epochs in place of the shared ones for ``glyphs``."""
+    if scenario != "glyphs":
+        return config
+    overrides: dict[str, Any] = {
+        "width_multiplier": config.glyph_width_multiplier,
+        "batch_size": config.glyph_batch_size,
+    }
+    if config.glyph_epochs is not None:
+        overrides |= dict(zip(("warmup_epochs", "search_epochs", "finetune_epochs"),
+                              config.glyph_epochs, strict=True))
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(config, **given)
+
+
 def dataset_name(scenario: str, config: DagStudyConfig) -> str:
     """The dataset of a scenario at the study's profile (a clear message when it has none)."""
     name = DATASETS[scenario][config.profile]
@@ -426,6 +466,7 @@ def network_config(config: DagStudyConfig, setting: Setting) -> dag.DAGConfig:
     ``glyph_states`` states and classifier heads).  With a set ``height`` the ASPP rates keep
     the paper's ratio of rate to feature-map size (6, 12, 18 on NYU-v2's 288-pixel height at
     output stride 16, an 18-row map)."""
+    config = scenario_config(config, setting.scenario)
     states = config.glyph_states if setting.scenario == "glyphs" else config.n_states
     scale = dag.VGG16_SCALES[states - 1]
     rates = (
@@ -490,6 +531,7 @@ def train_setting(setting: Setting, seed: int, config: DagStudyConfig) -> list[d
         the finalised graph, networkx node-link data) and ``history`` (per phase, epoch and
         task, the training loss).
     """
+    config = scenario_config(config, setting.scenario)
     train_set = split(config, "train", setting.scenario, setting.tasks)
     test_set = split(config, "test", setting.scenario, setting.tasks)
     specs = train_set.task_specs

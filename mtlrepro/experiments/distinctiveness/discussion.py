@@ -21,7 +21,8 @@ CAUSES: dict[str, str] = {
     "the few epochs run, which varies between task sets more than the number of tasks does",
     "A3": "the CPU-sized extractors differ from the ImageNet architectures in depth and width "
     "and are not pretrained, so their feature utilisation need not follow the paper's order",
-    "A4": "the angle is logged before each epoch's pruning, so merges shape the curve",
+    "A4": "the unpruned baseline trains for only a few epochs from scratch, where its features "
+    "are still forming; the paper's curves span a full fine-tuning run of pretrained extractors",
 }
 """Claim -> the likeliest cause when it does not reproduce."""
 
@@ -51,17 +52,35 @@ def _accuracy_sentence(config: PruningStudyConfig, run: PruneRun) -> str:
     return f"D-Prune's test accuracy: {'; '.join(parts)}."
 
 
+def _listing(words: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
 def _unpruned_sentence(result: StudyResult) -> str | None:
     runs = [run for run in result.by_task_count.values() if run.hidden_final == run.hidden_initial]
     if not runs:
         return None
-    described = "; ".join(
-        f"the {len(run.tasks)}-task network ({', '.join(run.tasks)}) kept all "
-        f"{run.hidden_initial} units: its smallest angle, {run.min_angles().min():.1f}°, "
-        f"never fell to θ = {result.config.theta:g}°"
-        for run in runs
+    theta = f"θ = {result.config.theta:g}°"
+
+    def network(run: PruneRun) -> str:
+        return f"the {len(run.tasks)}-task network on {_listing(run.tasks)}"
+
+    if len(runs) == 1:
+        run = runs[0]
+        return (
+            f"Pruning never acted on {network(run)}: it kept all {run.hidden_initial} units, as "
+            f"its smallest angle, {run.min_angles().min():.1f}°, never fell to {theta}."
+        )
+    sizes = {run.hidden_initial for run in runs}
+    units = f"all {sizes.pop()} units" if len(sizes) == 1 else "all their units"
+    described = _listing(
+        [f"{network(run)} (smallest angle {run.min_angles().min():.1f}°)" for run in runs]
     )
-    return f"Pruning never acted on {described}."
+    return (
+        f"Pruning never acted on {len(runs)} networks, which kept {units} because their "
+        f"smallest angle never fell to {theta}: {described}."
+    )
 
 
 def discussion(config: PruningStudyConfig, result: StudyResult, verdicts: Sequence[Claim]) -> str:

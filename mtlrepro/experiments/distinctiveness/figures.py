@@ -69,33 +69,72 @@ def plot_class_distributions(
                 label=f"P({task} | {given_task}={given_name[given_class]})",
             )
             ax.set_xticks(x, names.get(task, [str(i) for i in x]), rotation=90)
-            ax.set_ylabel("%")
+            ax.set_xlabel(task)
+            ax.set_ylabel("% of samples")
             ax.set_title(f"{task} given the rarest {given_task}")
-            ax.legend(fontsize="small")
+            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
+MAX_SERIES_PER_AXIS = 8
+"""At most this many lines share one panel of Fig. 3 (else one panel per run kind)."""
+_LINESTYLES = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "^", "D")
+
+
 def plot_min_angle_curves(curves: pd.DataFrame, *, theta: float | None = None) -> NotebookFigure:
-    """Minimum distinctiveness angle vs epoch, one line per architecture (paper A, Fig. 3).
+    """Minimum distinctiveness angle vs epoch (paper A, Fig. 3): one colour per architecture,
+    one line style per run kind (column ``run``, e.g. pruned D-Prune vs the unpruned baseline).
+
+    Lines share one panel while there are at most :data:`MAX_SERIES_PER_AXIS` of them, else
+    each run kind gets its own panel (same colours, shared y axis).
 
     Args:
-        curves: tidy frame with columns ``epoch``, ``min_angle`` and ``architecture``.
-        theta: the pruning threshold, drawn as a dashed line (``None``: not drawn).
+        curves: tidy frame with columns ``epoch``, ``min_angle`` (°) and ``architecture``, and
+            optionally ``run`` (without it, every line is one run kind).
+        theta: the pruning threshold, drawn as a grey dotted line (``None``: not drawn).
     """
     missing = {"epoch", "min_angle", "architecture"} - set(curves.columns)
     if missing:
         raise ConfigError(f"curves lack columns {sorted(missing)}")
+    if "run" not in curves.columns:
+        curves = curves.assign(run="")
+    runs = ordered(curves["run"])
+    if len(runs) > len(_LINESTYLES):
+        raise ConfigError(f"at most {len(_LINESTYLES)} run kinds; got {len(runs)}: {runs}")
+    architectures = ordered(curves["architecture"])
+    colours = dict(
+        zip(architectures, sns.color_palette(n_colors=max(len(architectures), 1)), strict=False)
+    )
+    styles = {run: (_LINESTYLES[i], _MARKERS[i]) for i, run in enumerate(runs)}
+    series = curves.groupby(["run", "architecture"], sort=False).ngroups
+    panels = [runs] if series <= MAX_SERIES_PER_AXIS else [[run] for run in runs]
     with theme():
-        fig = new_figure(6.0, 3.6)
-        ax = fig.subplots()
-        colours = sns.color_palette(n_colors=max(curves["architecture"].nunique(), 1))
-        for colour, name in zip(colours, ordered(curves["architecture"]), strict=False):
-            part = curves[curves["architecture"] == name]
-            ax.plot(part["epoch"], part["min_angle"], marker="o", color=colour, label=name)
-        if theta is not None:
-            ax.axhline(theta, linestyle="--", color="grey", label=f"θ = {theta:g}°")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("minimum angle (°), before pruning")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize="small", loc="best")
+        fig = new_figure(6.0 * len(panels), 3.6)
+        axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+        for ax, kinds in zip(axes, panels, strict=True):
+            for run in kinds:
+                linestyle, marker = styles[run]
+                for name in architectures:
+                    part = curves[(curves["run"] == run) & (curves["architecture"] == name)]
+                    if part.empty:
+                        continue
+                    part = part.sort_values("epoch")
+                    label = f"{name} · {run}" if run else name
+                    ax.plot(
+                        part["epoch"],
+                        part["min_angle"],
+                        marker=marker,
+                        linestyle=linestyle,
+                        color=colours[name],
+                        label=label,
+                    )
+            if theta is not None:
+                ax.axhline(theta, linestyle=":", color="grey", label=f"θ = {theta:g}°")
+            if len(panels) > 1:
+                ax.set_title(kinds[0])
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("minimum angle (°), before pruning")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig

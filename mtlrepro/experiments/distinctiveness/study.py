@@ -1,4 +1,4 @@
-"""Paper A's experiments: Tables 1-3, Figures 2-3, ablations and claims A1-A5.
+"""Paper A's experiments: Tables 1-3, Figures 2-3, ablations, claims A1-A4 and check A5.
 
 J. Singh, "Analysing Efficiency of Deep Multi-Task Networks Using Distinctiveness Pruning".
 Every network is paper A's joint encoder (:class:`~mtlrepro.methods.distinctiveness.
@@ -12,7 +12,8 @@ of every epoch (θ = 30°, §2.3).
   utilisation %; beside it, the paper-scale parameter counts of the real architectures.
 * Table 3: number of tasks 1-4 vs final hidden size and compression.
 * Fig. 2: class-size distribution per task and P(type | rarest colour) against P(type).
-* Fig. 3: minimum distinctiveness angle vs epoch, one curve per family.
+* Fig. 3: minimum distinctiveness angle vs epoch, one curve per family, pruned (D-Prune) and
+  unpruned (the Table 1 baseline, whose curve claim A4 is judged on).
 * Ablations: without hard mining, without PCGrad, similarity-only pruning.
 
 Choices: the paper's tasks for Tables 1-2 are ColorID, TypeID and VehicleID (``colour``,
@@ -61,6 +62,7 @@ from mtlrepro.models.backbones import (
     paper_scale_parameter_counts,
 )
 from mtlrepro.models.joint_encoder import JointEncoderModel, Normalised
+from mtlrepro.plots import MAX_SERIES
 from mtlrepro.recipe import train_config_for, train_network
 
 SECTION = "distinctiveness"
@@ -72,7 +74,7 @@ TABLE3_TASKS: tuple[str, ...] = ("colour", "type", "identity", "camera")
 PAPER_TASK_NAMES: dict[str, str] = {"colour": "colour", "type": "type", "identity": "id"}
 """Our task name -> the task name in paper A's numbers (Table 1)."""
 PARAMS_TOLERANCE_M = 0.01
-"""A5: a paper-scale count matches Table 2 when it rounds to the printed value (0.01 M)."""
+"""Check A5: a paper-scale count matches Table 2 when it rounds to the printed value (0.01 M)."""
 
 
 @dataclass(frozen=True)
@@ -361,7 +363,9 @@ def run_study(config: PruningStudyConfig, *, progress: bool = True) -> StudyResu
     for count in range(1, len(TABLE3_TASKS) + 1):
         tasks = TABLE3_TASKS[:count]
         by_task_count[count] = (
-            main if tasks == config.tasks else dprune(f"{count} tasks", config.backbone, tasks)
+            main if tasks == config.tasks else dprune(
+                f"{count} task{'s' if count > 1 else ''}", config.backbone, tasks
+            )
         )
     ablations = []
     if config.ablations:
@@ -507,13 +511,48 @@ def ablation_table(result: StudyResult) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows)
 
 
+PRUNED_RUN = "D-Prune (pruned)"
+UNPRUNED_RUN = "Baseline (unpruned)"
+"""Fig. 3's run kinds (column ``run`` of :func:`fig3_curves`)."""
+
+
+def _angle_frame(run: PruneRun) -> pd.DataFrame:
+    """One run's minimum angle per epoch: columns ``epoch``, ``min_angle``, ``architecture``."""
+    return (
+        run.min_angles()
+        .rename("min_angle")
+        .reset_index()
+        .assign(architecture=PAPER_NAMES[run.family])
+    )
+
+
 def min_angle_curves(result: StudyResult) -> pd.DataFrame:
-    """Fig. 3's data: minimum distinctiveness angle per epoch and family (tidy)."""
-    frames = [
-        run.min_angles().rename("min_angle").reset_index().assign(architecture=PAPER_NAMES[family])
-        for family, run in result.families.items()
-    ]
+    """Fig. 3's data: minimum distinctiveness angle per epoch and family of the D-Prune runs
+    (tidy; logged before each epoch's pruning, so pruning itself raises it)."""
+    frames = [_angle_frame(run) for run in result.families.values()]
     return pd.concat(frames, ignore_index=True)
+
+
+def unpruned_min_angle_curves(result: StudyResult) -> pd.DataFrame:
+    """Minimum distinctiveness angle per epoch of the unpruned runs, per family (tidy).
+
+    The unpruned run is Table 1's baseline: the backbone of ``config.backbone`` trained at the
+    D-Prune run's final hidden size with pruning off (its angles are still logged), so its
+    curve shows how training alone changes the angle.  Claim A4 is judged on it.
+    """
+    return pd.concat([_angle_frame(result.baseline)], ignore_index=True)
+
+
+def fig3_curves(result: StudyResult) -> pd.DataFrame:
+    """Fig. 3's data with both run kinds: :func:`min_angle_curves` (``run`` =
+    :data:`PRUNED_RUN`) and :func:`unpruned_min_angle_curves` (``run`` = :data:`UNPRUNED_RUN`)."""
+    return pd.concat(
+        [
+            min_angle_curves(result).assign(run=PRUNED_RUN),
+            unpruned_min_angle_curves(result).assign(run=UNPRUNED_RUN),
+        ],
+        ignore_index=True,
+    )
 
 
 def training_history(result: StudyResult) -> pd.DataFrame:
@@ -529,6 +568,32 @@ def training_history(result: StudyResult) -> pd.DataFrame:
         )
     }
     return pd.concat([r.history for r in runs.values()], ignore_index=True)
+
+
+def training_run_groups(result: StudyResult) -> dict[str, list[str]]:
+    """The runs of :func:`training_history` (values of its ``run`` column) by purpose, for
+    :func:`mtlrepro.plots.plot_training_curves`: D-Prune vs the baseline, the architectures,
+    the number of tasks and the ablations, each with the main D-Prune run as reference and at
+    most :data:`mtlrepro.plots.MAX_SERIES` runs.  Empty groups are left out."""
+
+    def names(runs: Any) -> list[str]:  # the run column written by prune_run
+        return list(dict.fromkeys(f"{r.label} · {PAPER_NAMES[r.family]}" for r in runs))
+
+    main = names([result.main])
+    groups = {
+        "D-Prune vs the baseline": names([result.main, result.baseline]),
+        "architectures": names([result.main, *result.families.values()]),
+        "number of tasks": names([*result.by_task_count.values()]),
+        "ablations": names([result.main, *result.ablations]),
+    }
+    groups = {title: runs for title, runs in groups.items() if runs and set(runs) != set(main)}
+    chunks = {}
+    for title, runs in groups.items():  # a group with too many runs is split
+        size = MAX_SERIES
+        parts = [runs[k : k + size] for k in range(0, len(runs), size)]
+        for k, part in enumerate(parts):
+            chunks[title if len(parts) == 1 else f"{title} ({k + 1}/{len(parts)})"] = part
+    return chunks or {"D-Prune": main}
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,10 +21,12 @@ from mtlrepro.plots import (
     NotebookFigure,
     check_frame,
     draw_mean_std,
+    metric_label,
     new_figure,
     ordered,
     percent_axis,
     seed_stats,
+    series_styles,
     theme,
     to_numpy,
 )
@@ -92,7 +94,7 @@ def plot_performance_vs_lambda(
     Args:
         perf: tidy frame with columns ``lam`` (float >= 0), ``seed``, ``task``, ``metric``,
             ``value``.
-        lower_is_better: metrics whose y label gets "(lower is better)".
+        lower_is_better: metrics whose y label gets "lower is better".
     """
     check_frame(perf, "perf", _PERFORMANCE_COLUMNS)
     pairs = list(dict.fromkeys(zip(perf["task"], perf["metric"], strict=True)))
@@ -105,16 +107,14 @@ def plot_performance_vs_lambda(
         axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True).ravel()
         for ax in axes[len(pairs) :]:
             ax.remove()
-        for k, (ax, (task, metric)) in enumerate(zip(axes, pairs, strict=False)):
+        for ax, (task, metric) in zip(axes, pairs, strict=False):
             part = perf[(perf["task"] == task) & (perf["metric"] == metric)]
             draw_mean_std(ax, seed_stats(part, "value"), colour=colours[task], label=None)
             _lambda_axis(ax, perf["lam"])
             ax.set_title(task)
-            ax.set_ylabel(f"{metric} (lower is better)" if metric in lower_is_better else metric)
-            if k + ncols < len(pairs):  # another panel below: its λ axis is labelled
-                ax.set_xlabel("")
-            else:
-                ax.xaxis.set_tick_params(labelbottom=True)
+            label = metric_label(metric)
+            ax.set_ylabel(f"{label}\nlower is better" if metric in lower_is_better else label)
+            ax.xaxis.set_tick_params(labelbottom=True)  # every panel's λ axis is labelled
     return fig
 
 
@@ -179,12 +179,13 @@ def plot_sparsity_over_training(history: pd.DataFrame) -> NotebookFigure:
 
 
 def plot_latency_vs_lambda(latency: pd.DataFrame) -> NotebookFigure:
-    """Backbone inference time and cost vs λ (paper B, Fig. 3 (d)).
+    """Backbone inference time and cost vs λ (paper B, Fig. 3 (d)), four panels.
 
-    Left: latency relative to the dense (λ = 0) backbone of the same device and batch size,
-    one line per (device, batch size) with a ± std band, the dense time in ms in the legend
-    and a dotted line at 1.  Right: MFLOPs (multiply–accumulates) per image of the slimmed
-    backbone, with % group sparsity on a twin axis.
+    Top left: latency per batch in ms, as the paper shows it, one line per (device, batch
+    size) with a ± std band (log scale when the settings span more than a factor 20).  Top
+    right: the same relative to the dense (λ = 0) backbone of the same setting, with a dotted
+    line at 1.  Bottom: millions of multiply–accumulates (MMAC) per image of the slimmed
+    backbone, and its % group sparsity.  The settings' legend is below the figure.
 
     Args:
         latency: tidy frame with one row per (``lam``, ``device``, ``batch_size``) and columns
@@ -201,7 +202,7 @@ def plot_latency_vs_lambda(latency: pd.DataFrame) -> NotebookFigure:
         set(zip(frame["device"], frame["batch_size"], strict=True)),
         key=lambda s: (devices.index(s[0]), s[1]),
     )
-    curves: list[tuple[str, pd.DataFrame]] = []
+    curves: list[tuple[str, pd.DataFrame, pd.DataFrame]] = []
     for device, batch in settings:
         part = frame[(frame["device"] == device) & (frame["batch_size"] == batch)]
         part = part.set_index("lam").sort_index()
@@ -211,51 +212,51 @@ def plot_latency_vs_lambda(latency: pd.DataFrame) -> NotebookFigure:
                 f" batch size {batch}: latencies are shown relative to it"
             )
         dense = float(part.at[0.0, "latency_ms"])
-        stats = pd.DataFrame(
-            {"mean": part["latency_ms"] / dense, "std": part["latency_std_ms"].fillna(0.0) / dense}
+        absolute = pd.DataFrame(
+            {"mean": part["latency_ms"], "std": part["latency_std_ms"].fillna(0.0)}
         )
-        curves.append((f"{device}, batch {batch} (dense {dense:.3g} ms)", stats))
+        curves.append((f"{device}, batch {batch}", absolute, absolute / dense))
     cost = frame.groupby("lam", sort=True)[["flops", "group_sparsity"]].mean()
+    lam = cost.index.to_numpy(dtype=float)
     with theme():
-        fig = new_figure(9.4, 3.8)
-        ax_time, ax_cost = fig.subplots(1, 2, sharex=True)
-        for colour, (label, stats) in zip(
-            sns.color_palette("colorblind", len(curves)), curves, strict=True
+        fig = new_figure(8.6, 6.4)
+        axes = fig.subplots(2, 2, sharex=True)
+        (ax_ms, ax_ratio), (ax_cost, ax_sparsity) = axes
+        for style, (label, absolute, relative) in zip(
+            series_styles(len(curves)), curves, strict=True
         ):
-            draw_mean_std(ax_time, stats, colour=colour, label=label)
-        ax_time.axhline(1.0, color="grey", linestyle=":", linewidth=1)
-        ax_time.set_ylabel("latency / dense (λ = 0) latency")
-        ax_time.set_title("backbone inference time")
-        ax_time.legend(fontsize="small", loc="best")
-        flops_colour, sparsity_colour = sns.color_palette("colorblind", 2)
-        lam = cost.index.to_numpy(dtype=float)
+            for ax, stats in ((ax_ms, absolute), (ax_ratio, relative)):
+                draw_mean_std(ax, stats, colour=style["color"], label=label)
+                ax.get_lines()[-1].set(linestyle=style["linestyle"], marker=style["marker"])
+        times = frame["latency_ms"].to_numpy(dtype=float)
+        times = times[np.isfinite(times) & (times > 0)]
+        if times.size and times.max() / times.min() > 20:
+            ax_ms.set_yscale("log")
+        ax_ms.set_ylabel("latency per batch (ms)")
+        ax_ms.set_title("backbone inference time")
+        ax_ratio.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+        ax_ratio.set_ylabel("relative latency (× dense λ = 0)")
+        ax_ratio.set_title("relative to the dense backbone")
+        flops_colour, sparsity_colour = series_styles(2)[0]["color"], series_styles(2)[1]["color"]
         ax_cost.plot(
-            lam,
-            cost["flops"].to_numpy(dtype=float) / 1e6,
-            color=flops_colour,
-            marker="o",
+            lam, cost["flops"].to_numpy(dtype=float) / 1e6, color=flops_colour, marker="o",
             markersize=3,
-            label="MFLOPs per image",
         )
         ax_cost.set_ylim(bottom=0.0)
-        ax_cost.set_ylabel("MFLOPs per image (multiply–accumulates)")
+        ax_cost.set_ylabel("MMAC per image (10⁶ multiply–accumulates)")
         ax_cost.set_title("slimmed backbone cost")
-        twin = ax_cost.twinx()
-        twin.grid(False)
-        twin.plot(
-            lam,
-            cost["group_sparsity"].to_numpy(dtype=float),
-            color=sparsity_colour,
-            marker="s",
-            markersize=3,
-            linestyle="--",
-            label="% group sparsity",
+        ax_sparsity.plot(
+            lam, cost["group_sparsity"].to_numpy(dtype=float), color=sparsity_colour,
+            marker="s", markersize=3, linestyle="--",
         )
-        percent_axis(twin, "% group sparsity")
-        for ax in (ax_time, ax_cost):
+        percent_axis(ax_sparsity, "group sparsity (%)")
+        ax_sparsity.set_title("zero channel groups")
+        for ax in axes.ravel():
             _lambda_axis(ax, frame["lam"])
-        handles = ax_cost.get_lines() + twin.get_lines()
-        twin.legend(handles, [h.get_label() for h in handles], fontsize="small", loc="best")
+            ax.xaxis.set_tick_params(labelbottom=True)
+        handles, labels = ax_ms.get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4),
+                   fontsize="small", title="device, batch size", title_fontsize="small")
     return fig
 
 
