@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import tempfile
 from pathlib import Path
 
@@ -16,6 +17,11 @@ REPO_ROOT: Path = Path(__file__).resolve().parent.parent
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK
+
+
+FILE_STEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+"""A plain file or folder name: letters, digits and ``_.-``, no ``/``, not starting with a
+dot (result file stems, notebook names)."""
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -38,7 +38,7 @@ from typing import Any
 import pandas as pd
 
 from mtlrepro.config import ConfigError
-from mtlrepro.files import REPO_ROOT, atomic_write_text, cpu_model
+from mtlrepro.files import FILE_STEM, REPO_ROOT, atomic_write_text, cpu_model
 
 SCRATCH_DIR_NAME = ".scratch"
 """Git-ignored folder under the repo root for outputs of notebooks run with their defaults."""
@@ -70,7 +70,6 @@ KINDS: tuple[str, ...] = (CLAIM, CHECK)
 ``check``: a verifiable statement that cannot plausibly fail in our runs (a parameter count of a
 library constructor, arithmetic on fixed numbers), listed apart in the "Checks" table."""
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _NUMBER_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -87,7 +86,7 @@ def resolve_output_dir(path: str | Path | None, notebook: str) -> Path:
         path: the output folder, or ``None`` for the scratch folder.
         notebook: the notebook's name (e.g. ``"00_baselines"``), used for the scratch folder.
     """
-    if not _NAME_RE.match(notebook):
+    if not FILE_STEM.match(notebook):
         raise ConfigError(f"notebook name {notebook!r} must be a plain file name without '/'")
     if path is None:
         folder = REPO_ROOT / SCRATCH_DIR_NAME / notebook
@@ -101,7 +100,7 @@ def resolve_output_dir(path: str | Path | None, notebook: str) -> Path:
 
 def _check_name(name: str, what: str) -> str:
     """Validate an output file stem (no folder, no extension)."""
-    if not _NAME_RE.match(name) or name.endswith((".csv", ".md", ".png", ".json")):
+    if not FILE_STEM.match(name) or name.endswith((".csv", ".md", ".png", ".json")):
         raise ConfigError(
             f"{what} name {name!r} must be a plain file stem without folder or extension, "
             "e.g. 'table2_nyuv2'"

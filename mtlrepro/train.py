@@ -255,6 +255,27 @@ class Hooks:
             step: the 1-based number of this step.
         """
 
+    def epoch_batches(
+        self, dataset: Dataset, batch_size: int, seed: int, epoch: int
+    ) -> list[Tensor] | None:
+        """The sample indices of each batch of an epoch, in place of :func:`epoch_batches`'
+        shuffled batches, or ``None`` to keep those (paper E, App. A.2: each step draws a task
+        and a batch of that task's samples).  The first hook that returns batches decides.
+
+        The batches must be as many as :func:`epoch_batches` makes (``len(dataset) //
+        batch_size``, at least one: the progress and the step numbers count on it) and depend
+        on ``(seed, epoch)`` and the hook's checkpointed state only, so that a resumed run sees
+        the batches of an uninterrupted one.  Called at the start of each epoch, after the
+        previous epoch's :meth:`end_of_epoch`.
+
+        Args:
+            dataset: the training split.
+            batch_size: ``TrainConfig.batch_size``.
+            seed: ``TrainConfig.seed``.
+            epoch: the 1-based epoch about to start.
+        """
+        return None
+
     def step_task(self, step: int) -> str | None:
         """The one task whose loss this step trains (the others' are computed and logged but
         not back-propagated), or ``None`` for all; paper E, App. A.2 samples one task per
@@ -1021,6 +1042,24 @@ def fit(
     return TrainResult(model, history, final, state.epoch, state.step, interrupted)
 
 
+def _hook_batches(
+    hooks: Sequence[Hooks], dataset: Dataset, batch_size: int, seed: int, epoch: int
+) -> list[Tensor] | None:
+    """The first hook's :meth:`Hooks.epoch_batches` that is not ``None``, checked for its
+    count."""
+    for hook in hooks:
+        batches = hook.epoch_batches(dataset, batch_size, seed, epoch)
+        if batches is not None:
+            expected = max(1, len(dataset) // batch_size)
+            if len(batches) != expected:
+                raise ConfigError(
+                    f"{type(hook).__name__}.epoch_batches gave {len(batches)} batches for "
+                    f"epoch {epoch}; the loop counts {expected} (len(dataset) // batch_size)"
+                )
+            return list(batches)
+    return None
+
+
 def _train_epoch(
     model: nn.Module,
     tasks: Mapping[str, Task],
@@ -1034,7 +1073,9 @@ def _train_epoch(
     """Train one epoch; the mean of each logged value, or ``None`` if ``max_steps`` cut it."""
     config = state.config
     device = next(model.parameters()).device
-    batches = epoch_batches(len(train_set), config.batch_size, config.seed, epoch)
+    batches = _hook_batches(hooks, train_set, config.batch_size, config.seed, epoch)
+    if batches is None:
+        batches = epoch_batches(len(train_set), config.batch_size, config.seed, epoch)
     sums: dict[str, dict[str, float]] = {}
     model.train()
     for count, batch in enumerate(iterate_batches(train_set, batches), start=1):

@@ -210,6 +210,31 @@ def test_partition_training_resumes_exactly(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(full.history, resumed.history)
 
 
+def test_partition_training_batches_hold_one_task_each_drawn_by_the_curriculum() -> None:
+    """App. A.2: a step's batch holds samples of the one task the curriculum draws; a task's
+    samples are all used before any repeats; the loop's count of steps."""
+    model = _model()
+    hook = PartitionTraining(model, seed=3)
+    hook.accuracy = [0.9, 0.1, 0.5]  # b lags: drawn most often
+    data = DomainData(60, 0)
+    batches = hook.epoch_batches(data, 4, seed=3, epoch=2)
+    assert len(batches) == 60 // 4
+    owners = [set((torch.arange(60)[b] % 3).tolist()) for b in batches]
+    assert all(len(owner) == 1 for owner in owners)
+    steps = range(len(batches) + 1, 2 * len(batches) + 1)  # epoch 2's step numbers
+    assert [NAMES[owner.pop()] for owner in owners] == [hook.draw(s) for s in steps]
+    counts = [sum(int(b[0]) % 3 == t for b in batches) for t in range(3)]
+    assert counts[1] == max(counts) > 5  # 20 samples of b, 4 per batch: b's are reshuffled
+    used = torch.cat([b for b in batches if int(b[0]) % 3 == 1]).tolist()
+    assert sorted(used[:20]) == list(range(1, 60, 3))  # every b sample before any repeats
+    again = hook.epoch_batches(data, 4, seed=3, epoch=2)
+    assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
+    only_a = hook.epoch_batches(DomainData(12, 0, only="a"), 4, seed=3, epoch=1)
+    assert len(only_a) == 3 and sorted(torch.cat(only_a).tolist()) == list(range(12))
+    with pytest.raises(ConfigError, match=r"exposes no labels of the tasks"):
+        hook.epoch_batches(DomainData(12, 0, names=("a", "b")), 4, seed=3, epoch=1)
+
+
 # --- per-task BatchNorm (App. A.2) -------------------------------------------------------------
 def _bn_state(model: nn.Module, task: int) -> dict[str, Tensor]:
     """Every BN buffer and parameter of one task."""

@@ -379,6 +379,34 @@ def test_step_task_must_select_one_known_task() -> None:
         train_step(model, _tasks(), batch, create_balancer("equal", NAMES), optimizers)
 
 
+class ReversedBatches(Hooks):
+    """Trains each epoch on its samples in reverse order, batch by batch; records the
+    first sample of every batch the loop hands the model."""
+
+    def __init__(self, count: int | None = None) -> None:
+        self.count = count
+        self.seen: list[float] = []
+
+    def epoch_batches(self, dataset: Any, batch_size: int, seed: int, epoch: int) -> Any:
+        batches = list(torch.arange(len(dataset) - 1, -1, -1).split(batch_size))
+        return batches[: self.count] if self.count is not None else batches
+
+    def before_step(self, model: nn.Module, batch: Any, step: int) -> None:
+        self.seen.append(float(batch["image"][0, 0]))
+
+
+def test_a_hooks_epoch_batches_replace_the_shuffled_ones_and_must_match_their_count() -> None:
+    hook = ReversedBatches()
+    _fit(_config(epochs=1), [hook])
+    images = SeamData(N_TRAIN, 1).tensors["image"]
+    expected = [float(images[N_TRAIN - 1 - k * BATCH, 0]) for k in range(STEPS_PER_EPOCH)]
+    assert hook.seen == expected
+    shuffled = epoch_batches(N_TRAIN, BATCH, 0, 1)
+    assert hook.seen != [float(images[int(b[0]), 0]) for b in shuffled]
+    with pytest.raises(ConfigError, match=r"ReversedBatches.epoch_batches gave 3 batches"):
+        _fit(_config(epochs=1), [ReversedBatches(count=STEPS_PER_EPOCH - 1)])
+
+
 # --- 2. phases (paper D, §3.2) -------------------------------------------------------------------
 class FreezeArch(Hooks):
     """Warm-up and fine-tune: the architecture weights are not trained."""

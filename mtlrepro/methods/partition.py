@@ -97,10 +97,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from mtlrepro.config import ConfigError, check_choice, check_range
+from mtlrepro.files import FILE_STEM, atomic_write_text
 
 TOLERANCE = 1e-6
 """Slack allowed in the checks of symmetry, the [0, 1] range and the overlap bounds."""
@@ -1020,10 +1022,6 @@ def benchmark_masks(
     return out
 
 
-def _csv_row(values: Sequence[str]) -> str:
-    return ",".join(values) + "\n"
-
-
 def write_partition(
     P_tilde: Any,
     masks: Any,
@@ -1044,8 +1042,6 @@ def write_partition(
     Returns:
         The two paths.
     """
-    from mtlrepro.report import _NAME_RE, atomic_write_text
-
     P_tilde = _check_square(P_tilde, "P_tilde")
     M = _check_masks(masks)
     names = [str(t) for t in task_names]
@@ -1060,11 +1056,13 @@ def write_partition(
             f"task_names must be distinct, non-empty and free of commas, quotes and line "
             f"breaks; got {names!r}"
         )
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not FILE_STEM.match(name):
         raise ConfigError(f"name {name!r} must be a plain file-name stem (letters, digits, _.-)")
-    header = _csv_row(names)
-    p_text = header + "".join(_csv_row([repr(float(v)) for v in row]) for row in P_tilde)
-    m_text = header + "".join(_csv_row([str(int(v)) for v in row]) for row in M)
+    p_text = pd.DataFrame(np.asarray(P_tilde, dtype=np.float64), columns=names).to_csv(
+        index=False, lineterminator="\n"
+    )
+    m_text = pd.DataFrame(M.astype(np.int64), columns=names).to_csv(index=False,
+                                                                    lineterminator="\n")
     out = Path(out_dir)
     p_path = atomic_write_text(out / f"{name}_P.csv", p_text)
     m_path = atomic_write_text(out / f"{name}_M.csv", m_text)

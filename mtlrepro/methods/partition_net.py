@@ -12,8 +12,9 @@ in as plain 0/1 arrays ``channels × tasks`` (``M`` of §3.1; drawing them from 
   classification head per task and forward masks on the last stage.
 * :class:`PartitionTraining` -- the training loop's hooks of App. A.2: backward masks
   (:meth:`~mtlrepro.train.Hooks.task_gradient_masks`), one task per step from the accuracy
-  curriculum with per-task momentum (``step_task``, ``per_task_optimizer_state``), the
-  frozen first two stages (``excluded_parameters``), per-task sample routing.
+  curriculum, its batch of that task's samples, per-task momentum (``epoch_batches``,
+  ``step_task``, ``per_task_optimizer_state``), the frozen first two stages
+  (``excluded_parameters``), per-task sample routing.
 * :func:`distill` -- the feature-distillation score of a partition (§4.2).
 * :func:`check_masks`, :func:`curriculum_probabilities`, :func:`partition_parameter_counts`.
 
@@ -44,20 +45,21 @@ in as plain 0/1 arrays ``channels × tasks`` (``M`` of §3.1; drawing them from 
   shared residual stream and are not masked.  BN parameters are per task already.  Weight
   decay is applied by the optimiser after masking, so it would still shrink masked weights:
   train with ``weight_decay=0`` (App. A.2 names none).
-* Mixed batches (ours): :func:`~mtlrepro.train.fit` calls ``model(images)`` on batches that
-  mix samples of every task (domain).  :meth:`PartitionTraining.before_step` routes each
-  task's own samples (target ``>= 0``) to that task's path, so each task's BN sees only its
-  domain and a sample costs one forward pass per task it belongs to; a task's output is 0 for
-  the other samples (whose target ``-1`` gives no loss).  Without routing (evaluation, direct
-  calls) every task's path runs on the whole batch.
 * One task per step (App. A.2, "choose mini-batches from tasks inversely proportional to
   their current training accuracy"; the authors' code: ``p ∝ softmax(log(1 − acc + 0.15) /
-  0.3)``): at each step the hook draws the trained task among the tasks present in the batch
-  (renormalised) from a generator seeded by ``(seed, step)`` -- deterministic and exact on
-  resume.  ``acc`` is each task's training accuracy over the previous epoch (ours: measured
-  on its own samples of every training batch before the step's update -- every task's output
-  is computed each step; 0 before the first epoch ends, i.e. uniform sampling).  Per-task SGD
-  momentum (App. A.2) is the loop's ``per_task_optimizer_state``.
+  0.3)``, then a batch of that task's data): :meth:`PartitionTraining.epoch_batches` draws
+  the task of each step of an epoch from a generator seeded by ``(seed, step)`` and gives it
+  the next batch of a shuffle of that task's samples -- deterministic and exact on resume.
+  ``acc`` is each task's training accuracy over the previous epoch (0 before the first epoch
+  ends, i.e. uniform sampling).  Per-task SGD momentum (App. A.2) is the loop's
+  ``per_task_optimizer_state``.  (Mixed-domain batches, where a step trains only its task's
+  share of the batch, measured far worse at the cpu profile: see
+  :mod:`mtlrepro.experiments.partition.units`.)
+* Routing: :meth:`PartitionTraining.before_step` routes each task's own samples (target
+  ``>= 0``) to that task's path, so each task's BN sees only its domain and a batch costs one
+  forward pass per task it holds; a task's output is 0 for the other samples (whose target
+  ``-1`` gives no loss).  Without routing (evaluation, direct calls) every task's path runs on
+  the whole batch.
 * Frozen stages (App. A.2, "we freeze and share the first two-thirds of the network"): the
   stem and the first two stages, including their per-task BN affine parameters, are left out
   of the optimiser; their per-task BN running statistics still follow each task's data in
@@ -579,6 +581,26 @@ def curriculum_probabilities(
     return weights / weights.sum()
 
 
+def task_members(dataset: Any, tasks: Sequence[str]) -> dict[str, Tensor]:
+    """Per task, the indices of a split's samples that belong to it (target ``>= 0``), read
+    from the split's label tensors without loading images (``targets`` of a lazy dataset,
+    ``tensors`` of an in-memory one).
+
+    Args:
+        dataset: a split of ``decathlon`` or ``visual_decathlon``.
+        tasks: the task names.
+    """
+    labels = getattr(dataset, "targets", None)
+    if labels is None:
+        labels = getattr(dataset, "tensors", None)
+    if labels is None or any(name not in labels for name in tasks):
+        raise ConfigError(
+            f"{type(dataset).__name__} exposes no labels of the tasks {list(tasks)} "
+            "(``targets`` or ``tensors``)"
+        )
+    return {name: (torch.as_tensor(labels[name]) >= 0).nonzero().flatten() for name in tasks}
+
+
 class PartitionTraining(Hooks):
     """The training-loop hooks of paper E's full training (§3, App. A.2); see the module doc.
 
@@ -648,6 +670,49 @@ class PartitionTraining(Hooks):
         return self.task_names[int(rng.choice(len(p), p=p))]
 
     # --- the loop's seams -----------------------------------------------------------------
+    def epoch_batches(
+        self, dataset: Any, batch_size: int, seed: int, epoch: int
+    ) -> list[Tensor]:
+        """Single-task batches (App. A.2, the authors' code: each step draws a task by the
+        curriculum, then a batch of that task's samples): step ``s`` of the epoch trains the
+        task :meth:`draw` picks for ``s``, on the next ``batch_size`` samples of a shuffle of
+        that task's samples (seeded by ``(seed, epoch, task)``; reshuffled when used up; all
+        of them if fewer).  Tasks without samples in the split are not drawn.  The epoch has
+        ``len(dataset) // batch_size`` steps, as the loop counts.
+
+        Args:
+            dataset: the training split; a sample belongs to the tasks whose target is
+                ``>= 0`` (:func:`task_members`).
+            batch_size: samples per step.
+            seed: the run's seed.
+            epoch: the 1-based epoch.
+        """
+        members = task_members(dataset, self.task_names)
+        present = [bool(index.numel()) for index in members.values()]
+        if not any(present):
+            raise ConfigError(
+                f"the training split holds no sample of any of the tasks {list(self.task_names)}"
+            )
+        steps = max(1, len(dataset) // batch_size)
+        first = (epoch - 1) * steps + 1
+        drawn = [
+            self.task_names.index(self.draw(step, present))
+            for step in range(first, first + steps)
+        ]
+        batches: list[Tensor] = []
+        queues: dict[int, list[Tensor]] = {}
+        for t in drawn:
+            index = members[self.task_names[t]]
+            queue = queues.setdefault(t, [])
+            if not queue:
+                generator = torch.Generator().manual_seed(
+                    (seed * 1_000_003 + epoch * 1_009 + t * 7_919 + len(batches)) % 2**63
+                )
+                order = index[torch.randperm(len(index), generator=generator)]
+                queue.extend(order.split(batch_size) if len(order) > batch_size else [order])
+            batches.append(queue.pop(0))
+        return batches
+
     def excluded_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         """The stem and the first two stages when ``freeze_early`` (App. A.2)."""
         return model.early_parameters() if self.freeze_early else []

@@ -59,14 +59,16 @@ together, in the order above.
   partition is where the search ends (its final ``P̃``: the penalty's trade-off), not the
   highest-scoring sample.
 * Full training (App. A.2): one mask per task on the last stage, per-task BN, the accuracy
-  curriculum, per-task momentum, the first two stages frozen
+  curriculum drawing one task per step and a batch of that task's samples, per-task momentum,
+  the first two stages frozen
   (:class:`~mtlrepro.methods.partition_net.PartitionTraining`) -- at the smoke and cpu
   profiles the early stages train too (``freeze_early=False``): the paper's frozen stages hold
   ImageNet weights, ours would be frozen at their random initialisation (measured on the cpu
-  data, share-all masks, 6 epochs: signs 11-13 % of validation accuracy frozen, at lr 0.05 /
-  batch 32 and lr 0.1 / batch 16, and 27 % with every stage trained at lr 0.05 / batch 16);
+  data with mixed-domain batches, share-all masks, 6 epochs: signs 11-13 % of validation
+  accuracy frozen, at lr 0.05 / batch 32 and lr 0.1 / batch 16, and 27 % with every stage
+  trained at lr 0.05 / batch 16);
   SGD, the lr ×0.1 after 75 % of the epochs (App. A.2: at 75k of 100k iterations), counted
-  in epochs of the mixed-domain training split.  The short budgets of Table 1 (5k and 10k
+  in epochs of the training split (all domains).  The short budgets of Table 1 (5k and 10k
   of 100k iterations) are the same run's validation accuracy after
   :attr:`PartitionStudyConfig.short_epochs`, resumed from its checkpoint (the same
   trajectory).
@@ -157,7 +159,7 @@ class PartitionStudyConfig:
         epochs: epochs of a full training (App. A.2: 100k iterations).
         short_epochs: the two short budgets of Table 1, in epochs of the same run (5k and 10k
             iterations), each below ``epochs``.
-        batch_size: samples per step of the full training (mixed domains; App. A.2: 64).
+        batch_size: samples per step of the full training (one domain; App. A.2: 64).
         lr: its SGD learning rate (App. A.2: 0.05).
         momentum: its SGD momentum (per task; the paper names no value).
         freeze_early: freeze the stem and the first two stages in the full training (App.
@@ -345,16 +347,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "benchmark_tasks": (3,),
         "benchmark_time_limit": 2.0,
     },
-    # CPU seconds of one thread, measured niced beside another job on the 2-core "Intel(R)
-    # Xeon(R) Processor" (family 6 model 207, KVM).  Pieces: data 4 s per process; a teacher
-    # 1.9 ms per image and epoch; a distillation (150 steps of 16 images) 1.7 s plus 1.0 s of
-    # scoring the validation split (mean 2.7 s over 134); a full training ~10.4 s per epoch
-    # of the 5,354 mixed images at batch 16 with every stage trained, plus 3.3 s per
-    # evaluation of the validation split and 7.7 s of the test split.  Units measured at this
-    # preset: teachers 79 s, search (134 distillations) 372 s; at 8 epochs a table1 unit took
-    # over 750 s, so the preset trains 7 (table1 ~660 s, table2 ~370 s per seed).  Total
-    # ~1,850 s, ~16 minutes on two cores with two workers per unit, plus ~1.5 minutes of
-    # notebook.
+    # CPU seconds of one thread, measured on the 2-core "Intel(R) Xeon(R) Processor" (family
+    # 6 model 207, KVM).  Pieces: data 4 s per process; a teacher 1.9 ms per image and epoch;
+    # a distillation (150 steps of 16 images) 1.7 s plus 1.0 s of scoring the validation split
+    # (mean 2.7 s over 134); a full training of 7 epochs of single-task batches of 16 (334
+    # steps per epoch) with every stage trained, its three validations included, 63-65 s
+    # (share all 88 / 63 / 88 / 80 / 88 / 75 % validation accuracy per domain; with mixed
+    # batches, where a step trained only its task's ~3 samples, 81 / 11 / 44 / 5 / 23 / 7 %
+    # in 76 s).  Units: teachers 79 s, search (134 distillations) 372 s, table1 ~510 s,
+    # table2 ~290 s per seed.  Total ~1,550 s, ~13 minutes on two cores with two workers per
+    # unit, plus ~1.5 minutes of notebook.
     "cpu": {
         "seeds": (0, 1),
         "teacher_epochs": 8,
