@@ -157,8 +157,8 @@ def test_correlation_table_is_pearson_of_each_proxy_with_the_final_accuracy(smok
 
 
 def test_pearson_is_undefined_for_a_constant_side():
-    assert np.isnan(study._pearson([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
-    assert study._pearson([1.0, 2.0, 3.0], [2.0, 4.0, 7.0]) > 0.9
+    assert np.isnan(study.correlation([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+    assert study.correlation([1.0, 2.0, 3.0], [2.0, 4.0, 7.0]) > 0.9
 
 
 def test_cost_table_ratios_are_against_the_distillation(smoke):
@@ -276,8 +276,11 @@ def test_e4_follows_the_channels_given_to_easy_tasks(smoke):
 
 
 def test_spearman_ranks():
-    assert claims.spearman(np.array([1, 2, 3]), np.array([10, 30, 20])) == pytest.approx(0.5)
-    assert np.isnan(claims.spearman(np.array([1, 1, 1]), np.array([1, 2, 3])))
+    assert study.correlation([1, 2, 3], [10, 30, 20], "spearman") == pytest.approx(0.5)
+    # ties at average ranks: ranks (1, 2, 3, 4) and (2.5, 2.5, 4, 1), r = -1.5 / sqrt(5 * 4.5)
+    tied = study.correlation([1, 2, 3, 4], [5, 5, 9, 1], "spearman")
+    assert tied == pytest.approx(-1.5 / np.sqrt(22.5))
+    assert np.isnan(study.correlation([1, 1, 1], [1, 2, 3], "spearman"))
 
 
 # --- figures and the discussion --------------------------------------------------------------

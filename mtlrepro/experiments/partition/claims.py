@@ -21,18 +21,6 @@ from mtlrepro.report import SPREAD_RULE, Claim, describe, make_claim, paired
 SHARE_ALL = "share all"
 
 
-def _ranks(values: np.ndarray) -> np.ndarray:
-    return np.argsort(np.argsort(values, kind="stable"), kind="stable").astype(float)
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rank correlation (ties broken by order; NaN when a side is constant)."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.std() == 0 or y.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(_ranks(x), _ranks(y))[0, 1])
-
-
 def evaluate(runs: pd.DataFrame, config: PartitionStudyConfig) -> list[Claim]:
     """Claims E1–E4 of paper E.
 
@@ -118,7 +106,7 @@ def evaluate(runs: pd.DataFrame, config: PartitionStudyConfig) -> list[Claim]:
     rhos = []
     for r in study.found_partitions(runs).itertuples():
         difficulty = teachers.loc[r.seed, tasks].to_numpy()
-        rho = spearman(difficulty, np.diag(np.asarray(r.P)))
+        rho = study.correlation(difficulty, np.diag(np.asarray(r.P)), "spearman")
         if not np.isnan(rho):
             rhos.append(rho)
     e4 = paired([-rho for rho in rhos]) if rhos else None

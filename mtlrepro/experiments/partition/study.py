@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from mtlrepro import paper_numbers
 from mtlrepro.data.decathlon import DECATHLON_DOMAINS
@@ -67,12 +68,14 @@ def short_label(epochs: int | str) -> str:
     return f"{epochs} epochs"
 
 
-def _pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    """Pearson's r, NaN when either side is constant."""
+def correlation(x: Sequence[float], y: Sequence[float], method: str = "pearson") -> float:
+    """Pearson's r or Spearman's ρ (``method``; scipy's, ties at average ranks), NaN when
+    either side is constant or has fewer than 2 values."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(x) < 2 or x.std() == 0 or y.std() == 0:
         return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])
+    test = {"pearson": stats.pearsonr, "spearman": stats.spearmanr}[method]
+    return float(test(x, y).statistic)
 
 
 def correlation_frame(runs: pd.DataFrame, config: PartitionStudyConfig) -> pd.DataFrame:
@@ -89,9 +92,9 @@ def correlation_frame(runs: pd.DataFrame, config: PartitionStudyConfig) -> pd.Da
             target = [r[final][task] for r in trained["val"]]
             row: dict[str, Any] = {"seed": seed, "task": task, "partitions": len(trained)}
             for budget in config.short_epochs:
-                row[short_label(budget)] = _pearson(
+                row[short_label(budget)] = correlation(
                     [r[str(budget)][task] for r in trained["val"]], target)
-            row[DISTILL] = _pearson(
+            row[DISTILL] = correlation(
                 [scored.at[i, "task_scores"][task] for i in trained.index], target)
             rows.append(row)
     return pd.DataFrame(rows)
