@@ -4,6 +4,7 @@ the Discussion, on one smoke-profile study (trained once per module, ~20 s)."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ import pytest
 from mtlrepro import report
 from mtlrepro.config import ConfigError
 from mtlrepro.experiments.partition import claims, discussion, figures, study, units
-from mtlrepro.report import NOT_REPRODUCED, REPRODUCED, VERDICTS
+from mtlrepro.report import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, VERDICTS
 
 
 @pytest.fixture(scope="module")
@@ -245,16 +246,26 @@ def test_e2_follows_the_es_partitions_accuracy(smoke):
     assert claims.evaluate(full, config)[1].verdict == NOT_REPRODUCED
 
 
-def test_e3_follows_the_spread_over_sharings(smoke):
+def test_e3_follows_each_tasks_spread_over_sharings(smoke):
     config, _, runs = smoke
+    tasks = study.tasks_of(runs)
     diagonal = (runs["kind"] == "search") & (runs["job"] == "diagonal")
-    low = runs["diagonal"] == min(config.diagonals)
-    scores = [float(k % 2) if lo else 0.5 for k, lo in enumerate(low[diagonal])]
-    wide = _replace(runs, diagonal, "score", scores)
-    assert claims.evaluate(wide, config)[2].verdict == REPRODUCED
-    narrow = [0.5 if lo else float(k % 2) for k, lo in enumerate(low[diagonal])]
-    assert claims.evaluate(_replace(runs, diagonal, "score", narrow),
-                           config)[2].verdict == NOT_REPRODUCED
+    low = list((runs["diagonal"] == min(config.diagonals))[diagonal])
+
+    def with_scores(wide_at_low: Any) -> pd.DataFrame:
+        """Per sharing k and task j: scores alternating 0/1 where ``wide_at_low(j)`` says the
+        task varies (at the lowest diagonal if true, else at the others), 0.5 elsewhere."""
+        values = [{t: float(k % 2) if wide_at_low(j) == lo else 0.5 for j, t in enumerate(tasks)}
+                  for k, lo in enumerate(low)]
+        return _replace(runs, diagonal, "task_scores", values)
+
+    assert claims.evaluate(with_scores(lambda j: True), config)[2].verdict == REPRODUCED
+    assert claims.evaluate(with_scores(lambda j: False), config)[2].verdict == NOT_REPRODUCED
+    mixed = claims.evaluate(with_scores(lambda j: j % 2 == 0), config)[2]
+    assert mixed.verdict == INCONCLUSIVE  # half the tasks one way, half the other
+    spread = study.sharing_spread(with_scores(lambda j: True), by_task=True)
+    assert len(spread) == len(config.search_seeds) * len(config.diagonals) * len(tasks)
+    assert set(spread.loc[spread["diagonal"] == min(config.diagonals), "range"]) == {1.0}
 
 
 def test_e4_follows_the_channels_given_to_easy_tasks(smoke):

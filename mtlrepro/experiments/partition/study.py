@@ -176,10 +176,19 @@ def sharing_frame(runs: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(overlap=overlap)[["seed", "diagonal", "overlap", "score", "average_use"]]
 
 
-def sharing_spread(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per seed and fixed diagonal: the range (max − min) and std of the scores over the
-    sharings (E3)."""
-    grouped = sharing_frame(runs).groupby(["seed", "diagonal"])["score"]
+def sharing_spread(runs: pd.DataFrame, by_task: bool = False) -> pd.DataFrame:
+    """Per seed and fixed diagonal (and task, if ``by_task``: the task's own score): the range
+    (max − min) and std of the scores over the sharings, and the best score (E3)."""
+    frame = sharing_frame(runs)
+    keys = ["seed", "diagonal"]
+    if by_task:
+        diagonal = of_kind(runs, "search", "diagonal")
+        frame = pd.DataFrame([
+            {"seed": r.seed, "diagonal": r.diagonal, "task": task, "score": score}
+            for r in diagonal.itertuples() for task, score in r.task_scores.items()
+        ])
+        keys.append("task")
+    grouped = frame.groupby(keys)["score"]
     return pd.DataFrame({"range": grouped.max() - grouped.min(), "std": grouped.std(ddof=0),
                          "best": grouped.max()}).reset_index()
 
