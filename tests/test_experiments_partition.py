@@ -225,7 +225,7 @@ def test_benchmark_compares_both_milps_and_the_sampler():
 def test_claims_have_valid_verdicts(smoke):
     config, _, runs = smoke
     verdicts = claims.evaluate(runs, config)
-    assert [c.claim_id for c in verdicts] == ["E1", "E2", "E3", "E4"]
+    assert [c.claim_id for c in verdicts] == ["E1", "E2", "E3", "E4", "E5"]
     assert all(c.verdict in VERDICTS and c.profile == "smoke" for c in verdicts)
 
 
@@ -244,6 +244,23 @@ def test_e2_follows_the_es_partitions_accuracy(smoke):
     # an ES partition that uses every channel cannot reproduce E2
     full = _replace(better, table2, "average_use", [1.0] * int(table2.sum()))
     assert claims.evaluate(full, config)[1].verdict == NOT_REPRODUCED
+
+
+def test_e5_follows_share_alls_lead_over_the_other_baselines(smoke):
+    config, _, runs = smoke
+    table2 = runs["kind"] == "table2"
+    tasks = study.tasks_of(runs)
+    rows, seeds = runs.loc[table2, "row"], runs.loc[table2, "seed"]
+
+    def with_totals(totals: dict[str, float]) -> pd.DataFrame:
+        values = [{t: totals.get(row, 50.0) + seed for t in tasks}
+                  for row, seed in zip(rows, seeds, strict=True)]
+        return _replace(runs, table2, "test", values)
+
+    best = with_totals({study.SHARE_ALL: 60.0, "independent": 40.0})
+    assert claims.evaluate(best, config)[4].verdict == REPRODUCED
+    beaten = with_totals({study.SHARE_ALL: 45.0, "share half": 55.0})
+    assert claims.evaluate(beaten, config)[4].verdict == NOT_REPRODUCED
 
 
 def test_e3_follows_each_tasks_spread_over_sharings(smoke):

@@ -38,6 +38,10 @@ TOTAL = "total"
 """Table 2's total column: the mean over the tasks (the paper's "Total")."""
 
 
+SHARE_ALL = units.TABLE2_ROWS["share_all"]
+"""Table 2's share-all row."""
+
+
 def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """One row per record (teacher, scored partition, trained partition); fields a record does
     not have are NaN."""
@@ -110,11 +114,14 @@ def _mean_std(frame: pd.DataFrame, by: str, columns: Sequence[str]) -> pd.DataFr
 
 def correlation_table(runs: pd.DataFrame, config: PartitionStudyConfig) -> pd.DataFrame:
     """Table 1: per task, the correlation of each proxy with the final validation accuracy,
-    mean and std over search seeds, the paper's value beside it, and a ``mean`` row."""
+    mean and std over search seeds (no std for one seed), the paper's value beside it, and a
+    ``mean`` row."""
     frame = correlation_frame(runs, config)
     columns = [*(short_label(b) for b in config.short_epochs), DISTILL]
     mean_row = frame.groupby("seed")[columns].mean().reset_index().assign(task="mean")
     table = _mean_std(pd.concat([frame, mean_row], ignore_index=True), "task", columns)
+    if frame["seed"].nunique() == 1:  # one search seed: no spread to show
+        table = table[columns]
     numbers = paper_numbers.table("E", "Table 1")
     paper_columns = dict(zip(columns, ("5k iters", "10k iters", DISTILL), strict=True))
     for column, label in paper_columns.items():
