@@ -17,7 +17,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]' 2>&1 | grep -v "is ignored" || true
 	$(PY) -c "import mtlrepro, torch, torchvision, papermill, dvc"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mtlrepro)" > /dev/null
 	@touch $(STAMP)

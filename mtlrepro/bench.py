@@ -1,8 +1,8 @@
-"""Benchmarks: the shared training loop's overhead, the scenes generator's throughput and the
-cost of the oneDNN work-around.
+"""Benchmarks: the shared training loop's overhead, the scenes generator's throughput, the
+cost of the oneDNN work-around and PCGrad against torchjd.
 
 ``python -m mtlrepro.bench [--out results/benchmarks] [--steps N] [--repeats R] [--quick]``
-writes three CSV files (atomically) into ``--out``:
+writes four CSV files (atomically) into ``--out``:
 
 * ``train_loop.csv`` -- :func:`mtlrepro.train.fit` (progress bar on, ``"equal"`` balancer)
   against a bare hand-written PyTorch loop on the same model (same initial weights), the
@@ -21,7 +21,16 @@ writes three CSV files (atomically) into ``--out``:
   its own process (the library layers abort on CPUs whose oneDNN takes the AVX2 kernel; the
   row then says so).  The cpu-profile networks have no such layer, so they pay nothing.
 
-Both files also record the settings and the torch thread count.  Timings vary from run to
+* ``pcgrad.csv`` -- :func:`bench_pcgrad`: PCGrad (Yu et al. 2020, Algorithm 1) against
+  torchjd's ``PCGrad`` aggregator (the ``bench`` extra, ``pip install -e '.[bench]'``; the
+  rows say so when it is missing), in the same process, interleaved rounds (the order
+  alternates), medians over ``--repeats`` rounds: the aggregation alone
+  (:func:`mtlrepro.balancing.pcgrad_combine`, Gram form) at T tasks × P parameters, and a
+  full backward step of the SegNet of ``train_loop.csv`` on three scene tasks
+  (:func:`mtlrepro.balancing.pcgrad_backward` vs torchjd's ``mtl_backward`` +
+  ``jac_to_grad``); ``ratio`` = ours / torchjd (below 1: ours is faster).
+
+Every file also records the settings and the torch thread count.  Timings vary from run to
 run and machine to machine: these files describe one measurement, they are not reproducible
 byte for byte.
 """
@@ -46,7 +55,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from mtlrepro.balancing import create_balancer
+from mtlrepro.balancing import create_balancer, pcgrad_backward, pcgrad_combine
 from mtlrepro.config import check_range
 from mtlrepro.data import get_dataset
 from mtlrepro.data.base import TensorDataset
@@ -86,15 +95,24 @@ class BenchSettings:
     widths: tuple[int, ...] = (16, 32, 64)
     generator_images: int = 128
     threads: int = 1
+    pcgrad_tasks: tuple[int, ...] = (2, 3, 5)
+    pcgrad_parameters: tuple[int, ...] = (10_000, 1_000_000)
+    pcgrad_step_batch: int = 8
 
     def __post_init__(self) -> None:
         """Check ranges (``ConfigError`` otherwise)."""
-        for name in ("steps", "repeats", "batch_size", "n_train", "generator_images", "threads"):
+        for name in ("steps", "repeats", "batch_size", "n_train", "generator_images", "threads",
+                     "pcgrad_step_batch"):
             check_range(f"BenchSettings.{name}", getattr(self, name), 1, integer=True)
+        for count in self.pcgrad_tasks:
+            check_range("BenchSettings.pcgrad_tasks", count, 2, integer=True)
+        for count in self.pcgrad_parameters:
+            check_range("BenchSettings.pcgrad_parameters", count, 1, integer=True)
 
 
 QUICK = BenchSettings(
-    steps=6, repeats=1, batch_size=4, n_train=16, widths=(4, 8), generator_images=8
+    steps=6, repeats=1, batch_size=4, n_train=16, widths=(4, 8), generator_images=8,
+    pcgrad_tasks=(2, 3), pcgrad_parameters=(1_000,), pcgrad_step_batch=2,
 )
 """Seconds-long settings for the tests (the numbers mean little)."""
 
@@ -319,9 +337,123 @@ def bench_onednn_routing(settings: BenchSettings) -> pd.DataFrame:
     )
 
 
+def _conflicting_gradients(tasks: int, parameters: int) -> Tensor:
+    """Random float32 gradients where every odd task points roughly against task 0 (so
+    PCGrad projects), seeded."""
+    generator = torch.Generator().manual_seed(tasks * 1_000_003 + parameters)
+    grads = torch.randn(tasks, parameters, generator=generator)
+    grads[1::2] = -grads[0] + 0.5 * grads[1::2]
+    return grads
+
+
+def _interleaved(
+    runs: Mapping[str, Callable[[], object]], rounds: int, calls: int
+) -> dict[str, float]:
+    """Median seconds per call of each run over ``rounds`` interleaved rounds (the order
+    reverses every round) of ``calls`` calls each, after one untimed call of each."""
+    for run_once in runs.values():
+        run_once()
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for k in range(rounds):
+        for name in names if k % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            for _ in range(calls):
+                runs[name]()
+            samples[name].append((time.perf_counter() - start) / calls)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def _scene_step_problem(
+    settings: BenchSettings,
+) -> tuple[nn.Module, Callable[[], tuple[Tensor, list[Tensor]]]]:
+    """The SegNet of :func:`bench_train_loop` and a function computing, on one fixed batch,
+    its shared decoder features and each task's mean loss."""
+    dataset = get_dataset("scenes", "train", "smoke", n_train=settings.n_train, tasks=BENCH_TASKS)
+    tasks = make_tasks(dataset.task_specs)
+    torch.manual_seed(0)
+    model = create_model("segnet", dataset.task_specs, widths=settings.widths)
+    batch = dataset.batch(torch.arange(min(settings.pcgrad_step_batch, len(dataset))))
+
+    def forward() -> tuple[Tensor, list[Tensor]]:
+        bottleneck, state = model.backbone.encode(model.normalise(batch["image"]))
+        features = model.backbone.decode(bottleneck, state)
+        losses = [task.loss(model.heads[name](features), batch[name]).mean()
+                  for name, task in tasks.items()]
+        return features, losses
+
+    return model, forward
+
+
+def bench_pcgrad(settings: BenchSettings) -> pd.DataFrame:
+    """PCGrad, ours against torchjd's (see the module doc), on ``settings.threads`` threads.
+
+    Args:
+        settings: task and parameter counts, rounds (``repeats``), threads.
+
+    Returns:
+        One row per comparison: ``operation`` (``aggregation`` or ``backward step``), tasks,
+        parameters, ``ours_ms``, ``torchjd_ms``, ``ratio``, ``status``.
+    """
+    try:
+        from torchjd.aggregation import PCGrad
+        from torchjd.autojac import jac_to_grad, mtl_backward
+    except ImportError:
+        missing = "torchjd not installed: pip install -e '.[bench]'"
+        return pd.DataFrame([{"operation": "aggregation", "ours_ms": math.nan,
+                              "torchjd_ms": math.nan, "ratio": math.nan, "status": missing}])
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    rows = []
+    try:
+        aggregator = PCGrad()
+        for parameters in settings.pcgrad_parameters:
+            for tasks in settings.pcgrad_tasks:
+                grads = _conflicting_gradients(tasks, parameters)
+                generator = torch.Generator().manual_seed(0)
+                calls = max(1, round(2e6 / (tasks * parameters)))
+                times = _interleaved(
+                    {"ours": lambda g=grads, r=generator: pcgrad_combine(g, r),
+                     "torchjd": lambda g=grads: aggregator(g)},
+                    settings.repeats, calls,
+                )
+                rows.append({"operation": "aggregation", "tasks": tasks,
+                             "parameters": parameters, "calls_per_round": calls, **times})
+        model, forward = _scene_step_problem(settings)
+        shared = model.shared_parameters()
+        heads = [p for name in model.task_names for p in model.task_parameters(name)]
+        generator = torch.Generator().manual_seed(0)
+
+        def ours() -> None:
+            model.zero_grad(set_to_none=True)
+            _, losses = forward()
+            pcgrad_backward(dict(enumerate(losses)), shared, heads, generator)
+
+        def theirs() -> None:
+            model.zero_grad(set_to_none=True)
+            features, losses = forward()
+            mtl_backward(losses, features=features)
+            jac_to_grad(shared, aggregator)
+
+        times = _interleaved({"ours": ours, "torchjd": theirs}, settings.repeats, 1)
+        rows.append({"operation": "backward step", "tasks": len(BENCH_TASKS),
+                     "parameters": count_parameters(model.backbone), "calls_per_round": 1,
+                     **times})
+    finally:
+        torch.set_num_threads(previous_threads)
+    frame = pd.DataFrame(rows)
+    frame["ours_ms"] = frame.pop("ours") * 1e3
+    frame["torchjd_ms"] = frame.pop("torchjd") * 1e3
+    frame["ratio"] = frame["ours_ms"] / frame["torchjd_ms"]
+    frame["rounds"] = settings.repeats
+    frame["torch_threads"] = settings.threads
+    frame["status"] = "ok"
+    return frame
+
+
 def run(out: str | Path, settings: BenchSettings) -> dict[str, pd.DataFrame]:
-    """Run the benchmarks and write ``train_loop.csv``, ``scenes_generator.csv`` and
-    ``onednn_routing.csv``.
+    """Run the benchmarks and write ``train_loop.csv``, ``scenes_generator.csv``,
+    ``onednn_routing.csv`` and ``pcgrad.csv``.
 
     Args:
         out: output folder.
@@ -334,6 +466,7 @@ def run(out: str | Path, settings: BenchSettings) -> dict[str, pd.DataFrame]:
         "train_loop": bench_train_loop(settings),
         "scenes_generator": bench_generator(settings),
         "onednn_routing": bench_onednn_routing(settings),
+        "pcgrad": bench_pcgrad(settings),
     }
     for stem, frame in tables.items():
         atomic_write_text(Path(out) / f"{stem}.csv", frame.to_csv(index=False))

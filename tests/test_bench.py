@@ -41,8 +41,18 @@ def test_quick_mode_writes_csvs_with_ratio_and_target(
     library = routing.iloc[1]  # the library layers abort where oneDNN takes its AVX2 kernel
     assert (library.status == "ok" and library.step_ms > 0) or library.status.startswith("died")
 
+    pcgrad = pd.read_csv(out / "pcgrad.csv")
+    if pcgrad["status"].iloc[0] == "ok":  # torchjd (the bench extra) installed
+        assert pcgrad["operation"].tolist() == ["aggregation"] * 2 + ["backward step"]
+        assert pcgrad["tasks"].tolist() == [2, 3, 3]
+        assert (pcgrad["ours_ms"] > 0).all() and (pcgrad["torchjd_ms"] > 0).all()
+        assert (pcgrad["ratio"] - pcgrad["ours_ms"] / pcgrad["torchjd_ms"]).abs().max() < 1e-9
+    else:
+        assert pcgrad["status"].iloc[0].startswith("torchjd not installed")
+
     assert sorted(p.name for p in out.iterdir()) == [
         "onednn_routing.csv",
+        "pcgrad.csv",
         "scenes_generator.csv",
         "train_loop.csv",
     ]
@@ -52,3 +62,5 @@ def test_quick_mode_writes_csvs_with_ratio_and_target(
 def test_bench_settings_are_validated() -> None:
     with pytest.raises(ConfigError, match="steps"):
         BenchSettings(steps=0)
+    with pytest.raises(ConfigError, match="pcgrad_tasks"):
+        BenchSettings(pcgrad_tasks=(1,))
