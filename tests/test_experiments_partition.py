@@ -225,7 +225,7 @@ def test_benchmark_compares_both_milps_and_the_sampler():
 def test_claims_have_valid_verdicts(smoke):
     config, _, runs = smoke
     verdicts = claims.evaluate(runs, config)
-    assert [c.claim_id for c in verdicts] == ["E1", "E2", "E3", "E4", "E5"]
+    assert [c.claim_id for c in verdicts] == ["E1", "E2", "E3", "E4", "E5", "E6"]
     assert all(c.verdict in VERDICTS and c.profile == "smoke" for c in verdicts)
 
 
@@ -261,6 +261,21 @@ def test_e5_follows_share_alls_lead_over_the_other_baselines(smoke):
     assert claims.evaluate(best, config)[4].verdict == REPRODUCED
     beaten = with_totals({study.SHARE_ALL: 45.0, "share half": 55.0})
     assert claims.evaluate(beaten, config)[4].verdict == NOT_REPRODUCED
+
+
+def test_e6_follows_each_tasks_score_against_its_channels(smoke):
+    config, _, runs = smoke
+    random = (runs["kind"] == "search") & (runs["job"] == "random")
+    tasks = study.tasks_of(runs)
+    shares = [[P[k][k] for k in range(len(tasks))] for P in runs.loc[random, "P"]]
+
+    def with_scores(sign: float) -> pd.DataFrame:
+        values = [{t: 0.5 + sign * share[k] / 2 for k, t in enumerate(tasks)}
+                  for share in shares]
+        return _replace(runs, random, "task_scores", values)
+
+    assert claims.evaluate(with_scores(+1.0), config)[5].verdict == REPRODUCED
+    assert claims.evaluate(with_scores(-1.0), config)[5].verdict == NOT_REPRODUCED
 
 
 def test_e3_follows_each_tasks_spread_over_sharings(smoke):

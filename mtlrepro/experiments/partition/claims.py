@@ -1,4 +1,4 @@
-"""Paper E's claims E1–E5, each verdict computed from our runs.
+"""Paper E's claims E1–E6, each verdict computed from our runs.
 
 Comparative claims read :func:`mtlrepro.report.paired` comparisons: a difference (ours minus
 the other, positive = the claim's direction) with its spread, ``inconclusive`` when the mean is
@@ -20,7 +20,8 @@ from mtlrepro.report import SPREAD_RULE, Claim, describe, make_claim, paired
 
 
 def evaluate(runs: pd.DataFrame, config: PartitionStudyConfig) -> list[Claim]:
-    """Claims E1–E5 of paper E (E5, Table 2's baselines, beside the issue's four).
+    """Claims E1–E6 of paper E (E5, Table 2's baselines, and E6, Fig. 5, beside the four the
+    digest lists).
 
     Args:
         runs: :func:`~mtlrepro.experiments.partition.study.runs_frame` of the study.
@@ -144,4 +145,25 @@ def evaluate(runs: pd.DataFrame, config: PartitionStudyConfig) -> list[Claim]:
         f"baseline (independent, share half); {SPREAD_RULE}",
         **common,
     )
-    return [claim_e1, claim_e2, claim_e3, claim_e4, claim_e5]
+
+    # E6 (Fig. 5): each task scores higher the more channels it is given.
+    points = study.task_channels_frame(runs)
+    rhos6 = {(seed, task): study.correlation(group["share"], group["score"], "spearman")
+             for (seed, task), group in points.groupby(["seed", "task"], sort=False)}
+    defined = {key: rho for key, rho in rhos6.items() if not np.isnan(rho)}
+    e6 = paired(list(defined.values())) if defined else None
+    claim_e6 = make_claim(
+        "E6",
+        '"In this particular setting, every task benefits from using as many features as '
+        'possible."',
+        "Fig. 5: each task's distillation score rises with the channels allocated to it",
+        "Spearman ρ between a task's channel share P̃_tt and its score over the random "
+        "partitions: " + ", ".join(f"{task} {rho:+.2f}" for (_, task), rho in defined.items())
+        + f"; mean {e6.difference:+.2f} ± {e6.spread:.2f}" if e6 is not None
+        else "every task's score is constant over the random partitions",
+        [e6] if e6 is not None else None,
+        details="per task and search seed, ρ over the random partitions; a positive mean "
+        f"beyond the spread over tasks and seeds reproduces; {SPREAD_RULE}",
+        **common,
+    )
+    return [claim_e1, claim_e2, claim_e3, claim_e4, claim_e5, claim_e6]

@@ -45,6 +45,9 @@ def _causes(config: PartitionStudyConfig, runs: pd.DataFrame,
         "E4": f"{config.es_steps} ES steps move the diagonal little from its start (about 0.5): "
         f"the found partitions' shares span {shares.min():.2f}–{shares.max():.2f}, too narrow "
         "an allocation for the search to have found which tasks need few channels",
+        "E6": "the distillation saturates on the easy domains (a score near 1 whatever the "
+        "share) and separates partitions little on the hard ones at this distillation length; "
+        f"{config.random_partitions} random partitions per seed",
         "E5": f"{best_baseline} does best here ({table2.at[best_baseline, study.TOTAL]:.1f} % "
         f"against share all's {table2.at[study.SHARE_ALL, study.TOTAL]:.1f} %); a possible cause, "
         "not tested: the paper's first two stages hold frozen ImageNet features shared by all "
