@@ -162,6 +162,14 @@ def test_pearson_is_undefined_for_a_constant_side():
     assert study.correlation([1.0, 2.0, 3.0], [2.0, 4.0, 7.0]) > 0.9
 
 
+def test_teacher_table_has_a_row_per_task_and_a_column_per_search_seed(smoke):
+    config, _, runs = smoke
+    table = study.teacher_table(runs)
+    assert list(table.index) == list(study.tasks_of(runs))
+    assert list(table.columns) == [f"seed {s}" for s in config.search_seeds]
+    assert ((table >= 0) & (table <= 100)).all().all()
+
+
 def test_cost_table_ratios_are_against_the_distillation(smoke):
     config, _, runs = smoke
     costs = study.cost_table(runs, config)

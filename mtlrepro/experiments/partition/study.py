@@ -62,6 +62,17 @@ def tasks_of(runs: pd.DataFrame) -> tuple[str, ...]:
     return tuple(dict.fromkeys(of_kind(runs, "teachers")["task"]))
 
 
+def teacher_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The teachers' validation accuracy (%): one row per task (in task order), one column
+    per search seed (``seed <n>``)."""
+    table = of_kind(runs, "teachers").pivot_table(index="task", columns="seed",
+                                                  values="val_accuracy")
+    table = table.reindex(list(tasks_of(runs)))
+    table.columns = [f"seed {seed}" for seed in table.columns]
+    table.index.name = "task"
+    return table
+
+
 def paper_task(task: str) -> str:
     """The paper's name of a task: the Visual Decathlon domain an embedded one stands for."""
     return DECATHLON_DOMAINS[task].stands_for if task in DECATHLON_DOMAINS else task
