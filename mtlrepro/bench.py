@@ -1,8 +1,8 @@
 """Benchmarks: the shared training loop's overhead, the scenes generator's throughput, the
-cost of the oneDNN work-around and PCGrad against torchjd.
+cost of the oneDNN work-around, PCGrad against torchjd and the slimmed network's inference form.
 
 ``python -m mtlrepro.bench [--out results/benchmarks] [--steps N] [--repeats R] [--quick]``
-writes four CSV files (atomically) into ``--out``:
+writes five CSV files (atomically) into ``--out``:
 
 * ``train_loop.csv`` -- :func:`mtlrepro.train.fit` (progress bar on, ``"equal"`` balancer)
   against a bare hand-written PyTorch loop on the same model (same initial weights), the
@@ -30,6 +30,11 @@ writes four CSV files (atomically) into ``--out``:
   (:func:`mtlrepro.balancing.pcgrad_backward` vs torchjd's ``mtl_backward`` +
   ``jac_to_grad``); ``ratio`` = ours / torchjd (below 1: ours is faster).
 
+* ``slimming.csv`` -- :func:`bench_slimming`: torchvision's ResNet-18 and the scene SegNet
+  with 50 % and 90 % of their input-channel groups zeroed, slimmed
+  (:func:`mtlrepro.compress.slim`) and then exported (:func:`mtlrepro.inference.export`),
+  at batch 1 and 16: latency speed-up over the dense network ÷ FLOPs reduction (``ratio``).
+
 Every file also records the settings and the torch thread count.  Timings vary from run to
 run and machine to machine: these files describe one measurement, they are not reproducible
 byte for byte.
@@ -54,13 +59,16 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch import Tensor, nn
+from torchvision.models import resnet18
 
 from mtlrepro.balancing import create_balancer, pcgrad_backward, pcgrad_combine
-from mtlrepro.config import check_range
+from mtlrepro.compress import conv_flops, parameter_count, slim
+from mtlrepro.config import check_choice, check_range
 from mtlrepro.data import get_dataset
 from mtlrepro.data.base import TensorDataset
 from mtlrepro.data.scenes import scenes_images_per_second
 from mtlrepro.files import atomic_write_text
+from mtlrepro.inference import export
 from mtlrepro.models import count_parameters, create_model
 from mtlrepro.models.backbones import create_backbone
 from mtlrepro.models.onednn import SubsampledPointwiseConv2d
@@ -98,6 +106,9 @@ class BenchSettings:
     pcgrad_tasks: tuple[int, ...] = (2, 3, 5)
     pcgrad_parameters: tuple[int, ...] = (10_000, 1_000_000)
     pcgrad_step_batch: int = 8
+    slim_fractions: tuple[float, ...] = (0.5, 0.9)
+    slim_batches: tuple[int, ...] = (1, 16)
+    slim_profile: str = "cpu"
 
     def __post_init__(self) -> None:
         """Check ranges (``ConfigError`` otherwise)."""
@@ -108,11 +119,18 @@ class BenchSettings:
             check_range("BenchSettings.pcgrad_tasks", count, 2, integer=True)
         for count in self.pcgrad_parameters:
             check_range("BenchSettings.pcgrad_parameters", count, 1, integer=True)
+        for fraction in self.slim_fractions:
+            check_range("BenchSettings.slim_fractions", fraction, 0.0, 1.0, low_inclusive=False,
+                        high_inclusive=False)
+        for batch in self.slim_batches:
+            check_range("BenchSettings.slim_batches", batch, 1, integer=True)
+        check_choice("BenchSettings.slim_profile", self.slim_profile, ("smoke", "cpu"))
 
 
 QUICK = BenchSettings(
     steps=6, repeats=1, batch_size=4, n_train=16, widths=(4, 8), generator_images=8,
     pcgrad_tasks=(2, 3), pcgrad_parameters=(1_000,), pcgrad_step_batch=2,
+    slim_fractions=(0.5,), slim_batches=(2,), slim_profile="smoke",
 )
 """Seconds-long settings for the tests (the numbers mean little)."""
 
@@ -451,9 +469,77 @@ def bench_pcgrad(settings: BenchSettings) -> pd.DataFrame:
     return frame
 
 
+def _zero_input_groups(model: nn.Module, fraction: float, seed: int = 0) -> nn.Module:
+    """Zero a random ``fraction`` of the input-channel groups ``W[:, c]`` of every conv that
+    does not read the image (paper B's groups; what its group lasso drives to 0), in place."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, nn.Conv2d) and layer.in_channels > 3:
+                zero = torch.rand(layer.in_channels, generator=generator) < fraction
+                layer.weight[:, zero] = 0
+    return model.eval()
+
+
+def _slimming_models(settings: BenchSettings) -> list[tuple[str, Callable[[], nn.Module],
+                                                            tuple[int, int]]]:
+    """(name, builder, image size) of the networks the slimming benchmark prunes."""
+    specs = get_dataset("scenes", "val", settings.slim_profile, tasks=BENCH_TASKS).task_specs
+    size = (48, 64) if settings.slim_profile == "cpu" else (24, 32)
+    return [
+        ("resnet18 (torchvision, 10 classes)", lambda: resnet18(num_classes=10), (64, 64)),
+        (f"segnet ({settings.slim_profile} profile, 3 scene tasks)",
+         lambda: create_model("segnet", specs, profile=settings.slim_profile), size),
+    ]
+
+
+def bench_slimming(settings: BenchSettings) -> pd.DataFrame:
+    """Paper B's compact network at inference: the dense network with a fraction of its
+    input-channel groups zeroed, :func:`mtlrepro.compress.slim` of it, and the slimmed
+    network's :func:`mtlrepro.inference.export` (BatchNorm folded, the faster memory format),
+    timed interleaved on ``settings.threads`` threads; ``speedup`` = dense / variant latency,
+    ``flops_reduction`` = dense / variant multiply-accumulates, ``ratio`` = speed-up ÷ FLOPs
+    reduction (1: the latency falls as the FLOPs do)."""
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    rows = []
+    try:
+        for name, build, (height, width) in _slimming_models(settings):
+            for fraction in settings.slim_fractions:
+                torch.manual_seed(0)
+                dense = _zero_input_groups(build(), fraction)
+                slimmed = slim(dense).eval()
+                flops = {"dense": conv_flops(dense, (1, 3, height, width)),
+                         "slim": conv_flops(slimmed, (1, 3, height, width))}
+                for batch in settings.slim_batches:
+                    images = torch.rand(batch, 3, height, width)
+                    exported = export(slimmed, images, rounds=settings.repeats)
+                    nets = {"dense": dense, "slim": slimmed, "slim + export": exported}
+                    with torch.inference_mode():
+                        calls = {k: (lambda n=n, x=images: n(x)) for k, n in nets.items()}
+                        times = _interleaved(calls, settings.repeats, 1)
+                    for variant in ("slim", "slim + export"):
+                        reduction = flops["dense"] / flops["slim"]
+                        speedup = times["dense"] / times[variant]
+                        rows.append({
+                            "model": name, "zero_groups": fraction, "batch_size": batch,
+                            "variant": variant, "memory_format": exported.memory_format
+                            if variant == "slim + export" else "contiguous",
+                            "parameters": parameter_count(slimmed),
+                            "dense_parameters": parameter_count(dense),
+                            "flops_reduction": reduction, "dense_ms": times["dense"] * 1e3,
+                            "variant_ms": times[variant] * 1e3, "speedup": speedup,
+                            "ratio": speedup / reduction, "rounds": settings.repeats,
+                            "torch_threads": settings.threads,
+                        })
+    finally:
+        torch.set_num_threads(previous_threads)
+    return pd.DataFrame(rows)
+
+
 def run(out: str | Path, settings: BenchSettings) -> dict[str, pd.DataFrame]:
     """Run the benchmarks and write ``train_loop.csv``, ``scenes_generator.csv``,
-    ``onednn_routing.csv`` and ``pcgrad.csv``.
+    ``onednn_routing.csv``, ``pcgrad.csv`` and ``slimming.csv``.
 
     Args:
         out: output folder.
@@ -467,6 +553,7 @@ def run(out: str | Path, settings: BenchSettings) -> dict[str, pd.DataFrame]:
         "scenes_generator": bench_generator(settings),
         "onednn_routing": bench_onednn_routing(settings),
         "pcgrad": bench_pcgrad(settings),
+        "slimming": bench_slimming(settings),
     }
     for stem, frame in tables.items():
         atomic_write_text(Path(out) / f"{stem}.csv", frame.to_csv(index=False))

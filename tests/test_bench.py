@@ -50,10 +50,18 @@ def test_quick_mode_writes_csvs_with_ratio_and_target(
     else:
         assert pcgrad["status"].iloc[0].startswith("torchjd not installed")
 
+    slimming = pd.read_csv(out / "slimming.csv")
+    assert slimming["variant"].tolist() == ["slim", "slim + export"] * 2  # resnet18, segnet
+    assert (slimming["flops_reduction"] > 1).all()  # half the groups zeroed: fewer FLOPs
+    assert (slimming["parameters"] < slimming["dense_parameters"]).all()
+    speedup = slimming["dense_ms"] / slimming["variant_ms"]
+    assert (slimming["ratio"] - speedup / slimming["flops_reduction"]).abs().max() < 1e-9
+
     assert sorted(p.name for p in out.iterdir()) == [
         "onednn_routing.csv",
         "pcgrad.csv",
         "scenes_generator.csv",
+        "slimming.csv",
         "train_loop.csv",
     ]
     assert "ratio" in capsys.readouterr().out
@@ -64,3 +72,5 @@ def test_bench_settings_are_validated() -> None:
         BenchSettings(steps=0)
     with pytest.raises(ConfigError, match="pcgrad_tasks"):
         BenchSettings(pcgrad_tasks=(1,))
+    with pytest.raises(ConfigError, match="slim_fractions"):
+        BenchSettings(slim_fractions=(1.0,))

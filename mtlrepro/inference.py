@@ -1,0 +1,161 @@
+"""The inference form of a compact network: what a user deploys after slimming (paper B),
+contraction (paper C), finalisation (paper D) or partitioning (paper E).
+
+:func:`export` turns a trained network into an :class:`InferenceNetwork` with the same outputs
+(within float rounding; tested):
+
+1. a copy in eval mode (the original is not touched);
+2. every BatchNorm folded into the convolution or linear layer before it
+   (``y = γ (W x + b − μ) / √(σ² + ε) + β`` is one affine map; torch's
+   ``fuse_conv_bn_eval`` / ``fuse_linear_bn_eval``): over the whole graph with
+   ``torch.fx.experimental.optimization.fuse`` when the network traces symbolically, else
+   inside ``nn.Sequential`` containers, where a layer's output feeds only the next one;
+3. eval-mode no-ops (``nn.Identity``, dropout) dropped from ``nn.Sequential`` containers;
+4. the memory format (``contiguous`` or ``channels_last``) that measures faster on the given
+   example input (median of interleaved timed calls), unless one is asked for.
+
+Branches that carry no channel (zero-width after slimming) are already gone from
+:func:`mtlrepro.compress.slim`'s output; unused edges of paper D's finalised network from
+``DAGNetwork.prune_unused``.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.fx.experimental.optimization import fuse
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+from mtlrepro.config import ConfigError, check_choice, check_range
+
+MEMORY_FORMATS: tuple[str, ...] = ("auto", "contiguous", "channels_last")
+"""``export``'s choices of memory format (``auto``: the faster on the example)."""
+_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+_FOLDABLE = ((nn.Conv2d, nn.BatchNorm2d), (nn.Linear, nn.BatchNorm1d))
+_NO_OPS = (nn.Identity, nn.Dropout, nn.Dropout2d)
+
+
+def _contiguous(outputs: Any) -> Any:
+    """Outputs (a tensor, or a dict / tuple / list of them) in the standard layout."""
+    if isinstance(outputs, Tensor):
+        return outputs.contiguous()
+    if isinstance(outputs, dict):
+        return {key: _contiguous(value) for key, value in outputs.items()}
+    if isinstance(outputs, (tuple, list)):
+        return type(outputs)(_contiguous(value) for value in outputs)
+    return outputs
+
+
+class InferenceNetwork(nn.Module):
+    """A network in its inference form (see the module doc): inputs are converted to its
+    memory format, it runs without autograd, outputs come back in the standard layout.
+
+    Attributes:
+        network: the folded network.
+        memory_format: ``contiguous`` or ``channels_last``.
+        folded: BatchNorm layers folded into the layer before them.
+        removed: eval-mode no-op modules dropped.
+        traced: whether the folding ran over the fx graph (else inside ``nn.Sequential``).
+        timings_ms: the memory formats' median latency on the example (``auto`` only).
+    """
+
+    def __init__(self, network: nn.Module, memory_format: str, folded: int, removed: int,
+                 traced: bool, timings_ms: dict[str, float]) -> None:
+        super().__init__()
+        self.network = network
+        self.memory_format = memory_format
+        self.folded, self.removed, self.traced = folded, removed, traced
+        self.timings_ms = dict(timings_ms)
+
+    def forward(self, images: Tensor) -> Any:
+        """The network's outputs on ``images`` (no gradient is recorded)."""
+        with torch.inference_mode():
+            return _contiguous(self.network(images.contiguous(
+                memory_format=_FORMATS[self.memory_format])))
+
+
+def _count(model: nn.Module, kinds: tuple[type, ...]) -> int:
+    return sum(isinstance(module, kinds) for module in model.modules())
+
+
+def _fold_sequentials(model: nn.Module) -> None:
+    """Fold BatchNorm into the conv / linear layer just before it inside every
+    ``nn.Sequential`` (the BN becomes ``nn.Identity``)."""
+    for container in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        names = list(container._modules)
+        for first, second in zip(names, names[1:], strict=False):
+            layer, bn = container._modules[first], container._modules[second]
+            for layer_kind, bn_kind in _FOLDABLE:
+                if (type(layer) is layer_kind and isinstance(bn, bn_kind)
+                        and bn.track_running_stats):
+                    fold = fuse_conv_bn_eval if layer_kind is nn.Conv2d else fuse_linear_bn_eval
+                    container._modules[first] = fold(layer, bn)
+                    container._modules[second] = nn.Identity()
+
+
+def _drop_no_ops(model: nn.Module) -> None:
+    """Remove eval-mode no-ops from every ``nn.Sequential`` (keeping at least one module)."""
+    for container in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        keep = [(k, m) for k, m in container._modules.items() if not isinstance(m, _NO_OPS)]
+        if keep and len(keep) < len(container._modules):
+            container._modules.clear()
+            container._modules.update(keep)
+
+
+def _timings(network: nn.Module, example: Tensor, rounds: int) -> dict[str, float]:
+    """Median ms per call of ``network`` on ``example`` in each memory format, interleaved
+    (the order alternates every round), after one untimed call of each."""
+    samples: dict[str, list[float]] = {name: [] for name in _FORMATS}
+    inputs = {name: example.contiguous(memory_format=fmt) for name, fmt in _FORMATS.items()}
+    nets = {"contiguous": network,
+            "channels_last": copy.deepcopy(network).to(memory_format=torch.channels_last)}
+    with torch.inference_mode():
+        for name in _FORMATS:
+            nets[name](inputs[name])
+        order = list(_FORMATS)
+        for k in range(rounds):
+            for name in order if k % 2 == 0 else order[::-1]:
+                start = time.perf_counter()
+                nets[name](inputs[name])
+                samples[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def export(model: nn.Module, example: Tensor, *, memory_format: str = "auto",
+           rounds: int = 7) -> InferenceNetwork:
+    """The inference form of ``model`` (see the module doc); ``model`` is left as it was.
+
+    Args:
+        model: a trained network taking a batch of images.
+        example: an input batch like the ones it will serve (shape and dtype; the ``auto``
+            memory format is chosen on it).
+        memory_format: ``auto``, ``contiguous`` or ``channels_last``.
+        rounds: timed calls of each memory format for ``auto`` (at least 1).
+    """
+    check_choice("memory_format", memory_format, MEMORY_FORMATS)
+    check_range("rounds", rounds, 1, integer=True)
+    if not isinstance(example, Tensor) or example.dim() != 4:
+        raise ConfigError("example must be an image batch tensor (B, C, H, W)")
+    network = copy.deepcopy(model).eval()
+    before = _count(network, tuple(bn for _, bn in _FOLDABLE))
+    try:
+        network = fuse(network)
+        traced = True
+    except Exception:  # noqa: BLE001 -- fx cannot trace data-dependent control flow
+        _fold_sequentials(network)
+        traced = False
+    folded = before - _count(network, tuple(bn for _, bn in _FOLDABLE))
+    no_ops = _count(network, _NO_OPS)
+    _drop_no_ops(network)
+    removed = no_ops - _count(network, _NO_OPS)
+    timings: dict[str, float] = {}
+    if memory_format == "auto":
+        timings = _timings(network, example, rounds)
+        memory_format = min(timings, key=timings.get)
+    network = network.to(memory_format=_FORMATS[memory_format])
+    return InferenceNetwork(network, memory_format, folded, removed, traced, timings)

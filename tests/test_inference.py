@@ -1,0 +1,109 @@
+"""Tests of mtlrepro.inference: the inference form computes what the trained network does."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torchvision.models.resnet import BasicBlock, ResNet
+
+from mtlrepro.compress import slim
+from mtlrepro.config import ConfigError
+from mtlrepro.inference import InferenceNetwork, export
+from mtlrepro.models import create_model
+from mtlrepro.tasks import TaskSpec
+
+# Folding a BN into its conv changes the order of float32 operations: ~1e-6 relative.
+ATOL = 1e-4
+
+SPECS = (
+    TaskSpec("segmentation", "segmentation", 3),
+    TaskSpec("depth", "depth"),
+    TaskSpec("colour", "classification", 4),
+)
+
+
+def _randomise_bn(model: nn.Module) -> nn.Module:
+    """Non-trivial BN statistics and affine parameters (a fold that ignored them would show)."""
+    generator = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            with torch.no_grad():
+                for tensor, low, high in ((m.running_mean, -1, 1), (m.running_var, 0.5, 2),
+                                          (m.weight, 0.5, 1.5), (m.bias, -0.5, 0.5)):
+                    tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low)
+                                 + low)
+    return model.eval()
+
+
+def _close(a: object, b: object) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    return isinstance(b, Tensor) and b.is_contiguous() and torch.allclose(a, b, atol=ATOL)
+
+
+@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last", "auto"])
+def test_segnet_folds_every_batchnorm_and_keeps_its_outputs(memory_format: str) -> None:
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model("segnet", SPECS, widths=(8, 16, 32)))
+    images = torch.rand(2, 3, 16, 24)
+    exported = export(model, images, memory_format=memory_format, rounds=3)
+    assert isinstance(exported, InferenceNetwork) and exported.traced
+    assert exported.folded == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) > 0
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in exported.modules())
+    assert _close(model(images), exported(images))
+    assert exported.memory_format in ("contiguous", "channels_last")
+    assert bool(exported.timings_ms) == (memory_format == "auto")
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is kept
+    assert not model.training  # its mode untouched (eval, as given)
+
+
+def test_a_slimmed_resnet_exports_exactly() -> None:
+    torch.manual_seed(0)
+    model = _randomise_bn(ResNet(BasicBlock, [1, 1, 1, 1], num_classes=5))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d) and m.in_channels > 3:
+                m.weight[:, torch.rand(m.in_channels) < 0.5] = 0
+    slimmed = slim(model).eval()
+    images = torch.rand(3, 3, 32, 32)
+    exported = export(slimmed, images, memory_format="channels_last")
+    assert _close(model(images), exported(images))
+    assert exported.folded == sum(isinstance(m, nn.BatchNorm2d) for m in slimmed.modules())
+
+
+class Branchy(nn.Module):
+    """Data-dependent control flow (fx cannot trace it) around Sequential conv → BN blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.left = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+                                  nn.Dropout(0.5), nn.Identity())
+        self.right = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(6 * 8 * 8, 4), nn.BatchNorm1d(4))
+
+    def forward(self, images: Tensor) -> Tensor:
+        features = self.left(images) if images.mean() > 0.5 else self.right(images)
+        return self.head(features)
+
+
+def test_untraceable_networks_fold_inside_sequentials_and_drop_no_ops() -> None:
+    torch.manual_seed(0)
+    model = _randomise_bn(Branchy())
+    bright, dark = torch.rand(2, 3, 8, 8) * 0.5 + 0.5, torch.rand(2, 3, 8, 8) * 0.5
+    exported = export(model, bright, memory_format="contiguous")
+    assert not exported.traced and exported.folded == 3 and exported.removed == 5
+    assert not any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.Dropout, nn.Identity))
+                   for m in exported.modules())
+    for images in (bright, dark):
+        assert _close(model(images), exported(images))
+
+
+def test_export_refuses_bad_arguments() -> None:
+    model = _randomise_bn(Branchy())
+    with pytest.raises(ConfigError, match="memory_format"):
+        export(model, torch.rand(1, 3, 8, 8), memory_format="nhwc")
+    with pytest.raises(ConfigError, match="rounds"):
+        export(model, torch.rand(1, 3, 8, 8), rounds=0)
+    with pytest.raises(ConfigError, match="image batch"):
+        export(model, torch.rand(3, 8, 8))
