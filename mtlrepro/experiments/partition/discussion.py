@@ -14,6 +14,26 @@ from mtlrepro.experiments.partition.units import DATASETS, PartitionStudyConfig,
 from mtlrepro.report import NOT_APPLICABLE, REPRODUCED, Claim
 
 
+def _e6_cause(config: PartitionStudyConfig, runs: pd.DataFrame) -> str:
+    """E6's likeliest cause: tasks whose distillation score hardly depends on their share,
+    either saturated near the teacher's accuracy or far below it."""
+    points = study.task_channels_frame(runs)
+    score = points.groupby("task", sort=False)["score"]
+    saturated = [t for t, s in score if s.min() > 0.9]
+    low = {t: float(s.median()) for t, s in score if s.median() < 0.5}
+    parts = []
+    if saturated:
+        parts.append(f"the distillation saturates on {', '.join(saturated)} (scores within "
+                     f"{1 - min(score.min()[saturated]):.2f} of the teacher's accuracy "
+                     "whatever the share)")
+    if low:
+        parts.append(
+            f"the students of {config.distill_iterations} distillation steps stay far below the "
+            "teachers on " + ", ".join(f"{t} (median score {m:.2f})" for t, m in low.items())
+            + ", so the share moves their score little")
+    return "; ".join(parts) or "the scores vary with the share as much as between partitions"
+
+
 def _causes(config: PartitionStudyConfig, runs: pd.DataFrame,
             table2: pd.DataFrame) -> dict[str, str]:
     """Claim -> the likeliest cause when it does not reproduce, quoting this run's numbers."""
@@ -40,14 +60,12 @@ def _causes(config: PartitionStudyConfig, runs: pd.DataFrame,
         f"{int(table2.at[es, 'seeds'])} seeds) is larger than the paper's gap between them "
         f"({paper_gap:.1f} points)",
         "E3": f"{config.sharing_samples + 2} sharings per diagonal and "
-        f"{len(config.search_seeds)} search seed(s): too few to resolve a difference of this "
-        "size against the spread between tasks",
+        f"{len(config.search_seeds)} search seed{'s' if len(config.search_seeds) > 1 else ''}: "
+        "too few to resolve a difference of this size against the spread between tasks",
         "E4": f"{config.es_steps} ES steps move the diagonal little from its start (about 0.5): "
         f"the found partitions' shares span {shares.min():.2f}–{shares.max():.2f}, too narrow "
         "an allocation for the search to have found which tasks need few channels",
-        "E6": "the distillation saturates on the easy domains (a score near 1 whatever the "
-        "share) and separates partitions little on the hard ones at this distillation length; "
-        f"{config.random_partitions} random partitions per seed",
+        "E6": _e6_cause(config, runs),
         "E5": f"{best_baseline} does best here ({table2.at[best_baseline, study.TOTAL]:.1f} % "
         f"against share all's {table2.at[study.SHARE_ALL, study.TOTAL]:.1f} %); a possible cause, "
         "not tested: the paper's first two stages hold frozen ImageNet features shared by all "
