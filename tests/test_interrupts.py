@@ -103,7 +103,8 @@ def test_a_run_from_an_interactive_shell_outlives_it_only_under_nohup(
             time.sleep(3)
             assert psutil.pid_exists(run) and not (tmp_path / "stopped").exists()
         else:
-            assert _wait_for(tmp_path / "stopped", 10), "the run outlived its terminal"
+            # generous: on a loaded machine (the whole suite) the watcher's poll can lag
+            assert _wait_for(tmp_path / "stopped", 30), "the run outlived its terminal"
     finally:
         with suppress(ProcessLookupError):
             os.kill(run, signal.SIGTERM)
