@@ -84,11 +84,39 @@ def test_every_paper_with_run_units_has_one_run_stage_per_kind():
     assert staged == kinds
 
 
+def _is_unit_file(dep: str) -> bool:
+    return dep.startswith("results/runs/")
+
+
 @pytest.mark.parametrize("paper", [p.name for p in papers.PAPERS if p.unit_kinds])
 def test_run_stages_share_deps_that_cover_every_mtlrepro_module_they_import(paper):
-    deps = [s["deps"] for s in RUN_STAGES.values() if _paper_of_run_stage(s).name == paper]
+    deps = [
+        [d for d in s["deps"] if not _is_unit_file(d)]
+        for s in RUN_STAGES.values() if _paper_of_run_stage(s).name == paper
+    ]
     assert deps and all(d == deps[0] for d in deps)
     _assert_deps_cover(["mtlrepro.runs", f"mtlrepro.experiments.{paper}.units"], deps[0])
+
+
+def _template_glob(path: str) -> str:
+    return re.sub(r"\$\{[^}]*\}", "*", path)
+
+
+def test_a_run_stage_that_reads_another_units_file_depends_on_the_stage_that_writes_it():
+    """DVC orders stages only by such deps: without one, a unit trains the file it reads
+    itself and the stage that owns the file trains it again."""
+    for name, stage in RUN_STAGES.items():
+        paper = _paper_of_run_stage(stage).name
+        writers = {
+            _template_glob(path)
+            for other_name, other in RUN_STAGES.items()
+            if other_name != name and _paper_of_run_stage(other).name == paper
+            for out in other["outs"] for path in out
+        }
+        for dep in filter(_is_unit_file, stage["deps"]):
+            assert _template_glob(dep) in writers, f"{name}: no stage writes {dep}"
+    assert any(filter(_is_unit_file, RUN_STAGES["partition_search"]["deps"]))
+    assert any(filter(_is_unit_file, RUN_STAGES["partition_table2"]["deps"]))
 
 
 @pytest.mark.parametrize("paper", [p for p in papers.PAPERS if p.unit_kinds], ids=lambda p: p.name)
