@@ -36,6 +36,7 @@ from mtlrepro.methods.dag import (
     flow_scores,
     graph_data,
     merge_psi,
+    psi_span,
     random_reduction,
     reduce_model,
     rewind_weights,
@@ -63,10 +64,24 @@ def _config(**overrides: Any) -> DAGConfig:
     return DAGConfig(**(base | overrides))
 
 
-def _reachable(psi: np.ndarray) -> bool:
+def _reachable(psi: np.ndarray, span: tuple[int, int] | None = None) -> bool:
+    """Alg. 1's reachability: the span's first state keeps its read-in, its last state its
+    read-out, and a path joins them (``span``: :func:`psi_span` of ``psi`` by default)."""
+    first, last = psi_span(psi) if span is None else span
     graph = nx.DiGraph(list(zip(*np.nonzero(psi), strict=True)))
-    graph.add_nodes_from([0, len(psi) - 1])
-    return nx.has_path(graph, 0, len(psi) - 1)
+    graph.add_nodes_from([first, last])
+    sink = len(psi) - 1
+    return bool(psi[0, first] and psi[last, sink]) and nx.has_path(graph, first, last)
+
+
+def _essential(psi: np.ndarray, span: tuple[int, int]) -> bool:
+    """Whether every hidden edge of ``psi`` is needed for reachability."""
+    for i, j in zip(*np.nonzero(psi[1:-1, 1:-1]), strict=True):
+        trial = psi.copy()
+        trial[i + 1, j + 1] = 0
+        if _reachable(trial, span):
+            return False
+    return True
 
 
 class Data(torch.utils.data.Dataset):
@@ -243,6 +258,25 @@ def test_flow_reduction_removes_the_least_score_first_and_returns_the_last_conne
     np.testing.assert_array_equal(flow_prune(HAND_PSI, n_edges=1), HAND_PSI > 0)
 
 
+def test_reduction_keeps_a_hidden_path_from_the_read_in_state_to_the_read_out_state() -> None:
+    """§3.2: reachability is "of Γ̂ between hidden state v_Nα to v_Nβ".  Here v_2 has a read-in
+    and a read-out of its own, so source → v_2 → sink survives cutting every hidden edge; the
+    reduction must still keep a path v_1 ⇝ v_3 (N_α = 0, N_β = 2, 0-based)."""
+    a, b = [0.9, 0.8, 0.05], [0.05, 0.9, 0.95]
+    g = np.triu(np.full((3, 3), 0.02), 1)
+    psi = window_psi(a, g, b)
+    assert psi_span(psi) == (1, 3)
+    for reduced in (flow_prune(psi), threshold_reduction(psi, 0), random_reduction(psi, 0, 3)):
+        assert reduced[0, 1] == 1 and reduced[3, 4] == 1
+        graph = nx.DiGraph(list(zip(*np.nonzero(reduced[1:4, 1:4]), strict=True)))
+        assert graph.has_node(0) and graph.has_node(2) and nx.has_path(graph, 0, 2)
+    # the shortest such path is v_1 → v_3: threshold keeps exactly it
+    np.testing.assert_array_equal(np.nonzero(threshold_reduction(psi, 0)[1:4, 1:4]), [[0], [2]])
+    # when N_α is the last state, the sub-network is that state alone
+    a, g, b = flow_reduction([0.1, 0.2, 0.9], np.triu(np.full((3, 3), 0.5), 1), [0.9, 0.1, 0.1])
+    assert (a.tolist(), g.sum(), b.tolist()) == ([0, 0, 1], 0, [0, 0, 1])
+
+
 def test_alg_1_window_keeps_states_from_argmax_a_to_argmax_b_inclusive() -> None:
     """N_α = 1, N_β = 3 (0-based): edges from v_1 and into v_5 are cut, A and B kept on
     v_2..v_4; N_β is at least N_α + 1."""
@@ -265,14 +299,19 @@ def test_every_reduction_connects_the_input_to_the_read_out(seed: int) -> None:
     for i, j in flow_edges(n, m):
         g[i - 1, j - 1] = rng.uniform(0.01, 1)
     a, b = rng.uniform(0.01, 1, n), rng.uniform(0.01, 1, n)
-    flow = merge_psi(*flow_reduction(a, g, b))
-    assert _reachable(flow)
     psi = window_psi(a, g, b)
+    span = psi_span(psi)
+    flow = merge_psi(*flow_reduction(a, g, b))
+    assert _reachable(flow, span)
     hidden = np.count_nonzero(psi[1:-1, 1:-1])
     for n_edges in sorted({0, hidden // 2, hidden}):
         for reduced in (threshold_reduction(psi, n_edges), random_reduction(psi, n_edges, seed)):
-            assert _reachable(reduced)
-            assert np.count_nonzero(reduced[1:-1, 1:-1]) == n_edges  # all read-ins/outs kept
+            assert _reachable(reduced, span)
+            kept = np.count_nonzero(reduced[1:-1, 1:-1])
+            # exactly n_edges, or more only when every one left is needed
+            assert kept == n_edges or (kept > n_edges and _essential(reduced, span))
+            np.testing.assert_array_equal(reduced[0], psi[0] > 0)  # read-ins / outs all kept
+            np.testing.assert_array_equal(reduced[:, -1], psi[:, -1] > 0)
             assert set(zip(*np.nonzero(reduced), strict=True)) <= set(
                 zip(*np.nonzero(psi), strict=True)
             )
@@ -286,7 +325,7 @@ def test_every_reduction_connects_the_input_to_the_read_out(seed: int) -> None:
         assert _reachable(reduced)
         assert np.count_nonzero(reduced[1:-1, 1:-1]) >= -(-(n - 1) // m)  # at least ⌈(N−1)/M⌉
     trimmed = trim_to_paths(flow)
-    assert _reachable(trimmed)
+    assert _reachable(trimmed, span)
     graph = nx.DiGraph(list(zip(*np.nonzero(trimmed), strict=True)))
     for i, j in graph.edges:  # every kept edge lies on an input → read-out path
         assert i == 0 or nx.has_path(graph, 0, i)
@@ -295,7 +334,8 @@ def test_every_reduction_connects_the_input_to_the_read_out(seed: int) -> None:
 
 def test_threshold_removes_the_smallest_and_random_depends_on_the_seed() -> None:
     g = np.triu(np.arange(1, 26, dtype=float).reshape(5, 5) / 25, 1)
-    psi = merge_psi(np.ones(5), g, np.ones(5))
+    ends = np.array([0.0, 0.0, 1.0, 1.0, 1.0])  # the window v_3..v_5
+    psi = merge_psi(ends, g, ends)
     kept = threshold_reduction(psi, 3)[1:6, 1:6]
     assert {(int(i), int(j)) for i, j in zip(*np.nonzero(kept), strict=True)} == {
         (2, 4),
@@ -313,7 +353,10 @@ def test_threshold_removes_the_smallest_and_random_depends_on_the_seed() -> None
         (lambda: flow_reduction([0.5, 0.5], np.zeros((3, 3)), [0.5, 0.5]), r"Γ must be 2×2"),
         (lambda: merge_psi([0.5, -1.0], np.zeros((2, 2)), [0.5, 0.5]), "non-negative"),
         (lambda: merge_psi([0.5], [[0.5]], [0.5]), "strictly upper triangular"),
-        (lambda: threshold_reduction(np.zeros((4, 4)), 1), "no path from the input"),
+        (lambda: threshold_reduction(np.zeros((4, 4)), 1), "no read-in or no read-out"),
+        (lambda: flow_prune(merge_psi([1, 0], np.zeros((2, 2)), [0, 1])),
+         "no path from its first read-in state"),
+        (lambda: trim_to_paths(np.zeros((4, 4))), "no path from the input"),
         (lambda: random_reduction(HAND_PSI, -1), r"n_edges must be an integer in \[0"),
         (lambda: flow_prune(np.ones((2, 2))), r"Ψ must be an \(N\+2\)×\(N\+2\)"),
         (lambda: TaskTopology([1, 2], np.zeros((2, 2)), [0, 1]), "binary"),

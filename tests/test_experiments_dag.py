@@ -227,6 +227,19 @@ def test_the_glyph_sentence_names_small_searched_networks_only_when_they_trail(s
     some_used = {r: (3.0, 18.0) for r in ours}
     text = discussion._accuracy_sentence(small, config, some_used)
     assert "3.0 of the 18 searched edges" in text and "skips" not in text
+    # the search's read-in gates explain it, when N_α sits at the last state
+    peaks = discussion.read_in_peaks(runs)
+    assert set(peaks) == set(ours)
+    assert all(0 <= p["last"] <= 1 and 0 < p["first"] < 1 for p in peaks.values())
+    at_last = {r: {"last": 1.0, "first": 0.52, "last_gate": 0.84} for r in ours}
+    text = discussion._accuracy_sentence(small, config, none_used, at_last)
+    assert "100% of the tasks" in text and "0.84 there, 0.52 at v_1" in text
+    assert "BatchNorm" in text
+    moved = {r: {"last": 1.0, "first": 0.8, "last_gate": 0.9} for r in ours}
+    assert "BatchNorm" not in discussion._accuracy_sentence(small, config, none_used, moved)
+    at_first = {r: {"last": 0.0, "first": 0.9, "last_gate": 0.1} for r in ours}
+    assert "largest at the last" not in discussion._accuracy_sentence(
+        small, config, none_used, at_first)
 
 
 def test_figures_draw_and_refuse_bad_input(smoke):

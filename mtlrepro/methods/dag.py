@@ -76,17 +76,26 @@ named):
   edge (ψ_ij > 0) of least S, ties to the first in row-major order.  Alg. 1 says "nonzero
   min"; the two differ only for edges of S = 0, which lie on no source→sink path (they would
   stay forever under "nonzero min") -- here they go first, which never affects reachability.
-  Alg. 1 stops at the first removal after which the source no longer reaches the sink and
-  returns the Ψ before it, binarised.  Reachability is ``networkx.has_path`` on Ψ's edges.
+  Alg. 1 stops at the first removal after which the graph is no longer "reachable" and
+  returns the Ψ before it, binarised.  Reachable (§3.2: "the reachability of Γ̂ between hidden
+  state v_Nα to v_Nβ", by depth-first search): the window's first state v_Nα (argmax A) still
+  reaches its last state v_Nβ through hidden edges (``networkx.has_path``), and keeps its
+  read-in and v_Nβ its read-out -- so the source reaches the sink through the sub-network
+  (line 14's "graph built from Ψ is reachable").  A mere source → v_k → sink path (read-in and
+  read-out at one state, no hidden edge) does not count: with it the reduction could cut every
+  hidden edge, which the N_α + 1 guard of line 4 exists to prevent.  N_α and N_β are the
+  window's ends (:func:`psi_span`: the first read-in and the last read-out of the windowed Ψ);
+  when N_α is the last state, N_β = N_α and the sub-network is that state alone.
 * :func:`trim_to_paths` (applied by :func:`reduce_model` by default, ``trim=False`` to keep
   Alg. 1's raw output) drops the edges on no source→sink path, which Alg. 1 can leave behind:
   they cannot carry the input to the read-out, but would still cost parameters and time.
 * Fig. 5's baselines: the same Ψ as Alg. 1 (after its window step), then hidden edges (Γ;
   "the lowest value in the adjacency matrix Γ") removed by increasing ψ (threshold) or in a
-  seeded random order (random), skipping every edge whose removal would disconnect the source
-  from the sink, until ``n_edges`` hidden edges remain; by default ``n_edges`` is what the
-  flow-based reduction kept for that task (matched sparsity).  ``n_edges`` also stops Alg. 1
-  early (§4.4: "a termination condition ... when a certain sparsity is met").
+  seeded random order (random), skipping every edge whose removal would make the graph
+  unreachable (as Alg. 1 defines it), until ``n_edges`` hidden edges remain; by default
+  ``n_edges`` is what the flow-based reduction kept for that task (matched sparsity).
+  ``n_edges`` also stops Alg. 1 early (§4.4: "a termination condition ... when a certain
+  sparsity is met").
 * Squeeze loss (Eq. 9): L_sq = Σ_k max(Σ_ij σ(γ_ij^k) − κ, 0), over the edges γ only.  The
   paper does not report κ (the budget); callers must choose it.
 * Without read-in/out (Table 6, "w/o read-in/out"): the input is read only into v_1 and the
@@ -511,9 +520,28 @@ def psi_graph(psi: Any) -> nx.DiGraph:
     return graph
 
 
-def _reachable(psi: np.ndarray) -> bool:
-    """Whether the source (0) reaches the sink (N+1) in Ψ (``networkx.has_path``)."""
-    return nx.has_path(psi_graph(psi), 0, psi.shape[0] - 1)
+def psi_span(psi: Any) -> tuple[int, int]:
+    """The Ψ nodes (N_α + 1, N_β + 1) of a windowed Ψ (:func:`window_psi`): its first state
+    with a read-in and its last state with a read-out (module doc).
+
+    Args:
+        psi: (N+2) × (N+2).
+    """
+    psi = _check_psi(psi)
+    read_in, read_out = np.flatnonzero(psi[0, 1:-1]), np.flatnonzero(psi[1:-1, -1])
+    if read_in.size == 0 or read_out.size == 0:
+        raise ConfigError("Ψ has no read-in or no read-out: nothing to reduce")
+    return int(read_in[0]) + 1, int(read_out[-1]) + 1
+
+
+def _reachable(psi: np.ndarray, span: tuple[int, int]) -> bool:
+    """Alg. 1's reachability (module doc): v_Nα keeps its read-in, v_Nβ its read-out, and v_Nα
+    reaches v_Nβ (``networkx.has_path``; the nodes between them are hidden states)."""
+    first, last = span
+    sink = psi.shape[0] - 1
+    return bool(psi[0, first] > 0 and psi[last, sink] > 0) and nx.has_path(
+        psi_graph(psi), first, last
+    )
 
 
 def _n_hidden(psi: np.ndarray) -> int:
@@ -521,11 +549,15 @@ def _n_hidden(psi: np.ndarray) -> int:
     return int(np.count_nonzero(psi[1:-1, 1:-1]))
 
 
-def _require_reachable(psi: np.ndarray) -> None:
-    if not _reachable(psi):
+def _require_span(psi: np.ndarray) -> tuple[int, int]:
+    """Ψ's span (:func:`psi_span`), checked reachable."""
+    span = psi_span(psi)
+    if not _reachable(psi, span):
         raise ConfigError(
-            "Ψ has no path from the input (source) to the read-out (sink): nothing to reduce"
+            f"Ψ has no path from its first read-in state (node {span[0]}) to its last read-out "
+            f"state (node {span[1]}): nothing to reduce"
         )
+    return span
 
 
 def window_psi(read_in: Any, edges: Any, read_out: Any) -> np.ndarray:
@@ -584,11 +616,12 @@ def _check_n_edges(n_edges: Any) -> int | None:
 def flow_prune(
     psi: Any, *, n_edges: int | None = None, removable: np.ndarray | None = None
 ) -> np.ndarray:
-    """Alg. 1, lines 8-20 on a merged Ψ: remove the edge of least score (:func:`flow_scores`)
-    while the source still reaches the sink; return the last Ψ in which it did, binarised.
+    """Alg. 1, lines 8-20 on a windowed Ψ: remove the edge of least score
+    (:func:`flow_scores`) while the graph stays reachable (v_Nα reaches v_Nβ, module doc);
+    return the last Ψ in which it did, binarised.
 
     Args:
-        psi: (N+2) × (N+2) weights, the source reaching the sink.
+        psi: (N+2) × (N+2) weights, reachable.
         n_edges: also stop once at most this many hidden edges remain (§4.4's sparsity
             condition), or ``None``.
         removable: boolean mask of the entries that may be removed (``None``: all); fixed
@@ -603,7 +636,7 @@ def flow_prune(
         removable = np.ones(current.shape, dtype=bool)
     elif np.shape(removable) != current.shape:
         raise ConfigError(f"removable must have Ψ's shape {current.shape}")
-    _require_reachable(current)
+    span = _require_span(current)
     while n_edges is None or _n_hidden(current) > n_edges:
         candidates = (current > 0) & removable
         if not candidates.any():
@@ -612,7 +645,7 @@ def flow_prune(
         i, j = np.unravel_index(int(np.argmin(scores)), scores.shape)
         trial = current.copy()
         trial[i, j] = 0.0
-        if not _reachable(trial):
+        if not _reachable(trial, span):
             break
         current = trial
     return (current > 0).astype(np.int64)
@@ -652,14 +685,15 @@ def _hidden_only(shape: tuple[int, ...]) -> np.ndarray:
 
 def _ordered_prune(psi: np.ndarray, order: Sequence[tuple[int, int]], n_edges: int) -> np.ndarray:
     """Remove hidden edges in ``order`` until ``n_edges`` remain, skipping any whose removal
-    would cut the source from the sink; binarised."""
+    would make Ψ unreachable (module doc); binarised."""
+    span = _require_span(psi)
     current = psi.copy()
     for i, j in order:
         if _n_hidden(current) <= n_edges:
             break
         trial = current.copy()
         trial[i, j] = 0.0
-        if _reachable(trial):
+        if _reachable(trial, span):
             current = trial
     return (current > 0).astype(np.int64)
 
@@ -672,19 +706,18 @@ def _hidden_entries(psi: np.ndarray) -> list[tuple[int, int]]:
 
 def threshold_reduction(psi: Any, n_edges: int) -> np.ndarray:
     """Fig. 5's thresholding: remove hidden edges by increasing ψ (ties in row-major order)
-    until ``n_edges`` remain, skipping those whose removal would disconnect the source from
-    the sink (so more remain only if every remaining one is needed for that).
+    until ``n_edges`` remain, skipping those whose removal would make Ψ unreachable (module
+    doc; so more remain only if every remaining one is needed for that).
 
     Args:
-        psi: (N+2) × (N+2) weights, the source reaching the sink.
+        psi: (N+2) × (N+2) weights, windowed and reachable.
         n_edges: hidden edges to keep (``>= 0``).
 
     Returns:
-        The binary Ψ̂ (the source reaches the sink).
+        The binary Ψ̂ (reachable).
     """
     psi = _check_psi(psi)
     n_edges = check_range("n_edges", _plain(n_edges), 0, integer=True)
-    _require_reachable(psi)
     entries = _hidden_entries(psi)
     order = sorted(entries, key=lambda e: (psi[e], e))
     return _ordered_prune(psi, order, n_edges)
@@ -693,20 +726,19 @@ def threshold_reduction(psi: Any, n_edges: int) -> np.ndarray:
 def random_reduction(psi: Any, n_edges: int, seed: int = 0) -> np.ndarray:
     """Fig. 5's random reduction: remove hidden edges in a random order
     (``numpy.random.default_rng(seed)``) until ``n_edges`` remain, skipping those whose
-    removal would disconnect the source from the sink.
+    removal would make Ψ unreachable (module doc).
 
     Args:
-        psi: (N+2) × (N+2) weights, the source reaching the sink.
+        psi: (N+2) × (N+2) weights, windowed and reachable.
         n_edges: hidden edges to keep (``>= 0``).
         seed: seed of the order (``>= 0``).
 
     Returns:
-        The binary Ψ̂ (the source reaches the sink).
+        The binary Ψ̂ (reachable).
     """
     psi = _check_psi(psi)
     n_edges = check_range("n_edges", _plain(n_edges), 0, integer=True)
     seed = check_range("seed", _plain(seed), 0, integer=True)
-    _require_reachable(psi)
     entries = _hidden_entries(psi)
     order = [entries[k] for k in np.random.default_rng(seed).permutation(len(entries))]
     return _ordered_prune(psi, order, n_edges)
@@ -719,9 +751,10 @@ def trim_to_paths(psi: Any) -> np.ndarray:
         psi: (N+2) × (N+2), the source reaching the sink.
     """
     psi = _check_psi(psi)
-    _require_reachable(psi)
     graph = psi_graph(psi)
     sink = psi.shape[0] - 1
+    if not nx.has_path(graph, 0, sink):
+        raise ConfigError("Ψ has no path from the input (source) to the read-out (sink)")
     forward = nx.descendants(graph, 0) | {0}
     backward = nx.ancestors(graph, sink) | {sink}
     out = np.zeros(psi.shape, dtype=np.int64)

@@ -53,9 +53,9 @@ SINGLE_TASK = "Single-Task"
 def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """One row per trained network: ``kind``, ``seed``, ``row``, ``network``, ``flow``,
     ``branch``, ``tasks``, ``test``, ``parameters``, ``search_parameters``, ``search_edges``,
-    ``topology`` (missing fields ``None``)."""
+    ``topology``, ``search_gates`` (missing fields ``None``)."""
     columns = ["kind", "seed", "row", "network", "flow", "branch", "tasks", "test",
-               "parameters", "search_parameters", "search_edges", "topology"]
+               "parameters", "search_parameters", "search_edges", "topology", "search_gates"]
     frame = pd.DataFrame([{c: r.get(c) for c in columns} for r in records], columns=columns)
     return frame
 
