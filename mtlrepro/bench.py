@@ -33,7 +33,9 @@ writes five CSV files (atomically) into ``--out``:
 * ``slimming.csv`` -- :func:`bench_slimming`: torchvision's ResNet-18 and the scene SegNet
   with 50 % and 90 % of their input-channel groups zeroed, slimmed
   (:func:`mtlrepro.compress.slim`) and then exported (:func:`mtlrepro.inference.export`),
-  at batch 1 and 16: latency speed-up over the dense network ÷ FLOPs reduction (``ratio``).
+  beside Torch-Pruning's pruned network (:func:`torch_pruning_slim`, the ``bench`` extra),
+  at batch 1 and 16 on one and two threads: latency speed-up over the dense network ÷ FLOPs
+  reduction (``ratio``) and ÷ Torch-Pruning's speed-up (``vs_torch_pruning``).
 
 Every file also records the settings and the torch thread count.  Timings vary from run to
 run and machine to machine: these files describe one measurement, they are not reproducible
@@ -45,6 +47,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import itertools
 import json
 import math
 import statistics
@@ -68,7 +71,7 @@ from mtlrepro.data import get_dataset
 from mtlrepro.data.base import TensorDataset
 from mtlrepro.data.scenes import scenes_images_per_second
 from mtlrepro.files import atomic_write_text
-from mtlrepro.inference import export
+from mtlrepro.inference import export, interleaved_medians
 from mtlrepro.models import count_parameters, create_model
 from mtlrepro.models.backbones import create_backbone
 from mtlrepro.models.onednn import SubsampledPointwiseConv2d
@@ -93,7 +96,14 @@ class BenchSettings:
         n_train: training images (``scenes``, ``smoke`` profile image size).
         widths: SegNet stage widths of the benchmarked model.
         generator_images: images per generator measurement.
-        threads: ``torch.set_num_threads`` for the training-loop benchmark.
+        threads: ``torch.set_num_threads`` for the training-loop and PCGrad benchmarks.
+        pcgrad_tasks: task counts T of the PCGrad aggregation.
+        pcgrad_parameters: parameter counts P of the PCGrad aggregation.
+        pcgrad_step_batch: samples of the PCGrad backward step.
+        slim_fractions: fractions of zeroed input-channel groups of the slimming benchmark.
+        slim_batches: its batch sizes.
+        slim_threads: its torch thread counts.
+        slim_profile: the profile of its SegNet (``smoke`` or ``cpu``).
     """
 
     steps: int = 300
@@ -108,6 +118,7 @@ class BenchSettings:
     pcgrad_step_batch: int = 8
     slim_fractions: tuple[float, ...] = (0.5, 0.9)
     slim_batches: tuple[int, ...] = (1, 16)
+    slim_threads: tuple[int, ...] = (1, 2)
     slim_profile: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -124,13 +135,15 @@ class BenchSettings:
                         high_inclusive=False)
         for batch in self.slim_batches:
             check_range("BenchSettings.slim_batches", batch, 1, integer=True)
+        for threads in self.slim_threads:
+            check_range("BenchSettings.slim_threads", threads, 1, integer=True)
         check_choice("BenchSettings.slim_profile", self.slim_profile, ("smoke", "cpu"))
 
 
 QUICK = BenchSettings(
     steps=6, repeats=1, batch_size=4, n_train=16, widths=(4, 8), generator_images=8,
     pcgrad_tasks=(2, 3), pcgrad_parameters=(1_000,), pcgrad_step_batch=2,
-    slim_fractions=(0.5,), slim_batches=(2,), slim_profile="smoke",
+    slim_fractions=(0.5,), slim_batches=(2,), slim_threads=(1,), slim_profile="smoke",
 )
 """Seconds-long settings for the tests (the numbers mean little)."""
 
@@ -364,24 +377,6 @@ def _conflicting_gradients(tasks: int, parameters: int) -> Tensor:
     return grads
 
 
-def _interleaved(
-    runs: Mapping[str, Callable[[], object]], rounds: int, calls: int
-) -> dict[str, float]:
-    """Median seconds per call of each run over ``rounds`` interleaved rounds (the order
-    reverses every round) of ``calls`` calls each, after one untimed call of each."""
-    for run_once in runs.values():
-        run_once()
-    samples: dict[str, list[float]] = {name: [] for name in runs}
-    names = list(runs)
-    for k in range(rounds):
-        for name in names if k % 2 == 0 else names[::-1]:
-            start = time.perf_counter()
-            for _ in range(calls):
-                runs[name]()
-            samples[name].append((time.perf_counter() - start) / calls)
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
 def _scene_step_problem(
     settings: BenchSettings,
 ) -> tuple[nn.Module, Callable[[], tuple[Tensor, list[Tensor]]]]:
@@ -430,7 +425,7 @@ def bench_pcgrad(settings: BenchSettings) -> pd.DataFrame:
                 grads = _conflicting_gradients(tasks, parameters)
                 generator = torch.Generator().manual_seed(0)
                 calls = max(1, round(2e6 / (tasks * parameters)))
-                times = _interleaved(
+                times = interleaved_medians(
                     {"ours": lambda g=grads, r=generator: pcgrad_combine(g, r),
                      "torchjd": lambda g=grads: aggregator(g)},
                     settings.repeats, calls,
@@ -453,7 +448,7 @@ def bench_pcgrad(settings: BenchSettings) -> pd.DataFrame:
             mtl_backward(losses, features=features)
             jac_to_grad(shared, aggregator)
 
-        times = _interleaved({"ours": ours, "torchjd": theirs}, settings.repeats, 1)
+        times = interleaved_medians({"ours": ours, "torchjd": theirs}, settings.repeats, 1)
         rows.append({"operation": "backward step", "tasks": len(BENCH_TASKS),
                      "parameters": count_parameters(model.backbone), "calls_per_round": 1,
                      **times})
@@ -469,7 +464,7 @@ def bench_pcgrad(settings: BenchSettings) -> pd.DataFrame:
     return frame
 
 
-def _zero_input_groups(model: nn.Module, fraction: float, seed: int = 0) -> nn.Module:
+def zero_random_groups(model: nn.Module, fraction: float, seed: int = 0) -> nn.Module:
     """Zero a random ``fraction`` of the input-channel groups ``W[:, c]`` of every conv that
     does not read the image (paper B's groups; what its group lasso drives to 0), in place."""
     generator = torch.Generator().manual_seed(seed)
@@ -479,6 +474,53 @@ def _zero_input_groups(model: nn.Module, fraction: float, seed: int = 0) -> nn.M
                 zero = torch.rand(layer.in_channels, generator=generator) < fraction
                 layer.weight[:, zero] = 0
     return model.eval()
+
+
+def torch_pruning_slim(dense: nn.Module, example: Tensor) -> nn.Module:
+    """Torch-Pruning's version of :func:`mtlrepro.compress.slim`: on a copy of ``dense``,
+    Torch-Pruning's dependency graph (DepGraph) finds every group of coupled channels, and
+    removes the channels that every convolution or linear layer reading them reads with an
+    all-zero input group (keeping the first when none is read, as ``slim`` does).
+
+    Args:
+        dense: a network in eval mode, with zeroed input groups.
+        example: an input batch to trace it on.
+
+    Raises:
+        ImportError: without the ``bench`` extra (``pip install -e '.[bench]'``).
+        RuntimeError: the pruned network no longer runs on ``example`` (the dependency graph
+            misses a coupling, e.g. SegNet's max-unpooling indices, which tie each decoder
+            stage's channels to an encoder stage's).
+    """
+    import torch_pruning as tp
+
+    model = copy.deepcopy(dense).eval()
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    plans = []
+    for group in graph.get_all_groups(root_module_types=(nn.Conv2d,)):
+        readers = [item for item in group
+                   if isinstance(item.dep.target.module, (nn.Conv2d, nn.Linear))
+                   and graph.is_in_channel_pruning_fn(item.dep.handler)]
+        if not readers:  # the network's output: nothing reads it
+            continue
+        root = group[0]
+        used = set()
+        for item in readers:
+            weight = item.dep.target.module.weight
+            used.update(r for i, r in zip(item.idxs, item.root_idxs, strict=True)
+                        if weight[:, i].any())
+        channels = sorted(set(root.root_idxs))
+        remove = [c for c in channels if c not in used] if used else channels[1:]
+        if remove:
+            plans.append((root.dep.target.module, root.dep.handler, remove))
+    for module, handler, remove in plans:
+        graph.get_pruning_group(module, handler, idxs=remove).prune()
+    try:
+        with torch.no_grad():
+            model(example)
+    except RuntimeError as err:
+        raise RuntimeError(f"Torch-Pruning's pruned network fails: {err}") from err
+    return model
 
 
 def _slimming_models(settings: BenchSettings) -> list[tuple[str, Callable[[], nn.Module],
@@ -494,43 +536,62 @@ def _slimming_models(settings: BenchSettings) -> list[tuple[str, Callable[[], nn
 
 
 def bench_slimming(settings: BenchSettings) -> pd.DataFrame:
-    """Paper B's compact network at inference: the dense network with a fraction of its
-    input-channel groups zeroed, :func:`mtlrepro.compress.slim` of it, and the slimmed
-    network's :func:`mtlrepro.inference.export` (BatchNorm folded, the faster memory format),
-    timed interleaved on ``settings.threads`` threads; ``speedup`` = dense / variant latency,
-    ``flops_reduction`` = dense / variant multiply-accumulates, ``ratio`` = speed-up ÷ FLOPs
-    reduction (1: the latency falls as the FLOPs do)."""
+    """Paper B's compact network at inference against Torch-Pruning's (see the module doc).
+
+    Per network, fraction of zeroed input-channel groups, batch size and thread count, the
+    dense network, :func:`mtlrepro.compress.slim` of it, the slimmed network's
+    :func:`mtlrepro.inference.export` (BatchNorm folded, the faster memory format) and
+    :func:`torch_pruning_slim` are timed interleaved.  One row per variant: ``speedup`` =
+    dense / variant latency, ``flops_reduction`` = dense / variant multiply-accumulates,
+    ``ratio`` = speed-up ÷ FLOPs reduction (1: the latency falls as the FLOPs do) and
+    ``vs_torch_pruning`` = speed-up ÷ Torch-Pruning's (NaN, with a ``status``, when it is not
+    installed)."""
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(settings.threads)
     rows = []
     try:
         for name, build, (height, width) in _slimming_models(settings):
             for fraction in settings.slim_fractions:
                 torch.manual_seed(0)
-                dense = _zero_input_groups(build(), fraction)
-                slimmed = slim(dense).eval()
-                flops = {"dense": conv_flops(dense, (1, 3, height, width)),
-                         "slim": conv_flops(slimmed, (1, 3, height, width))}
-                for batch in settings.slim_batches:
+                dense = zero_random_groups(build(), fraction)
+                shape = (1, 3, height, width)
+                variants = {"slim": slim(dense).eval()}
+                status = "ok"
+                try:
+                    variants["torch-pruning"] = torch_pruning_slim(dense, torch.rand(shape))
+                except ImportError:
+                    status = "torch-pruning not installed: pip install -e '.[bench]'"
+                except RuntimeError as err:
+                    status = str(err).splitlines()[0]
+                dense_flops = conv_flops(dense, shape)
+                flops = {k: conv_flops(net, shape) for k, net in variants.items()}
+                for threads, batch in itertools.product(settings.slim_threads,
+                                                        settings.slim_batches):
+                    torch.set_num_threads(threads)
                     images = torch.rand(batch, 3, height, width)
-                    exported = export(slimmed, images, rounds=settings.repeats)
-                    nets = {"dense": dense, "slim": slimmed, "slim + export": exported}
+                    exported = export(variants["slim"], images, rounds=settings.repeats)
+                    nets = {"dense": dense, **variants, "slim + export": exported}
                     with torch.inference_mode():
                         calls = {k: (lambda n=n, x=images: n(x)) for k, n in nets.items()}
-                        times = _interleaved(calls, settings.repeats, 1)
-                    for variant in ("slim", "slim + export"):
-                        reduction = flops["dense"] / flops["slim"]
-                        speedup = times["dense"] / times[variant]
+                        times = interleaved_medians(calls, settings.repeats)
+                    speedups = {k: times["dense"] / times[k] for k in nets if k != "dense"}
+                    reference = speedups.get("torch-pruning", math.nan)
+                    for variant in ("slim", "slim + export", "torch-pruning"):
+                        if variant not in speedups:
+                            continue
+                        net = variants.get(variant, variants["slim"])
+                        reduction = dense_flops / flops.get(variant, flops["slim"])
                         rows.append({
                             "model": name, "zero_groups": fraction, "batch_size": batch,
-                            "variant": variant, "memory_format": exported.memory_format
+                            "torch_threads": threads, "variant": variant,
+                            "memory_format": exported.memory_format
                             if variant == "slim + export" else "contiguous",
-                            "parameters": parameter_count(slimmed),
+                            "parameters": parameter_count(net),
                             "dense_parameters": parameter_count(dense),
                             "flops_reduction": reduction, "dense_ms": times["dense"] * 1e3,
-                            "variant_ms": times[variant] * 1e3, "speedup": speedup,
-                            "ratio": speedup / reduction, "rounds": settings.repeats,
-                            "torch_threads": settings.threads,
+                            "variant_ms": times[variant] * 1e3, "speedup": speedups[variant],
+                            "ratio": speedups[variant] / reduction,
+                            "vs_torch_pruning": speedups[variant] / reference,
+                            "rounds": settings.repeats, "status": status,
                         })
     finally:
         torch.set_num_threads(previous_threads)

@@ -107,23 +107,35 @@ def _drop_no_ops(model: nn.Module) -> None:
             container._modules.update(keep)
 
 
+def interleaved_medians(
+    calls: dict[str, Any], rounds: int, repeats: int = 1
+) -> dict[str, float]:
+    """Median seconds per call of each of ``calls`` (name -> a function of no argument) over
+    ``rounds`` interleaved rounds (the order reverses every round) of ``repeats`` calls each,
+    after one untimed call of each: what every side-by-side timing here uses."""
+    for call in calls.values():
+        call()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for k in range(rounds):
+        for name in names if k % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            for _ in range(repeats):
+                calls[name]()
+            samples[name].append((time.perf_counter() - start) / repeats)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def _timings(network: nn.Module, example: Tensor, rounds: int) -> dict[str, float]:
-    """Median ms per call of ``network`` on ``example`` in each memory format, interleaved
-    (the order alternates every round), after one untimed call of each."""
-    samples: dict[str, list[float]] = {name: [] for name in _FORMATS}
+    """Median ms per call of ``network`` on ``example`` in each memory format
+    (:func:`interleaved_medians`)."""
     inputs = {name: example.contiguous(memory_format=fmt) for name, fmt in _FORMATS.items()}
     nets = {"contiguous": network,
             "channels_last": copy.deepcopy(network).to(memory_format=torch.channels_last)}
     with torch.inference_mode():
-        for name in _FORMATS:
-            nets[name](inputs[name])
-        order = list(_FORMATS)
-        for k in range(rounds):
-            for name in order if k % 2 == 0 else order[::-1]:
-                start = time.perf_counter()
-                nets[name](inputs[name])
-                samples[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(values) for name, values in samples.items()}
+        seconds = interleaved_medians(
+            {name: (lambda n=nets[name], x=inputs[name]: n(x)) for name in _FORMATS}, rounds)
+    return {name: value * 1e3 for name, value in seconds.items()}
 
 
 def export(model: nn.Module, example: Tensor, *, memory_format: str = "auto",

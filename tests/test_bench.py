@@ -9,7 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-from mtlrepro.bench import TARGET_IMAGES_PER_S, TARGET_RATIO, BenchSettings, main
+from mtlrepro.bench import (
+    TARGET_IMAGES_PER_S,
+    TARGET_RATIO,
+    BenchSettings,
+    main,
+    torch_pruning_slim,
+    zero_random_groups,
+)
+from mtlrepro.compress import slim
 from mtlrepro.config import ConfigError
 
 
@@ -51,11 +59,26 @@ def test_quick_mode_writes_csvs_with_ratio_and_target(
         assert pcgrad["status"].iloc[0].startswith("torchjd not installed")
 
     slimming = pd.read_csv(out / "slimming.csv")
-    assert slimming["variant"].tolist() == ["slim", "slim + export"] * 2  # resnet18, segnet
+    resnet, segnet = (slimming[slimming["model"].str.startswith(m)] for m in ("resnet", "segnet"))
+    installed = resnet["status"].iloc[0] == "ok"  # torch-pruning (the bench extra)
+    variants = ["slim", "slim + export"] + (["torch-pruning"] if installed else [])
+    assert resnet["variant"].tolist() == variants
+    # Torch-Pruning's graph misses the SegNet's unpooling coupling: its network fails, said so
+    assert segnet["variant"].tolist() == ["slim", "slim + export"]
+    assert segnet["status"].iloc[0].startswith(
+        "Torch-Pruning's pruned network fails" if installed else "torch-pruning not installed")
     assert (slimming["flops_reduction"] > 1).all()  # half the groups zeroed: fewer FLOPs
     assert (slimming["parameters"] < slimming["dense_parameters"]).all()
     speedup = slimming["dense_ms"] / slimming["variant_ms"]
     assert (slimming["ratio"] - speedup / slimming["flops_reduction"]).abs().max() < 1e-9
+    if installed:  # the same channels go: the same parameters and FLOPs as slim
+        assert resnet["parameters"].nunique() == 1 and resnet["flops_reduction"].nunique() == 1
+        tp = resnet[resnet["variant"] == "torch-pruning"].iloc[0]
+        assert math.isclose(tp.vs_torch_pruning, 1.0)
+        assert (resnet["vs_torch_pruning"] - resnet["speedup"] / tp.speedup).abs().max() < 1e-9
+    else:
+        assert resnet["status"].iloc[0].startswith("torch-pruning not installed")
+    assert segnet["vs_torch_pruning"].isna().all()
 
     assert sorted(p.name for p in out.iterdir()) == [
         "onednn_routing.csv",
@@ -67,6 +90,26 @@ def test_quick_mode_writes_csvs_with_ratio_and_target(
     assert "ratio" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("fraction", [0.5, 0.9])
+def test_torch_pruning_removes_what_slim_removes(fraction: float) -> None:
+    """Torch-Pruning's dependency graph, asked to drop the channels every reader reads with a
+    zero group, gives slim's network: same state dict, same outputs."""
+    pytest.importorskip("torch_pruning")
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    dense = zero_random_groups(resnet18(num_classes=10), fraction)
+    example = torch.rand(2, 3, 32, 32)
+    ours, theirs = slim(dense).eval(), torch_pruning_slim(dense, example)
+    ours_state, theirs_state = ours.state_dict(), theirs.state_dict()
+    assert ours_state.keys() == theirs_state.keys()
+    for key, value in ours_state.items():
+        assert torch.equal(value, theirs_state[key]), key
+    with torch.no_grad():
+        torch.testing.assert_close(ours(example), theirs(example))
+        torch.testing.assert_close(theirs(example), dense(example), rtol=1e-4, atol=1e-4)
+
+
 def test_bench_settings_are_validated() -> None:
     with pytest.raises(ConfigError, match="steps"):
         BenchSettings(steps=0)
@@ -74,3 +117,5 @@ def test_bench_settings_are_validated() -> None:
         BenchSettings(pcgrad_tasks=(1,))
     with pytest.raises(ConfigError, match="slim_fractions"):
         BenchSettings(slim_fractions=(1.0,))
+    with pytest.raises(ConfigError, match="slim_threads"):
+        BenchSettings(slim_threads=(0,))
