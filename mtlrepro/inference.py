@@ -12,7 +12,10 @@ contraction (paper C), finalisation (paper D) or partitioning (paper E).
    inside ``nn.Sequential`` containers, where a layer's output feeds only the next one;
 3. eval-mode no-ops (``nn.Identity``, dropout) dropped from ``nn.Sequential`` containers;
 4. the memory format (``contiguous`` or ``channels_last``) that measures faster on the given
-   example input (median of interleaved timed calls), unless one is asked for.
+   example input, unless one is asked for: medians of interleaved timed calls of the network as
+   it will be served, i.e. with the conversion of the input to that format and of the outputs
+   back to the standard layout (for a dense-prediction network at batch 1 these conversions
+   can cost more than channels-last saves).
 
 Branches that carry no channel (zero-width after slimming) are already gone from
 :func:`mtlrepro.compress.slim`'s output; unused edges of paper D's finalised network from
@@ -22,6 +25,7 @@ Branches that carry no channel (zero-width after slimming) are already gone from
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import time
 from typing import Any
@@ -38,6 +42,9 @@ MEMORY_FORMATS: tuple[str, ...] = ("auto", "contiguous", "channels_last")
 _FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 _FOLDABLE = ((nn.Conv2d, nn.BatchNorm2d), (nn.Linear, nn.BatchNorm1d))
 _NO_OPS = (nn.Identity, nn.Dropout, nn.Dropout2d)
+ROUND_SECONDS = 0.02
+"""The ``auto`` memory format's timing rounds last at least this long (a few ms per call is
+below the noise of one call)."""
 
 
 def _contiguous(outputs: Any) -> Any:
@@ -74,9 +81,14 @@ class InferenceNetwork(nn.Module):
 
     def forward(self, images: Tensor) -> Any:
         """The network's outputs on ``images`` (no gradient is recorded)."""
-        with torch.inference_mode():
-            return _contiguous(self.network(images.contiguous(
-                memory_format=_FORMATS[self.memory_format])))
+        return _serve(self.network, self.memory_format, images)
+
+
+def _serve(network: nn.Module, memory_format: str, images: Tensor) -> Any:
+    """One call of an :class:`InferenceNetwork`: the input converted to its memory format, no
+    autograd, the outputs back in the standard layout."""
+    with torch.inference_mode():
+        return _contiguous(network(images.contiguous(memory_format=_FORMATS[memory_format])))
 
 
 def _count(model: nn.Module, kinds: tuple[type, ...]) -> int:
@@ -127,14 +139,17 @@ def interleaved_medians(
 
 
 def _timings(network: nn.Module, example: Tensor, rounds: int) -> dict[str, float]:
-    """Median ms per call of ``network`` on ``example`` in each memory format
-    (:func:`interleaved_medians`)."""
-    inputs = {name: example.contiguous(memory_format=fmt) for name, fmt in _FORMATS.items()}
+    """Median ms per call of ``network`` served (:func:`_serve`) in each memory format on
+    ``example``, input and output conversions included as a caller pays them
+    (:func:`interleaved_medians`, with enough calls per round that one round of the first
+    format lasts at least :data:`ROUND_SECONDS`)."""
     nets = {"contiguous": network,
             "channels_last": copy.deepcopy(network).to(memory_format=torch.channels_last)}
-    with torch.inference_mode():
-        seconds = interleaved_medians(
-            {name: (lambda n=nets[name], x=inputs[name]: n(x)) for name in _FORMATS}, rounds)
+    calls = {name: (lambda n=nets[name], name=name: _serve(n, name, example)) for name in nets}
+    start = time.perf_counter()
+    calls["contiguous"]()
+    repeats = max(1, math.ceil(ROUND_SECONDS / max(time.perf_counter() - start, 1e-6)))
+    seconds = interleaved_medians(calls, rounds, repeats)
     return {name: value * 1e3 for name, value in seconds.items()}
 
 
