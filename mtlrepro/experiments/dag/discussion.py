@@ -72,12 +72,17 @@ def _table_sentence(table: pd.DataFrame, tasks: str, rows: Sequence[str]) -> str
     ) + "."
 
 
+def _searched_rows(runs: pd.DataFrame, kind: str) -> list[str]:
+    """The searched rows ("Ours …") of a scenario in the runs, sorted."""
+    return sorted(r for r in runs.loc[runs["kind"] == kind, "row"].unique()
+                  if r.startswith("Ours"))
+
+
 def hidden_edges_used(runs: pd.DataFrame, kind: str = "glyphs") -> dict[str, tuple[float, float]]:
     """Searched row -> (central-network edges some task of the finalised network uses, edges of
     its search space), means over seeds; read-in and read-out links are not counted."""
     out = {}
-    for row in sorted(r for r in runs.loc[runs["kind"] == kind, "row"].unique()
-                      if r.startswith("Ours")):
+    for row in _searched_rows(runs, kind):
         used, space = [], []
         for record in study.searched(runs, row, kind).itertuples():
             edges = {
@@ -98,8 +103,7 @@ def read_in_peaks(runs: pd.DataFrame, kind: str = "glyphs") -> dict[str, dict[st
     of (seed, task) pairs whose largest σ(α) (Alg. 1's N_α) is the last state, and the mean
     σ(α) at the ``first`` and the ``last`` state.  Rows without recorded gates are left out."""
     out = {}
-    for row in sorted(r for r in runs.loc[runs["kind"] == kind, "row"].unique()
-                      if r.startswith("Ours")):
+    for row in _searched_rows(runs, kind):
         read_ins = [
             np.asarray(task_gates["read_in"])
             for gates in study.searched(runs, row, kind)["search_gates"]
