@@ -107,7 +107,7 @@ def test_a_stopped_unit_leaves_its_file_as_it_was(tmp_path: Path, signum: int) -
 
 
 # ------------------------------------------------------------------------------- run units
-def _fake_record(dataset, tasks, lam, prox, seed, config) -> dict[str, Any]:
+def _fake_record(dataset, tasks, lam, prox, seed, config, optimiser) -> dict[str, Any]:
     return {"tasks": list(tasks), "lam": lam, "prox": prox, "seed": seed}
 
 
@@ -137,6 +137,49 @@ def test_unit_files_are_reused_only_with_the_same_settings(tmp_path, monkeypatch
     runs_module.run_unit("table", "scenes", 0.3, 0, longer, tmp_path, progress=False,
                          retrain=True)
     assert len(calls) == 21
+
+
+def test_the_ablation_unit_trains_every_optimiser_variant_of_the_all_task_network(
+    tmp_path, monkeypatch
+) -> None:
+    jobs: list[tuple[Any, ...]] = []
+
+    def fake(*job):
+        jobs.append(job)
+        return _fake_record(*job)
+
+    monkeypatch.setattr(runs_module, "train_combination", fake)
+    config = runs_module.study_config("smoke")
+    records = runs_module.run_unit("ablation", "scenes", 0.3, 0, config, tmp_path, progress=False)
+    variants = runs_module.ABLATION_VARIANTS
+    assert [r["variant"] for r in records] == list(variants)
+    assert {tuple(j[1]) for j in jobs} == {SCENES} and [j[-1] for j in jobs] == [
+        *variants.values()
+    ]
+    assert list(variants.values())[0] == runs_module.AUTHORS_OPTIMISER
+    stored = json.loads(runs_module.unit_path(tmp_path, "ablation", "scenes", 0.3, 0).read_text())
+    assert list(stored["settings"]["optimisers"]) == list(variants)
+    # the other kinds train with the authors' settings only
+    runs_module.run_unit("sweep", "scenes", 0.3, 0, config, tmp_path, progress=False)
+    assert jobs[-1][-1] == runs_module.AUTHORS_OPTIMISER
+
+
+def test_ablation_table_compares_each_variant_with_the_authors_settings_seed_by_seed() -> None:
+    config = runs_module.study_config("smoke", seeds=[0, 1])
+    rows = []
+    for seed in (0, 1):
+        for k, variant in enumerate(runs_module.ABLATION_VARIANTS):
+            miou = 40.0 - 10.0 * k + seed  # every variant k·10 IoU points below the authors'
+            test = {"segmentation": {"miou": miou}, "depth": {"abs_err": 1.0},
+                    "normal": {"cosine": 0.5}}
+            rows.append({"kind": "ablation", "variant": variant, "seed": seed, "tasks": SCENES,
+                         "test": test, "group_sparsity": 10.0 * k, "param_sparsity": 12.0 * k})
+    table = study.ablation_table(pd.DataFrame(rows), config)
+    assert table["variant"].tolist() == list(runs_module.ABLATION_VARIANTS)
+    assert table["group_sparsity"].tolist() == [0.0, 10.0, 20.0, 30.0, 40.0]
+    assert table.loc[0, "delta_vs_authors"] == 0.0
+    assert (table["delta_vs_authors"].diff().dropna() < 0).all()  # worse the further down
+    assert table.loc[1, "delta_vs_authors std"] > 0  # -10/40 and -10/41 differ
 
 
 @pytest.mark.slow

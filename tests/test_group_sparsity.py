@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from collections.abc import Mapping
 
@@ -10,13 +12,19 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from mtlrepro.balancing import create_balancer
+from mtlrepro.balancing import UncertaintyWeighting, create_balancer
 from mtlrepro.config import ConfigError
 from mtlrepro.data.base import TensorDataset
 from mtlrepro.methods.group_sparsity import (
+    AUTHORS_OPTIMISER,
+    METRICS,
+    AuthorsOptimiser,
+    AuthorsUncertaintyWeighting,
     GroupSparsityProx,
+    OptimiserSettings,
     channel_groups,
     sparsity_stats,
+    uncertainty_balancer,
     zero_group_mask,
 )
 from mtlrepro.methods.proximal import group_soft_threshold_, weighted_group_prox_
@@ -207,8 +215,10 @@ def test_the_hook_keeps_its_options_and_finds_its_backbone() -> None:
         hook.shared_module(nn.Linear(2, 2))
 
 
-def test_weighted_hook_uses_adams_bias_corrected_denominator() -> None:
-    # after Adam's first step v̂ = g² exactly, so d = |g| + ε
+@pytest.mark.parametrize("metric", ["bias_corrected", "uncorrected"])
+def test_weighted_hook_uses_adams_denominator(metric: str) -> None:
+    # after Adam's first step v = (1 - β₂)·g² and v̂ = g², so d = |g|·√(1 - β₂) + ε (the
+    # authors' uncorrected metric) or |g| + ε (bias-corrected)
     torch.manual_seed(4)
     model = _TinyModel()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05, eps=1e-3)
@@ -217,7 +227,77 @@ def test_weighted_hook_uses_adams_bias_corrected_denominator() -> None:
     optimizer.step()
     weight = model.backbone[2].weight
     stepped = weight.detach().clone()
-    expected = weighted_group_prox_(stepped.clone(), weight.grad.abs() + 1e-3, lr=0.05, lam=0.2)
-    GroupSparsityProx(lam=0.2, prox="weighted_group").after_step(model, optimizer)
+    scale = 1.0 if metric == "bias_corrected" else math.sqrt(1 - 0.999)
+    denom = weight.grad.abs() * scale + 1e-3
+    expected = weighted_group_prox_(stepped.clone(), denom, lr=0.05, lam=0.2)
+    GroupSparsityProx(lam=0.2, prox="weighted_group", metric=metric).after_step(model, optimizer)
     torch.testing.assert_close(weight.detach(), expected, atol=1e-6, rtol=1e-5)  # float32 √
     assert float((expected - stepped).abs().max()) > 1e-3  # the prox did change the weight
+
+
+def test_uncorrected_metric_zeroes_more_groups_early_in_training() -> None:
+    zeroed = {}
+    for metric in METRICS:
+        model, _ = _train([GroupSparsityProx(lam=1e-3, prox="weighted_group", metric=metric)], 1)
+        zeroed[metric] = int(sum(m.sum() for m in zero_group_mask(model.backbone).values()))
+    assert zeroed["uncorrected"] > zeroed["bias_corrected"]
+
+
+# --------------------------------------------------------------------------------------------
+# The authors' optimiser and uncertainty weighting
+# --------------------------------------------------------------------------------------------
+def test_authors_optimiser_groups_the_backbone_and_the_heads() -> None:
+    model = _TinyModel()
+    groups = AuthorsOptimiser().param_groups(model)
+    assert [g["name"] for g in groups] == ["backbone", "heads"]
+    assert {id(p) for p in groups[0]["params"]} == {id(p) for p in model.backbone.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.heads.parameters()}
+    assert (groups[0]["eps"], groups[0]["weight_decay"], groups[1]["weight_decay"]) == (
+        1e-6,
+        0.0,
+        0.01,
+    )
+
+
+def test_authors_optimiser_decays_the_backbone_after_the_adam_step() -> None:
+    torch.manual_seed(0)
+    model = _TinyModel()
+    config = TrainConfig(epochs=1, batch_size=32, lr=1e-2, progress=False, device="cpu")
+    names = [s.name for s in SPECS]
+    plain = copy.deepcopy(model)
+    settings = dataclasses.replace(AUTHORS_OPTIMISER, backbone_weight_decay=0.0)
+    for net, hook in ((plain, AuthorsOptimiser(settings)), (model, AuthorsOptimiser())):
+        balancer = uncertainty_balancer(names, "authors")
+        fit(net, make_tasks(SPECS), _dataset(), None, balancer, config, [hook])
+    # one step (32 samples, batch 32): the same Adam update, then w <- (1 - lr·0.1)·w
+    for a, b in zip(plain.backbone.parameters(), model.backbone.parameters(), strict=True):
+        torch.testing.assert_close(b, a * (1 - 1e-2 * 0.1))
+    for a, b in zip(plain.heads.parameters(), model.heads.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_authors_uncertainty_is_twice_kendalls_with_log_variances_starting_at_one() -> None:
+    names = ["colour", "type"]
+    losses = {"colour": torch.tensor(2.0), "type": torch.tensor(0.5)}
+    authors = AuthorsUncertaintyWeighting(names)
+    kendall = UncertaintyWeighting(names)
+    assert authors.log_vars.tolist() == [1.0, 1.0]
+    with torch.no_grad():
+        kendall.log_vars.fill_(1.0)
+    torch.testing.assert_close(authors(losses), 2 * kendall(losses))
+    expected = math.exp(-1) * 2.0 + 1 + math.exp(-1) * 0.5 + 1
+    assert float(authors(losses).detach()) == pytest.approx(expected)
+    assert float(authors.weights()["type"]) == pytest.approx(math.exp(-1))
+    assert uncertainty_balancer(names, "kendall").weighting.log_vars.tolist() == [0.0, 0.0]
+    with pytest.raises(ConfigError):
+        uncertainty_balancer(names, "equal")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"metric": "adam"}, {"backbone_eps": 0.0}, {"backbone_weight_decay": -1.0},
+     {"head_weight_decay": math.nan}, {"uncertainty": "gradnorm"}],
+)
+def test_bad_optimiser_settings_raise_config_error(overrides: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        OptimiserSettings(**overrides)  # type: ignore[arg-type]

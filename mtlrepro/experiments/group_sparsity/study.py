@@ -29,6 +29,7 @@ from mtlrepro.compress import conv_flops, latency, parameter_count, slim
 from mtlrepro.config import ConfigError
 from mtlrepro.data import get_dataset
 from mtlrepro.experiments.group_sparsity.units import (
+    ABLATION_VARIANTS,
     DATASET_TASKS,
     SparsityStudyConfig,
     combinations,
@@ -224,6 +225,44 @@ def relative_table(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def ablation_table(runs: pd.DataFrame, config: SparsityStudyConfig) -> pd.DataFrame:
+    """The optimiser ablation: the all-task network at ``ablation_lambda`` with each of the
+    authors' settings undone (:data:`~mtlrepro.experiments.group_sparsity.units.ABLATION_VARIANTS`).
+
+    Args:
+        runs: :func:`~mtlrepro.experiments.group_sparsity.units.run_study`'s frame.
+        config: the study settings.
+
+    Returns:
+        One row per variant: ``variant``, ``seeds``, ``group_sparsity`` and ``param_sparsity``
+        (%, mean and std over seeds), each task's metric (mean), and ``delta_vs_authors``: Δ (%)
+        of the variant's network against the authors'-settings network of the same seed,
+        mean and std over seeds.
+    """
+    part = runs[runs["kind"] == "ablation"]
+    if part.empty:
+        raise ConfigError("no ablation runs")
+    reference = {
+        run["seed"]: _scores(run)
+        for _, run in part[part["variant"] == next(iter(ABLATION_VARIANTS))].iterrows()
+    }
+    rows = []
+    for variant, group in part.groupby("variant", sort=False):
+        deltas = pd.Series(
+            [relative_to(_scores(run), reference[run["seed"]]) for _, run in group.iterrows()]
+        )
+        row: dict[str, Any] = {"variant": variant, "seeds": len(group)}
+        for column in ("group_sparsity", "param_sparsity"):
+            row[column], row[f"{column} std"] = _mean_std(group[column])
+        for task, scores in _mean_scores(group).items():
+            for metric, value in scores.items():
+                row[f"{task} {metric}"] = value
+        row["delta_vs_authors"], row["delta_vs_authors std"] = _mean_std(deltas)
+        rows.append(row)
+    order = {label: k for k, label in enumerate(ABLATION_VARIANTS)}
+    return pd.DataFrame(rows).sort_values("variant", key=lambda v: v.map(order), ignore_index=True)
 
 
 # --------------------------------------------------------------------------------------------

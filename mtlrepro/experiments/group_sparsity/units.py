@@ -4,7 +4,9 @@ R. Upadhyay et al., "Less is More -- Towards parsimonious multi-task models usin
 sparsity".  Every network is paper B's (:mod:`mtlrepro.models.deeplab`): a dilated ResNet
 shared by all tasks, DeepLab-v3 ASPP heads for dense tasks and conv + two-FC heads for the
 binary attributes, trained with uncertainty weighting (Eq. 2) and Adam followed by the proximal
-step of the channel-wise group lasso (Eq. 4-6, :mod:`mtlrepro.methods.group_sparsity`).
+step of the channel-wise group lasso (Eq. 4-6, :mod:`mtlrepro.methods.group_sparsity`), with the
+optimiser settings of the authors' code where the paper is silent
+(:data:`~mtlrepro.methods.group_sparsity.AUTHORS_OPTIMISER`).
 
 **Units.**  The study is a grid of units, each trained by :func:`run_unit` and saved as one
 JSON file (:func:`unit_path`) with the settings it was made with.  The DVC pipeline runs every
@@ -18,21 +20,26 @@ is missing or was made with other settings.  Unit kinds (:data:`UNIT_KINDS`):
 * ``sweep`` -- the all-task combination of ``sweep_dataset`` at the extra λ of
   ``sweep_lambdas`` (Fig. 3 (a)-(d) use these and the table λ);
 * ``l1`` -- the multi-task combinations of ``sweep_dataset`` with the unstructured L1 prox at
-  ``l1_lambda`` (Table 3).
+  ``l1_lambda`` (Table 3);
+* ``ablation`` -- the all-task combination of ``sweep_dataset`` at ``ablation_lambda`` with
+  each setting of the authors' optimiser undone in turn (:data:`ABLATION_VARIANTS`).
 
 **Choices** (paper B leaves them open, or the cpu profile needs them):
 
 * metrics on the *test* split after the last epoch (no model selection);
 * depth is trained with MSE (paper B, §4), the others with their usual losses; the two binary
   attributes use 2-way softmax cross-entropy, which equals BCE on the logit difference;
-* the whole network shares one Adam optimiser and learning rate (the authors' heads use weight
-  decay 0.01; here no weight decay, so the only sparsifying force is the prox);
+* the whole network shares one Adam optimiser and learning rate, in the authors' parameter
+  groups (backbone: ε = 1e-6, decoupled weight decay 0.1; heads: L2 0.01), and the authors'
+  form of the uncertainty weighting (:class:`~mtlrepro.methods.group_sparsity.AuthorsOptimiser`,
+  :func:`~mtlrepro.methods.group_sparsity.uncertainty_balancer`);
 * the L1 prox is the plain soft-threshold with threshold lr·λ (the group prox is in Adam's
   metric by default), so ``l1_lambda`` is on its own scale and chosen separately.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
@@ -44,7 +51,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mtlrepro.balancing import create_balancer
 from mtlrepro.config import (
     DEFAULT_PROFILE,
     ConfigError,
@@ -56,9 +62,14 @@ from mtlrepro.config import (
 )
 from mtlrepro.data import get_dataset
 from mtlrepro.methods.group_sparsity import (
+    AUTHORS_OPTIMISER,
+    BEFORE_AUTHORS,
     PROXES,
+    AuthorsOptimiser,
     GroupSparsityProx,
+    OptimiserSettings,
     sparsity_stats,
+    uncertainty_balancer,
     zero_group_mask,
 )
 from mtlrepro.models import count_parameters, create_model
@@ -69,7 +80,7 @@ SECTION = "group_sparsity"
 """The ``params.yaml`` section of paper B (its notebook's name without the order prefix)."""
 NOTEBOOK = "02_group_sparsity"
 """Paper B's notebook (its runs go to ``results/runs/<NOTEBOOK>/``)."""
-UNIT_KINDS: tuple[str, ...] = ("table", "sweep", "l1")
+UNIT_KINDS: tuple[str, ...] = ("table", "sweep", "l1", "ablation")
 """Kinds of independent run units (see the module doc)."""
 DATASET_TASKS: dict[str, tuple[str, ...]] = {
     "scenes": ("segmentation", "depth", "normal"),
@@ -80,6 +91,21 @@ DATASET_TASKS: dict[str, tuple[str, ...]] = {
 """Dataset -> its three tasks in paper B's table order (NYU-v2-like and CelebAMask-HQ-like)."""
 BATCH_SIZE: dict[str, int] = {"scenes": 16, "nyuv2": 16, "faces": 32, "celebamask": 32}
 """Paper B's batch sizes (§4: 16 for NYU-v2, 32 for CelebAMask-HQ)."""
+ABLATION_VARIANTS: dict[str, OptimiserSettings] = {
+    "authors' settings": AUTHORS_OPTIMISER,
+    "bias-corrected metric, ε = 1e-8": dataclasses.replace(
+        AUTHORS_OPTIMISER, metric="bias_corrected", backbone_eps=1e-8
+    ),
+    "no weight decay": dataclasses.replace(
+        AUTHORS_OPTIMISER, backbone_weight_decay=0.0, head_weight_decay=0.0
+    ),
+    "Kendall's weighting (½·e^(−s)·L + ½·s, s₀ = 0)": dataclasses.replace(
+        AUTHORS_OPTIMISER, uncertainty="kendall"
+    ),
+    "all three undone (this project before)": BEFORE_AUTHORS,
+}
+"""The ablation unit's variants of the optimiser (issue: paper B's optimiser as its authors ran
+it): the authors' settings, each of them undone in turn, and all undone."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +119,7 @@ class SparsityStudyConfig:
         sweep_dataset: dataset of Fig. 3 and Table 3.
         sweep_lambdas: extra λ values of Fig. 3 (the all-task combination only).
         l1_lambda: λ of the unstructured L1 prox (Table 3).
+        ablation_lambda: λ of the optimiser ablation (:data:`ABLATION_VARIANTS`).
         seeds: seeds; tables report mean ± std over them (paper: 5).
         prox: proximal operator of the group lasso (``weighted_group`` = Adam's metric, as
             the authors' code; ``group`` = Eq. 5 as printed).
@@ -111,6 +138,7 @@ class SparsityStudyConfig:
     sweep_dataset: str = "scenes"
     sweep_lambdas: tuple[float, ...] = (1e-7, 1e-4, 1e-3, 1e-2)
     l1_lambda: float = 1e-5
+    ablation_lambda: float = 1e-6
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     prox: str = "weighted_group"
     epochs: int = 100
@@ -137,6 +165,7 @@ class SparsityStudyConfig:
                 parse_lambda(lam, f"SparsityStudyConfig.{key}")
             check_distinct(f"SparsityStudyConfig.{key}", getattr(self, key), lambda_label)
         parse_lambda(self.l1_lambda, "SparsityStudyConfig.l1_lambda")
+        parse_lambda(self.ablation_lambda, "SparsityStudyConfig.ablation_lambda")
         if 0.0 not in self.lambdas or len(self.lambdas) < 2:
             raise ConfigError(
                 f"SparsityStudyConfig.lambdas must hold 0 and a sparse value; got {self.lambdas}"
@@ -172,15 +201,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lambdas": (0.0, 0.3),
         "sweep_lambdas": (1.0,),
         "l1_lambda": 3.0,
+        "ablation_lambda": 0.3,
         "seeds": (0,),
         "epochs": 2,
         "lr": 1e-3,
         "latency_repeats": 2,
     },
     "cpu": {
-        "lambdas": (0.0, 3e-3, 1e-2),
-        "sweep_lambdas": (1e-3, 3e-2, 1e-1),
+        "lambdas": (0.0, 1e-3, 3e-3),
+        "sweep_lambdas": (3e-4, 1e-2, 1e-1),
         "l1_lambda": 1.0,
+        "ablation_lambda": 3e-3,
         "seeds": (0, 1),
         "epochs": 6,
         "lr": 1e-3,
@@ -209,7 +240,7 @@ def study_config(profile: str, **overrides: Any) -> SparsityStudyConfig:
             continue
         if key in ("lambdas", "sweep_lambdas") and isinstance(value, list | tuple):
             value = tuple(parse_lambda(v, f"{SECTION}.{key}") for v in value)
-        elif key == "l1_lambda":
+        elif key in ("l1_lambda", "ablation_lambda"):
             value = parse_lambda(value, f"{SECTION}.{key}")
         elif isinstance(value, list):
             value = tuple(value)
@@ -266,7 +297,7 @@ def unit_combinations(kind: str, dataset: str) -> list[tuple[str, ...]]:
     combos = combinations(DATASET_TASKS[dataset])
     if kind == "table":
         return combos
-    if kind == "sweep":
+    if kind in ("sweep", "ablation"):
         return [combos[-1]]
     return [c for c in combos if len(c) > 1]
 
@@ -319,7 +350,21 @@ def unit_settings(
         "n_train": config.n_train,
         "threads": config.threads,
         "batch_size": BATCH_SIZE[dataset],
+        "optimisers": {label: dataclasses.asdict(o) for label, o in unit_variants(kind).items()},
     }
+
+
+def unit_variants(kind: str) -> dict[str, OptimiserSettings]:
+    """The optimiser settings a unit of ``kind`` trains its combinations with, by label: every
+    one of :data:`ABLATION_VARIANTS` for ``ablation``, else only the authors'.
+
+    Args:
+        kind: one of :data:`UNIT_KINDS`.
+    """
+    check_choice("unit kind", kind, UNIT_KINDS)
+    if kind == "ablation":
+        return dict(ABLATION_VARIANTS)
+    return {label: o for label, o in ABLATION_VARIANTS.items() if o == AUTHORS_OPTIMISER}
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,6 +385,7 @@ def train_combination(
     prox: str,
     seed: int,
     config: SparsityStudyConfig,
+    optimiser: OptimiserSettings = AUTHORS_OPTIMISER,
 ) -> dict[str, Any]:
     """Train paper B's network on one task combination and describe the result.
 
@@ -350,6 +396,7 @@ def train_combination(
         prox: ``group``, ``weighted_group`` or ``l1``.
         seed: seed of initialisation and data order.
         config: the study settings (profile, epochs, lr, n_train, threads).
+        optimiser: the optimiser settings (the authors' by default).
 
     Returns:
         A JSON-able record: ``tasks``, ``test`` (task -> metric -> value), ``group_sparsity``
@@ -371,12 +418,12 @@ def train_combination(
     trained = train_network(
         build_model,
         train_set.task_specs,
-        create_balancer("uncertainty", list(tasks)),
+        uncertainty_balancer(tasks, optimiser.uncertainty),
         train_set,
         None,
         test_set,
         train_config_for(config, batch_size=BATCH_SIZE[dataset], seed=seed, progress=False),
-        hooks=[GroupSparsityProx(lam, prox)],
+        hooks=[AuthorsOptimiser(optimiser), GroupSparsityProx(lam, prox, metric=optimiser.metric)],
         losses={"depth": "mse"},
     )
     model, test = trained.model, trained.test
@@ -445,27 +492,32 @@ def run_unit(
             because the code changed, which the settings do not record).
 
     Returns:
-        One record per combination (see :func:`train_combination`) with the unit's settings
-        (``kind``, ``dataset``, ``lam``, ``seed``, ``prox``) added.
+        One record per combination and optimiser variant (see :func:`train_combination`) with
+        the unit's settings (``kind``, ``dataset``, ``lam``, ``seed``, ``prox``) and the
+        ``variant``'s label (:func:`unit_variants`) added.
     """
     check_choice("dataset", dataset, tuple(DATASET_TASKS))
     parse_lambda(lam)
     check_range("seed", seed, 0, integer=True)
     settings = unit_settings(kind, dataset, lam, seed, config)
+    variants = unit_variants(kind)
 
     def train() -> list[dict[str, Any]]:
         jobs = [
-            (dataset, combo, lam, settings["prox"], seed, config)
+            (dataset, combo, lam, settings["prox"], seed, config, optimiser)
             for combo in unit_combinations(kind, dataset)
+            for optimiser in variants.values()
         ]
         # fit sets the study's torch thread count in whichever process trains
-        return map_jobs(
+        records = map_jobs(
             train_combination,
             jobs,
             workers=config.workers,
             desc=f"{kind} {dataset} λ={lambda_label(lam)} seed {seed}",
             progress=progress,
         )
+        labels = [label for _ in unit_combinations(kind, dataset) for label in variants]
+        return [{**record, "variant": label} for record, label in zip(records, labels, strict=True)]
 
     path = unit_path(runs_dir, kind, dataset, lam, seed)
     runs = load_or_train(path, settings, train, retrain=retrain)
@@ -491,6 +543,7 @@ def study_units(config: SparsityStudyConfig) -> list[tuple[str, str, float, int]
         for s in config.seeds
     ]
     units += [("l1", config.sweep_dataset, config.l1_lambda, s) for s in config.seeds]
+    units += [("ablation", config.sweep_dataset, config.ablation_lambda, s) for s in config.seeds]
     return units
 
 
