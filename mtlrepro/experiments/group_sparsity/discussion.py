@@ -100,11 +100,28 @@ def _seed_spread_sentence(table1: pd.DataFrame) -> str:
     )
 
 
+def _ablation_sentence(config: SparsityStudyConfig, ablation: pd.DataFrame) -> str:
+    """How far each of the authors' optimiser settings moves the sparsity λ reaches."""
+    rows = ablation.set_index("variant")
+    authors = rows.iloc[0]
+    others = "; ".join(
+        f"{variant}: {row['group_sparsity']:.1f} % (Δ vs the authors' "
+        f"{row['delta_vs_authors']:+.1f} ± {row['delta_vs_authors std']:.1f} %)"
+        for variant, row in rows.iloc[1:].iterrows()
+    )
+    return (
+        f"The optimiser's details move the sparsity a λ reaches: at λ = "
+        f"{lambda_label(config.ablation_lambda)} the all-task {config.sweep_dataset} network ends "
+        f"with {authors['group_sparsity']:.1f} % zero groups under the authors' settings; {others}."
+    )
+
+
 def discussion(
     config: SparsityStudyConfig,
     table1: pd.DataFrame,
     table2: pd.DataFrame,
     verdicts: Sequence[Claim],
+    ablation: pd.DataFrame,
 ) -> str:
     """The body of the notebook's Discussion as Markdown (the notebook holds its heading).
 
@@ -114,6 +131,7 @@ def discussion(
             first dataset (scenes).
         table2: the same of the last dataset (faces).
         verdicts: :func:`~mtlrepro.experiments.group_sparsity.claims.evaluate`.
+        ablation: :func:`~mtlrepro.experiments.group_sparsity.study.ablation_table`.
     """
     reproduced = [c.claim_id for c in verdicts if c.verdict == REPRODUCED]
     lines = [
@@ -122,6 +140,7 @@ def discussion(
         f"* {_segmentation_sentence(table1)}",
         *(f"* {s}" for s in _attribute_sentences(config, table2, config.datasets[-1])),
         f"* {_seed_spread_sentence(table1)}",
+        f"* {_ablation_sentence(config, ablation)}",
         f"* Reproduced: {', '.join(reproduced) or 'none'}.",
         *(
             f"* {c.claim_id} is {c.verdict} ({c.our_value}): "

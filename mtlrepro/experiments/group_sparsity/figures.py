@@ -323,7 +323,7 @@ def plot_sparsity_heatmaps(
     width = max(len(m) for m in reference.values())
     with theme():
         fig = new_figure(
-            4.0 * len(titles) + (1.6 if layer_labels else 0.6), max(2.6, 0.18 * len(layers) + 1.4)
+            4.0 * len(titles) + (2.2 if layer_labels else 0.6), max(3.0, 0.3 * len(layers) + 1.6)
         )
         axes = fig.subplots(1, len(titles), squeeze=False, sharey=True)[0]
         for ax, title in zip(axes, titles, strict=True):
@@ -341,10 +341,10 @@ def plot_sparsity_heatmaps(
             )
             ax.grid(False)
             ax.set_title(f"{title}\n{share:.1f} % zero groups")
-            ax.set_xlabel("input channel")
+            ax.set_xlabel("input channel (index)")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if layer_labels:
-            fontsize = "small" if len(layers) <= 24 else "x-small"
+            fontsize = "medium" if len(layers) <= 24 else "small"
             axes[0].set_yticks(range(len(layers)), layers, fontsize=fontsize)
         else:
             axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))

@@ -35,6 +35,7 @@ from mtlrepro.experiments.group_sparsity.units import (
     combinations,
     lambda_label,
 )
+from mtlrepro.inference import export
 from mtlrepro.methods.group_sparsity import zero_group_mask, zero_groups_
 from mtlrepro.metrics import LOWER_IS_BETTER, relative_performance
 from mtlrepro.models import create_model
@@ -227,6 +228,61 @@ def relative_table(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def seed_scores(
+    runs: pd.DataFrame, kind: str, dataset: str, combo: str, lam: float
+) -> dict[int, dict[str, dict[str, float]]]:
+    """Paper B's metric of each task per seed, of one combination's runs at one λ.
+
+    Args:
+        runs: :func:`~mtlrepro.experiments.group_sparsity.units.run_study`'s frame.
+        kind: the unit kind.
+        dataset: the dataset.
+        combo: the combination (task names joined by ``+``).
+        lam: the λ.
+
+    Returns:
+        Seed -> task -> {metric: value}.
+    """
+    part = runs[
+        (runs["kind"] == kind)
+        & (runs["dataset"] == dataset)
+        & (runs["combo"] == combo)
+        & (runs["lam"] == lam)
+    ]
+    return {int(run["seed"]): _scores(run) for _, run in part.iterrows()}
+
+
+def single_task_scores(runs: pd.DataFrame, dataset: str) -> dict[int, dict[str, dict[str, float]]]:
+    """Per seed, each task's metric of its dense single-task network (table runs, λ = 0).
+
+    Args:
+        runs: :func:`~mtlrepro.experiments.group_sparsity.units.run_study`'s frame.
+        dataset: the dataset.
+    """
+    out: dict[int, dict[str, dict[str, float]]] = {}
+    for task in DATASET_TASKS[dataset]:
+        for seed, scores in seed_scores(runs, "table", dataset, task, 0.0).items():
+            out.setdefault(seed, {})[task] = scores[task]
+    return out
+
+
+def seed_deltas(
+    scores: Mapping[int, Mapping[str, Mapping[str, float]]],
+    reference: Mapping[int, Mapping[str, Mapping[str, float]]],
+) -> list[float]:
+    """Δ (%) of ``scores`` against ``reference`` seed by seed, over the seeds both have (both
+    networks of a seed share the data order), on the tasks of ``scores``.
+
+    Args:
+        scores: seed -> task -> {metric: value}.
+        reference: the same for the reference (it may hold more tasks).
+    """
+    return [
+        relative_to(scores[seed], {task: reference[seed][task] for task in scores[seed]})
+        for seed in sorted(set(scores) & set(reference))
+    ]
+
+
 def ablation_table(runs: pd.DataFrame, config: SparsityStudyConfig) -> pd.DataFrame:
     """The optimiser ablation: the all-task network at ``ablation_lambda`` with each of the
     authors' settings undone (:data:`~mtlrepro.experiments.group_sparsity.units.ABLATION_VARIANTS`).
@@ -355,8 +411,10 @@ def latency_vs_lambda(
 
     The zero groups a run ended with are applied to a fresh backbone of the same architecture,
     which :func:`mtlrepro.compress.slim` then turns into a smaller dense network (the values of
-    the weights do not change its speed, only its shape).  Timed on the CPU, and on CUDA when
-    present, at each batch size; at the dataset's image size.  Every backbone is timed in
+    the weights do not change its speed, only its shape), served in its inference form
+    (:func:`mtlrepro.inference.export`: BatchNorm folded, the faster memory format for each
+    batch size; the dense backbone too).  Timed on the CPU, and on CUDA when present, at each
+    batch size; at the dataset's image size.  Every backbone is timed in
     :data:`LATENCY_ROUNDS` rounds (forward order, then backward, ...) and keeps its fastest
     median, so a transient slowdown of the machine, or the process's first timings, do not
     land on one λ.
@@ -391,6 +449,11 @@ def latency_vs_lambda(
             }
         )
     settings = [(device, batch) for device in devices for batch in batch_sizes]
+    served = {
+        (i, batch): export(row["backbone"], torch.randn(batch, 3, height, width))
+        for i, row in enumerate(rows)
+        for batch in batch_sizes
+    }
     best = np.full((len(rows), len(settings)), np.inf)
     order = list(range(len(rows)))
     bar = tqdm(total=LATENCY_ROUNDS * len(rows), desc="latency", disable=not progress)
@@ -399,7 +462,7 @@ def latency_vs_lambda(
             for i in order if round_ % 2 == 0 else order[::-1]:
                 for j, (device, batch) in enumerate(settings):
                     seconds = latency(
-                        rows[i]["backbone"],
+                        served[i, batch],
                         (batch, 3, height, width),
                         config.latency_repeats,
                         device,
