@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 import torch
@@ -138,8 +140,27 @@ def test_paper_values_of_the_claims_come_from_a_csv(monkeypatch):
     assert by_id["A2"].paper_value == "41.63 -> 22.09 %"
     # A3 reads Table 2 as a whole (paper_numbers.table); its numbers are the CSV's
     assert by_id["A3"].paper_value == (
-        "highest EfficientNet-B0 (85.16 %), lowest VGG-11 (53.15 %)"
+        "utilisation EfficientNet-B0 > EfficientNet-B2 > ResNet-18 > ResNet-50 > NFNet-L0 > "
+        "VGG-11 (Table 2)"
     )
+
+
+def test_a3_needs_the_papers_ranking_and_efficientnets_on_par_with_vgg11():
+    result = _result()  # utilisation ranked as the paper's, every family at 75 % accuracy
+    a3 = {c.claim_id: c for c in claims.evaluate(result)}["A3"]
+    assert a3.verdict == REPRODUCED and "Spearman ρ with the paper's +1.00" in a3.our_value
+    assert "perform on par with bigger networks like VGG-11" in a3.claim
+    weaker = dataclasses.replace(
+        result.families["efficientnet_b2"], test={t: 72.0 for t in TASKS}
+    )
+    behind = dataclasses.replace(result, families={**result.families, "efficientnet_b2": weaker})
+    a3 = {c.claim_id: c for c in claims.evaluate(behind)}["A3"]
+    assert a3.verdict == NOT_REPRODUCED  # 3 points below VGG-11: not on par
+    assert "EfficientNet-B2 -3.0 points" in a3.our_value
+    swapped = _result(family_finals={f: 100 - 5 * i for i, f in enumerate(
+        ["resnet50", "vgg11", "nfnet_l0", "resnet18", "efficientnet_b0", "efficientnet_b2"])})
+    a3 = {c.claim_id: c for c in claims.evaluate(swapped)}["A3"]
+    assert a3.verdict == NOT_REPRODUCED  # on par, but ranked unlike the paper
 
 
 def test_rarest_condition_names_the_least_frequent_present_colour():

@@ -6,6 +6,7 @@ Gedeon & Harris, "Progressive image compression", IJCNN 1992.
 
 **Model (§2.1).** Feature extractor -> FC d->h -> BatchNorm -> σ -> joint hidden H -> one
 linear decoder h->k_t per task (:class:`~mtlrepro.models.joint_encoder.JointEncoderModel`).
+Paper A never names σ; sigmoid is our choice, after Gedeon & Harris, whose method it applies.
 
 **Activation patterns (Eq. 3-4).** h_i = σ(BN(X_f w_i + b_i)) ∈ R^N over a fixed probe set of N
 images, BN in eval mode (running statistics): the patterns the evaluated network computes.
@@ -86,7 +87,8 @@ class DistinctivenessConfig:
     Attributes:
         hidden: initial joint hidden size h (paper: 128).
         theta: angle threshold θ in degrees, in [0, 90] (paper: 30).
-        activation: σ, one of :data:`ACTIVATIONS` (paper: sigmoid).
+        activation: σ, one of :data:`ACTIVATIONS` (our choice sigmoid, after Gedeon & Harris;
+            paper A never names it).
         centring: pattern centring, one of :data:`CENTRINGS` (see the module doc).
         similarity: prune pairs with ∠ <= θ (Eq. 13).
         dissimilarity: prune pairs with ∠ >= 180° - θ (Eq. 14-15).

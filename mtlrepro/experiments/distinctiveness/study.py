@@ -2,10 +2,10 @@
 
 J. Singh, "Analysing Efficiency of Deep Multi-Task Networks Using Distinctiveness Pruning".
 Every network is paper A's joint encoder (:class:`~mtlrepro.methods.distinctiveness.
-JointEncoderModel`): a family's feature extractor -> FC (h = 128) -> BatchNorm -> sigmoid -> one
-linear decoder per task, trained with hard-sample mining (keep the hardest 70 %, §2.2) and
-PCGrad (Eq. 16), Adam with L2 and reduce-on-plateau (§4), pruned by distinctiveness at the end
-of every epoch (θ = 30°, §2.3).
+JointEncoderModel`): a family's feature extractor -> FC (h = 128) -> BatchNorm -> sigmoid (our
+choice: paper A never names the activation) -> one linear decoder per task, trained with
+hard-sample mining (keep the hardest 70 %, §2.2) and PCGrad (Eq. 16), Adam with L2 and
+reduce-on-plateau (§4), pruned by distinctiveness at the end of every epoch (θ = 30°, §2.3).
 
 * Table 1: D-Prune vs a network trained directly at D-Prune's final hidden size (no pruning).
 * Table 2: per backbone family: parameters, initial/final hidden size, compression %, feature
