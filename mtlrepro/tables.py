@@ -9,7 +9,7 @@ every cell in full, wrapped within its column, missing values blank, numbers rou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 
 import pandas as pd
@@ -59,3 +59,63 @@ def show_claims(claims: Sequence[Claim]) -> Styler:
     kinds = frame["kind"].unique()
     columns = [*CLAIM_COLUMNS[:1], *(["kind"] if len(kinds) > 1 else []), *CLAIM_COLUMNS[1:]]
     return show(frame[columns], max_width_em=30)
+
+
+def compare_claims(named: Mapping[str, Sequence[Claim]]) -> pd.DataFrame:
+    """The same claims decided on several runs side by side (e.g. from scratch and pretrained):
+    one row per claim, its verdict and our value under each name.
+
+    Args:
+        named: run name -> its claims (the same ids in each; checks are left out).
+
+    Returns:
+        Columns ``claim_id``, ``claim``, then ``<name>`` (the verdict) and ``<name>: ours`` per
+        name, in the order given.
+    """
+    if not named:
+        raise ConfigError("compare_claims needs at least one named set of claims")
+    frames = []
+    for name, claims in named.items():
+        rows = [c for c in claims if not c.is_check]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "claim_id": [c.claim_id for c in rows],
+                    "claim": [c.claim for c in rows],
+                    name: [c.verdict for c in rows],
+                    f"{name}: ours": [c.our_value for c in rows],
+                }
+            )
+        )
+    ids = [list(f["claim_id"]) for f in frames]
+    if any(i != ids[0] for i in ids):
+        raise ConfigError(f"the named claims differ in their ids: {ids}")
+    out = frames[0]
+    for frame in frames[1:]:
+        out = out.merge(frame.drop(columns="claim"), on="claim_id")
+    return out
+
+
+def verdict_changes(table: pd.DataFrame, before: str, after: str) -> str:
+    """A sentence naming the claims whose verdict differs between two columns of
+    :func:`compare_claims`' table, e.g. from scratch and pretrained.
+
+    Args:
+        table: :func:`compare_claims`' frame.
+        before: the first run's name (a column of ``table``).
+        after: the second run's name.
+    """
+    for name in (before, after):
+        if name not in table.columns:
+            raise ConfigError(f"no run named {name!r} in the table; it has {list(table.columns)}")
+    changed = table[table[before] != table[after]]
+    if changed.empty:
+        return f"{after.capitalize()} instead of {before}, every claim keeps its verdict."
+    moves = ", ".join(
+        f"{row['claim_id']} ({row[before]} → {row[after]})" for _, row in changed.iterrows()
+    )
+    kept = len(table) - len(changed)
+    return (
+        f"{after.capitalize()} instead of {before} changes {moves}; {kept} other claim"
+        f"{'s keep their' if kept != 1 else ' keeps its'} verdict."
+    )

@@ -66,14 +66,31 @@ def test_units_cover_tables_sweep_and_l1() -> None:
     assert kinds.count("l1") == len(config.seeds)
     paths = {runs_module.unit_path("r", *u) for u in units}
     assert len(paths) == len(units)  # no two units share a file
+    both = runs_module.study_units(runs_module.study_config("cpu"))
+    assert [u[-1] for u in both].count("pretrained") == len(both) / 2  # every unit both ways
+    assert runs_module.unit_path("r", *both[0]).name == "scenes-lam0-seed0-pretrained.json"
+
+
+def test_the_pretrained_start_needs_a_profile_with_pretraining() -> None:
+    assert runs_module.study_config("cpu").starts == ("pretrained", "scratch")
+    assert runs_module.study_config("smoke").starts == ("scratch",)
+    with pytest.raises(ConfigError, match="no embedded pretraining"):
+        runs_module.study_config("paper", starts=["pretrained"])
+    with pytest.raises(ConfigError):
+        runs_module.study_config("cpu", starts=["imagenet"])
+    with pytest.raises(ConfigError):
+        runs_module.study_config("cpu", starts=[])
 
 
 def test_cli_rejects_a_lambda_not_written_canonically(tmp_path: Path, capsys) -> None:
     params = tmp_path / "params.yaml"
     params.write_text("profile: smoke\ngroup_sparsity:\n  seeds: [0]\n")
-    code = runs_main(["group_sparsity", "sweep", "scenes", "0.001", "0", "--params", str(params),
-                      "--runs", str(tmp_path / "runs")])
+    code = runs_main(["group_sparsity", "sweep", "scenes", "0.001", "0", "scratch", "--params",
+                      str(params), "--runs", str(tmp_path / "runs")])
     assert code == 2 and "'1e-3'" in capsys.readouterr().err
+    code = runs_main(["group_sparsity", "sweep", "scenes", "1e-3", "0", "imagenet", "--params",
+                      str(params), "--runs", str(tmp_path / "runs")])
+    assert code == 2 and "start" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 
@@ -89,7 +106,7 @@ def test_a_stopped_unit_leaves_its_file_as_it_was(tmp_path: Path, signum: int) -
     old.parent.mkdir(parents=True)
     old.write_text('{"settings": {}, "runs": []}\n')
     command = [sys.executable, "-m", "mtlrepro.runs", "group_sparsity", "sweep", "scenes", "1",
-               "0", "--params", str(params), "--runs", str(runs)]
+               "0", "scratch", "--params", str(params), "--runs", str(runs)]
     unit = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     assert unit.stderr is not None
     seen = ""
@@ -107,7 +124,7 @@ def test_a_stopped_unit_leaves_its_file_as_it_was(tmp_path: Path, signum: int) -
 
 
 # ------------------------------------------------------------------------------- run units
-def _fake_record(dataset, tasks, lam, prox, seed, config, optimiser) -> dict[str, Any]:
+def _fake_record(dataset, tasks, lam, prox, seed, config, optimiser, start) -> dict[str, Any]:
     return {"tasks": list(tasks), "lam": lam, "prox": prox, "seed": seed}
 
 
@@ -153,7 +170,7 @@ def test_the_ablation_unit_trains_every_optimiser_variant_of_the_all_task_networ
     records = runs_module.run_unit("ablation", "scenes", 0.3, 0, config, tmp_path, progress=False)
     variants = runs_module.ABLATION_VARIANTS
     assert [r["variant"] for r in records] == list(variants)
-    assert {tuple(j[1]) for j in jobs} == {SCENES} and [j[-1] for j in jobs] == [
+    assert {tuple(j[1]) for j in jobs} == {SCENES} and [j[-2] for j in jobs] == [
         *variants.values()
     ]
     assert list(variants.values())[0] == runs_module.AUTHORS_OPTIMISER
@@ -161,7 +178,7 @@ def test_the_ablation_unit_trains_every_optimiser_variant_of_the_all_task_networ
     assert list(stored["settings"]["optimisers"]) == list(variants)
     # the other kinds train with the authors' settings only
     runs_module.run_unit("sweep", "scenes", 0.3, 0, config, tmp_path, progress=False)
-    assert jobs[-1][-1] == runs_module.AUTHORS_OPTIMISER
+    assert jobs[-1][-2] == runs_module.AUTHORS_OPTIMISER
 
 
 def test_ablation_table_compares_each_variant_with_the_authors_settings_seed_by_seed() -> None:
@@ -299,7 +316,7 @@ def test_claims_follow_the_numbers() -> None:
     verdicts = {c.claim_id: c.verdict for c in claims.evaluate(peaked, latencies, config)}
     assert set(verdicts.values()) <= set(VERDICTS)
     assert verdicts["B1"] == verdicts["B2"] == verdicts["B3"] == "reproduced"
-    assert verdicts["B4"] == "not reproduced"  # L1 6 % of the weights, the group lasso's 75 %
+    assert verdicts["B4"] == "not applicable"  # L1 6 % of the weights, the group lasso's 75 %
     assert verdicts["B5"] == "not reproduced"  # sparse multi-task 0.9·1.05 of single-task
     declining = _synthetic_runs({0.0: 1.0, 0.5: 0.95, 1.0: 0.9, 1.5: 0.8})
     declined = claims.evaluate(declining, latencies, config)
@@ -308,6 +325,28 @@ def test_claims_follow_the_numbers() -> None:
     slower = latencies.assign(latency_ms=latencies["lam"] + 10.0)
     verdicts = {c.claim_id: c.verdict for c in claims.evaluate(peaked, slower, config)}
     assert verdicts["B3"] == "not reproduced"
+
+
+def test_b3_compares_each_seeds_slimmed_backbone_with_the_dense_one() -> None:
+    def timed(sparse_ms: dict[int, float]) -> pd.DataFrame:
+        return pd.DataFrame([
+            {"lam": lam, "seed": seed, "device": "cpu", "batch_size": 16,
+             "latency_ms": 10.0 if lam == 0 else sparse_ms[seed], "flops": 1.0,
+             "parameters": 1, "group_sparsity": 40.0 * lam}
+            for lam in (0.0, 0.5, 1.0, 1.5) for seed in (0, 1)
+        ])
+
+    runs = _synthetic_runs({0.0: 1.0, 0.5: 1.1, 1.5: 0.8})
+    config = _claims_config()
+
+    def b3(latencies: pd.DataFrame) -> Claim:
+        return next(c for c in claims.evaluate(runs, latencies, config) if c.claim_id == "B3")
+
+    assert b3(timed({0: 7.0, 1: 7.2})).verdict == "reproduced"  # 30 and 28 % faster
+    assert b3(timed({0: 12.0, 1: 12.5})).verdict == "not reproduced"
+    noisy = b3(timed({0: 6.0, 1: 11.0}))  # +40 % and -10 %: within the seed spread
+    assert noisy.verdict == "inconclusive"
+    assert "λ = 1.5 (60 % zero groups): +15.00 ± 35.36 %" in noisy.our_value
 
 
 def _claims_config():
@@ -344,6 +383,9 @@ def test_b4_needs_similar_parameter_sparsity_and_the_group_lasso_ahead_seed_by_s
     grouped = runs.copy()
     grouped.loc[l1, "group_sparsity"] = 30.0  # not "a notably low percentage"
     assert _verdict(grouped, "B4") == "not reproduced"
+    sparser = runs.copy()
+    sparser.loc[l1, "param_sparsity"] = 95.0  # no group-lasso network near it: untestable
+    assert _verdict(sparser, "B4") == "not applicable"
 
 
 def test_b1_is_not_applicable_without_a_network_near_70_percent_and_b5_needs_the_gap_closed(

@@ -9,7 +9,7 @@ import pytest
 
 from mtlrepro.config import ConfigError
 from mtlrepro.report import make_check, make_claim
-from mtlrepro.tables import show, show_claims
+from mtlrepro.tables import compare_claims, show, show_claims, verdict_changes
 
 LONG = "the paper's sentence, quoted in full so that a reader can check it " * 3
 
@@ -49,3 +49,38 @@ def test_show_claims_prints_the_readers_columns_and_the_kind_only_when_mixed() -
     assert ">kind<" in show_claims([claim, check]).to_html()
     with pytest.raises(ConfigError):
         show_claims([])
+
+
+def test_compare_claims_puts_the_verdicts_of_each_run_side_by_side() -> None:
+    def claims(verdict: bool) -> list:
+        return [
+            make_claim("A1", "first", "p", f"ours {verdict}", verdict, profile="cpu", dataset="d"),
+            make_claim("A2", "second", "p", "o", None, profile="cpu", dataset="d"),
+            make_check("A5", "a check", 1, 1, True, profile="cpu", dataset="d"),
+        ]
+
+    table = compare_claims({"from scratch": claims(False), "pretrained": claims(True)})
+    assert list(table.columns) == ["claim_id", "claim", "from scratch", "from scratch: ours",
+                                   "pretrained", "pretrained: ours"]
+    assert table["claim_id"].tolist() == ["A1", "A2"]  # the check is left out
+    assert table.loc[0, "from scratch"] == "not reproduced"
+    assert table.loc[0, "pretrained"] == "reproduced"
+    assert table.loc[1, "pretrained: ours"] == "o"
+    with pytest.raises(ConfigError, match="differ"):
+        compare_claims({"a": claims(True), "b": claims(True)[:1]})
+    with pytest.raises(ConfigError):
+        compare_claims({})
+
+
+def test_verdict_changes_names_the_claims_that_moved() -> None:
+    table = pd.DataFrame({"claim_id": ["A1", "A2", "A3"],
+                          "from scratch": ["not reproduced", "reproduced", "inconclusive"],
+                          "pretrained": ["reproduced", "reproduced", "inconclusive"]})
+    assert verdict_changes(table, "from scratch", "pretrained") == (
+        "Pretrained instead of from scratch changes A1 (not reproduced → reproduced); 2 other "
+        "claims keep their verdict."
+    )
+    same = table.assign(pretrained=table["from scratch"])
+    assert "every claim keeps its verdict" in verdict_changes(same, "from scratch", "pretrained")
+    with pytest.raises(ConfigError, match="no run named"):
+        verdict_changes(table, "from scratch", "imagenet")

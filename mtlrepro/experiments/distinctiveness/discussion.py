@@ -7,22 +7,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pandas as pd
+
 from mtlrepro.data import get_dataset
 from mtlrepro.data.stats import class_labels
 from mtlrepro.experiments.distinctiveness.study import PruneRun, PruningStudyConfig, StudyResult
+from mtlrepro.pretraining import STARTS
 from mtlrepro.report import NOT_APPLICABLE, REPRODUCED, Claim
+from mtlrepro.tables import verdict_changes
 
 CAUSES: dict[str, str] = {
-    "A1": "every extractor trains from scratch for a few epochs on small embedded images, where "
-    "the paper fine-tunes ImageNet-pretrained ones on Vehicle-X; merging units early removes "
-    "capacity the still-learning network needs, so the baseline at the final size, trained "
-    "unpruned throughout, keeps the edge",
+    "A1": "every extractor trains for a few epochs on small embedded images (from a short "
+    "pretraining on an embedded mix, or from scratch), where the paper fine-tunes "
+    "ImageNet-pretrained ones on Vehicle-X; merging units early removes capacity the "
+    "still-learning network needs, so the baseline at the final size, trained unpruned "
+    "throughout, keeps the edge",
     "A2": "how far pruning goes depends on when the minimum angle first falls below θ within "
     "the few epochs run, which varies between task sets more than the number of tasks does",
     "A3": "the CPU-sized extractors differ from the ImageNet architectures in depth and width "
-    "and are not pretrained, so their feature utilisation need not follow the paper's order",
-    "A4": "the unpruned baseline trains for only a few epochs from scratch, where its features "
-    "are still forming; the paper's curves span a full fine-tuning run of pretrained extractors",
+    "and have at most a short embedded pretraining, so their feature utilisation need not "
+    "follow the paper's order",
+    "A4": "the unpruned baseline trains for only a few epochs, where its features are still "
+    "forming; the paper's curves span a full fine-tuning run of ImageNet-pretrained extractors",
 }
 """Claim -> the likeliest cause when it does not reproduce."""
 
@@ -38,10 +44,17 @@ def majority_accuracy(config: PruningStudyConfig, task: str) -> float:
 def _scale(config: PruningStudyConfig) -> str:
     return (
         f"This run: profile `{config.profile}`, data `{config.dataset}`, seed {config.seed}, "
-        f"{config.epochs} epochs from scratch, a joint layer of {config.hidden} units pruned at "
-        f"θ = {config.theta:g}°. The paper fine-tunes ImageNet-pretrained extractors on "
+        f"{config.epochs} epochs {_start(config)}, a joint layer of {config.hidden} units "
+        f"pruned at θ = {config.theta:g}°. The paper fine-tunes ImageNet-pretrained extractors on "
         "Vehicle-X for 20 epochs."
     )
+
+
+def _start(config: PruningStudyConfig) -> str:
+    """Where the extractors start: the embedded pretraining, local weights or scratch."""
+    if config.pretrained:
+        return "from extractors pretrained on the embedded classification mix"
+    return "from local ImageNet weights" if config.weights_dir else "from scratch"
 
 
 def _accuracy_sentence(config: PruningStudyConfig, run: PruneRun) -> str:
@@ -83,13 +96,20 @@ def _unpruned_sentence(result: StudyResult) -> str | None:
     )
 
 
-def discussion(config: PruningStudyConfig, result: StudyResult, verdicts: Sequence[Claim]) -> str:
+def discussion(
+    config: PruningStudyConfig,
+    result: StudyResult,
+    verdicts: Sequence[Claim],
+    both_ways: pd.DataFrame | None = None,
+) -> str:
     """The body of the notebook's Discussion as Markdown (the notebook holds its heading).
 
     Args:
         config: the study settings.
         result: :func:`~mtlrepro.experiments.distinctiveness.study.run_study`'s result.
         verdicts: :func:`~mtlrepro.experiments.distinctiveness.claims.evaluate`.
+        both_ways: :func:`~mtlrepro.tables.compare_claims` of the study from scratch and
+            pretrained, or ``None``.
     """
     reproduced = [c.claim_id for c in verdicts if c.verdict == REPRODUCED]
     four = result.by_task_count.get(4)
@@ -105,6 +125,11 @@ def discussion(config: PruningStudyConfig, result: StudyResult, verdicts: Sequen
             if four is not None and "camera" in four.test else []
         ),
         f"* Reproduced: {', '.join(reproduced) or 'none'}.",
+        *(
+            [f"* {verdict_changes(both_ways, *STARTS)}"]
+            if both_ways is not None and STARTS[1] in both_ways
+            else []
+        ),
         *(
             f"* {c.claim_id} is {c.verdict} ({c.our_value}): "
             f"{CAUSES.get(c.claim_id, 'see the claim details')}."

@@ -6,6 +6,9 @@ JointEncoderModel`): a family's feature extractor -> FC (h = 128) -> BatchNorm -
 choice: paper A never names the activation) -> one linear decoder per task, trained with
 hard-sample mining (keep the hardest 70 %, §2.2) and PCGrad (Eq. 16), Adam with L2 and
 reduce-on-plateau (§4), pruned by distinctiveness at the end of every epoch (θ = 30°, §2.3).
+The extractors start from the embedded pretraining (:mod:`mtlrepro.pretraining`, the cpu
+default; the paper's ImageNet weights at ``paper``) or from scratch; a pretrained study is also
+run from scratch for the claims both ways (:func:`run_with_scratch`).
 
 * Table 1: D-Prune vs a network trained directly at D-Prune's final hidden size (no pruning).
 * Table 2: per backbone family: parameters, initial/final hidden size, compression %, feature
@@ -24,7 +27,9 @@ reported accuracy.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +68,9 @@ from mtlrepro.models.backbones import (
 )
 from mtlrepro.models.joint_encoder import JointEncoderModel, Normalised
 from mtlrepro.plots import MAX_SERIES
+from mtlrepro.pretraining import PRETRAINED_PROFILES, pretrained_file
 from mtlrepro.recipe import train_config_for, train_network
+from mtlrepro.runs import map_jobs
 
 SECTION = "distinctiveness"
 """The ``params.yaml`` section of paper A (its notebook ``01_distinctiveness``)."""
@@ -98,6 +105,8 @@ class PruningStudyConfig:
         probe_size: probe images for the activation patterns.
         augment: random flips and crops of the training images (paper: yes).
         weights_dir: folder of local ImageNet weights ``<family>.pth`` (paper profile), or None.
+        pretrained: start every extractor from the embedded pretraining's weights
+            (:mod:`mtlrepro.pretraining`; ``smoke`` and ``cpu`` profiles, the cpu default).
         ablations: run the three ablations.
         seed: seed of data order, initialisation, PCGrad order and augmentation.
         threads: torch CPU threads (``None``: torch's default).
@@ -119,6 +128,7 @@ class PruningStudyConfig:
     probe_size: int = 512
     augment: bool = True
     weights_dir: str | None = None
+    pretrained: bool = False
     ablations: bool = True
     seed: int = 0
     threads: int | None = None
@@ -155,6 +165,17 @@ class PruningStudyConfig:
         check_range("PruningStudyConfig.seed", self.seed, 0, integer=True)
         if self.threads is not None:
             check_range("PruningStudyConfig.threads", self.threads, 1, integer=True)
+        if not isinstance(self.pretrained, bool):
+            raise ConfigError(f"PruningStudyConfig.pretrained must be true or false; got "
+                              f"{self.pretrained!r}")
+        if self.pretrained:
+            if self.weights_dir is not None:
+                raise ConfigError("PruningStudyConfig: give weights_dir or pretrained, not both")
+            if self.profile not in PRETRAINED_PROFILES:
+                raise ConfigError(
+                    f"PruningStudyConfig.pretrained: profile {self.profile!r} has no embedded "
+                    "pretraining; give ImageNet weights with weights_dir"
+                )
         if self.weights_dir is not None:
             folder = Path(self.weights_dir)
             if not folder.is_dir():
@@ -169,7 +190,14 @@ class PruningStudyConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"epochs": 2, "batch_size": 16, "hidden": 16, "probe_size": 32, "augment": False},
-    "cpu": {"epochs": 6, "batch_size": 64, "probe_size": 256, "augment": False},
+    "cpu": {
+        "epochs": 6,
+        "batch_size": 64,
+        "probe_size": 256,
+        "augment": False,
+        "pretrained": True,
+        "threads": 1,
+    },
     "paper": {"dataset": "vehiclex"},
 }
 
@@ -289,7 +317,7 @@ def train_joint(
         progress: show the progress bar.
     """
     train_set, val_set, test_set = splits.get(tasks)
-    weights = None if config.weights_dir is None else f"{config.weights_dir}/{family}.pth"
+    weights = _weights(config, family)
     pruning = DistinctivenessConfig(
         hidden=hidden or config.hidden,
         theta=config.theta,
@@ -334,6 +362,58 @@ def train_joint(
         {task: metrics["accuracy"] for task, metrics in trained.test.items()},
         trained.history.assign(run=f"{label} · {PAPER_NAMES[family]}"),
     )
+
+
+def _weights(config: PruningStudyConfig, family: str) -> Path | None:
+    """The weights a family's extractor starts from: local ImageNet weights, the embedded
+    pretraining's, or none (random initialisation)."""
+    if config.weights_dir is not None:
+        return Path(config.weights_dir) / f"{family}.pth"
+    if config.pretrained:
+        return pretrained_file(config.profile, family)
+    return None
+
+
+def run_studies(
+    configs: Sequence[PruningStudyConfig], *, workers: int = 1, progress: bool = True
+) -> list[StudyResult]:
+    """:func:`run_study` of each config, in ``workers`` processes side by side (e.g. the same
+    study pretrained and from scratch); each config's ``threads`` holds in its process.
+
+    Args:
+        configs: the studies.
+        workers: processes (1: one after the other, here).
+        progress: show a progress bar over the studies (the studies' own bars when
+            ``workers`` is 1).
+    """
+    jobs = [(config, progress and workers == 1) for config in configs]
+    return map_jobs(_run_study, jobs, workers=workers, desc="studies", progress=progress)
+
+
+def run_with_scratch(
+    config: PruningStudyConfig, *, progress: bool = True
+) -> tuple[StudyResult, StudyResult | None]:
+    """The study, and when it starts from pretrained extractors the same study from scratch
+    (the claims both ways), side by side in two processes when ``config.threads`` is 1.
+
+    Args:
+        config: the study settings.
+        progress: show progress bars.
+
+    Returns:
+        The study's result and the from-scratch one (``None`` if ``config`` is not pretrained).
+    """
+    if not config.pretrained:
+        return run_study(config, progress=progress), None
+    scratch = dataclasses.replace(config, pretrained=False)
+    workers = 2 if config.threads == 1 else 1
+    main, from_scratch = run_studies([config, scratch], workers=workers, progress=progress)
+    return main, from_scratch
+
+
+def _run_study(config: PruningStudyConfig, progress: bool) -> StudyResult:
+    """:func:`run_study` with a positional ``progress`` (for :func:`map_jobs`)."""
+    return run_study(config, progress=progress)
 
 
 def run_study(config: PruningStudyConfig, *, progress: bool = True) -> StudyResult:

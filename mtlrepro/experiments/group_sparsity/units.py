@@ -24,6 +24,11 @@ is missing or was made with other settings.  Unit kinds (:data:`UNIT_KINDS`):
 * ``ablation`` -- the all-task combination of ``sweep_dataset`` at ``ablation_lambda`` with
   each setting of the authors' optimiser undone in turn (:data:`ABLATION_VARIANTS`).
 
+Every unit exists once per *start* of ``starts`` (:data:`STARTS`): the backbone from the
+embedded pretraining (``pretrained``, :mod:`mtlrepro.pretraining`, the cpu default and the
+paper's setting) or from scratch (``scratch``); the first start is the study's, the others
+decide the claims again.
+
 **Choices** (paper B leaves them open, or the cpu profile needs them):
 
 * metrics on the *test* split after the last epoch (no model selection);
@@ -73,6 +78,8 @@ from mtlrepro.methods.group_sparsity import (
     zero_group_mask,
 )
 from mtlrepro.models import count_parameters, create_model
+from mtlrepro.pretraining import DEEPLAB_BACKBONE, PRETRAINED_PROFILES, load_pretrained
+from mtlrepro.pretraining import STARTS as RUN_NAMES
 from mtlrepro.recipe import train_config_for, train_network
 from mtlrepro.runs import load_or_train, map_jobs
 
@@ -91,6 +98,10 @@ DATASET_TASKS: dict[str, tuple[str, ...]] = {
 """Dataset -> its three tasks in paper B's table order (NYU-v2-like and CelebAMask-HQ-like)."""
 BATCH_SIZE: dict[str, int] = {"scenes": 16, "nyuv2": 16, "faces": 32, "celebamask": 32}
 """Paper B's batch sizes (§4: 16 for NYU-v2, 32 for CelebAMask-HQ)."""
+STARTS: tuple[str, ...] = ("pretrained", "scratch")
+"""Where a unit's backbone starts: the embedded pretraining's weights, or random."""
+START_NAMES: dict[str, str] = {"scratch": RUN_NAMES[0], "pretrained": RUN_NAMES[1]}
+"""Start -> its name in the claims tables (as paper A's)."""
 ABLATION_VARIANTS: dict[str, OptimiserSettings] = {
     "authors' settings": AUTHORS_OPTIMISER,
     "bias-corrected metric, ε = 1e-8": dataclasses.replace(
@@ -121,6 +132,8 @@ class SparsityStudyConfig:
         l1_lambda: λ of the unstructured L1 prox (Table 3).
         ablation_lambda: λ of the optimiser ablation (:data:`ABLATION_VARIANTS`).
         seeds: seeds; tables report mean ± std over them (paper: 5).
+        starts: the backbone's starts (:data:`STARTS`), the study's first: every unit runs
+            once per start.
         prox: proximal operator of the group lasso (``weighted_group`` = Adam's metric, as
             the authors' code; ``group`` = Eq. 5 as printed).
         epochs: training epochs.
@@ -140,6 +153,7 @@ class SparsityStudyConfig:
     l1_lambda: float = 1e-5
     ablation_lambda: float = 1e-6
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    starts: tuple[str, ...] = ("scratch",)
     prox: str = "weighted_group"
     epochs: int = 100
     lr: float = 1e-4
@@ -181,6 +195,16 @@ class SparsityStudyConfig:
         for seed in self.seeds:
             check_range("SparsityStudyConfig.seeds", seed, 0, integer=True)
         check_distinct("SparsityStudyConfig.seeds", self.seeds)
+        if not self.starts:
+            raise ConfigError("SparsityStudyConfig.starts must hold at least one start")
+        for start in self.starts:
+            check_choice("start", start, STARTS, name="SparsityStudyConfig.starts")
+        check_distinct("SparsityStudyConfig.starts", self.starts)
+        if "pretrained" in self.starts and self.profile not in PRETRAINED_PROFILES:
+            raise ConfigError(
+                f"SparsityStudyConfig.starts: profile {self.profile!r} has no embedded "
+                "pretraining; use starts: [scratch]"
+            )
         check_choice("prox", self.prox, PROXES[:2], name="SparsityStudyConfig.prox")
         check_range("SparsityStudyConfig.epochs", self.epochs, 1, integer=True)
         check_range("SparsityStudyConfig.lr", self.lr, 0.0, low_inclusive=False)
@@ -210,9 +234,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
         "lambdas": (0.0, 1e-3, 3e-3),
         "sweep_lambdas": (3e-4, 1e-2, 1e-1),
-        "l1_lambda": 1.0,
+        "l1_lambda": 0.7,
         "ablation_lambda": 3e-3,
         "seeds": (0, 1),
+        "starts": ("pretrained", "scratch"),
         "epochs": 6,
         "lr": 1e-3,
         "n_train": 480,
@@ -312,8 +337,11 @@ def unit_prox(kind: str, config: SparsityStudyConfig) -> str:
     return "l1" if kind == "l1" else config.prox
 
 
-def unit_path(runs_dir: str | Path, kind: str, dataset: str, lam: float, seed: int) -> Path:
-    """The JSON file of one unit: ``<runs_dir>/<kind>/<dataset>-lam<λ label>-seed<seed>.json``.
+def unit_path(
+    runs_dir: str | Path, kind: str, dataset: str, lam: float, seed: int, start: str = "scratch"
+) -> Path:
+    """The JSON file of one unit:
+    ``<runs_dir>/<kind>/<dataset>-lam<λ label>-seed<seed>-<start>.json``.
 
     Args:
         runs_dir: the runs folder (:func:`runs_dir_for`).
@@ -321,13 +349,20 @@ def unit_path(runs_dir: str | Path, kind: str, dataset: str, lam: float, seed: i
         dataset: the unit's dataset.
         lam: the unit's λ.
         seed: the unit's seed.
+        start: one of :data:`STARTS`.
     """
     check_choice("unit kind", kind, UNIT_KINDS)
-    return Path(runs_dir) / kind / f"{dataset}-lam{lambda_label(lam)}-seed{seed}.json"
+    check_choice("start", start, STARTS)
+    return Path(runs_dir) / kind / f"{dataset}-lam{lambda_label(lam)}-seed{seed}-{start}.json"
 
 
 def unit_settings(
-    kind: str, dataset: str, lam: float, seed: int, config: SparsityStudyConfig
+    kind: str,
+    dataset: str,
+    lam: float,
+    seed: int,
+    config: SparsityStudyConfig,
+    start: str = "scratch",
 ) -> dict[str, Any]:
     """Everything a unit's numbers depend on (stored in its file; a mismatch means re-run).
 
@@ -337,9 +372,11 @@ def unit_settings(
         lam: the unit's λ.
         seed: the unit's seed.
         config: the study settings (with the profile).
+        start: one of :data:`STARTS`.
     """
     return {
         "kind": kind,
+        "start": start,
         "dataset": dataset,
         "lam": lam,
         "seed": seed,
@@ -386,6 +423,7 @@ def train_combination(
     seed: int,
     config: SparsityStudyConfig,
     optimiser: OptimiserSettings = AUTHORS_OPTIMISER,
+    start: str = "scratch",
 ) -> dict[str, Any]:
     """Train paper B's network on one task combination and describe the result.
 
@@ -397,6 +435,7 @@ def train_combination(
         seed: seed of initialisation and data order.
         config: the study settings (profile, epochs, lr, n_train, threads).
         optimiser: the optimiser settings (the authors' by default).
+        start: one of :data:`STARTS`: the backbone from the embedded pretraining or random.
 
     Returns:
         A JSON-able record: ``tasks``, ``test`` (task -> metric -> value), ``group_sparsity``
@@ -411,6 +450,8 @@ def train_combination(
 
     def build_model() -> nn.Module:
         model = create_model("deeplab_resnet", train_set.task_specs, profile=config.profile)
+        if start == "pretrained":
+            load_pretrained(model.backbone, config.profile, DEEPLAB_BACKBONE)
         initial.append(sparsity_stats(model.backbone).iloc[-1])
         return model
 
@@ -475,6 +516,7 @@ def run_unit(
     config: SparsityStudyConfig,
     runs_dir: str | Path,
     *,
+    start: str = "scratch",
     progress: bool = True,
     retrain: bool = False,
 ) -> list[dict[str, Any]]:
@@ -487,24 +529,26 @@ def run_unit(
         seed: the seed.
         config: the study settings (with the profile).
         runs_dir: the runs folder (:func:`~mtlrepro.runs.runs_dir_for`).
+        start: one of :data:`STARTS`.
         progress: show a progress bar over the unit's combinations.
         retrain: train and save even if a matching file exists (the DVC stages do: they run
             because the code changed, which the settings do not record).
 
     Returns:
         One record per combination and optimiser variant (see :func:`train_combination`) with
-        the unit's settings (``kind``, ``dataset``, ``lam``, ``seed``, ``prox``) and the
-        ``variant``'s label (:func:`unit_variants`) added.
+        the unit's settings (``kind``, ``start``, ``dataset``, ``lam``, ``seed``, ``prox``) and
+        the ``variant``'s label (:func:`unit_variants`) added.
     """
     check_choice("dataset", dataset, tuple(DATASET_TASKS))
     parse_lambda(lam)
     check_range("seed", seed, 0, integer=True)
-    settings = unit_settings(kind, dataset, lam, seed, config)
+    check_choice("start", start, STARTS)
+    settings = unit_settings(kind, dataset, lam, seed, config, start)
     variants = unit_variants(kind)
 
     def train() -> list[dict[str, Any]]:
         jobs = [
-            (dataset, combo, lam, settings["prox"], seed, config, optimiser)
+            (dataset, combo, lam, settings["prox"], seed, config, optimiser, start)
             for combo in unit_combinations(kind, dataset)
             for optimiser in variants.values()
         ]
@@ -513,24 +557,29 @@ def run_unit(
             train_combination,
             jobs,
             workers=config.workers,
-            desc=f"{kind} {dataset} λ={lambda_label(lam)} seed {seed}",
+            desc=f"{kind} {dataset} λ={lambda_label(lam)} seed {seed} {start}",
             progress=progress,
         )
         labels = [label for _ in unit_combinations(kind, dataset) for label in variants]
         return [{**record, "variant": label} for record, label in zip(records, labels, strict=True)]
 
-    path = unit_path(runs_dir, kind, dataset, lam, seed)
+    path = unit_path(runs_dir, kind, dataset, lam, seed, start)
     runs = load_or_train(path, settings, train, retrain=retrain)
-    keys = ("kind", "dataset", "lam", "seed", "prox")
+    keys = ("kind", "start", "dataset", "lam", "seed", "prox")
     return [{**{k: settings[k] for k in keys}, **run} for run in runs]
 
 
-def study_units(config: SparsityStudyConfig) -> list[tuple[str, str, float, int]]:
-    """Every unit of the study as ``(kind, dataset, λ, seed)``, in pipeline order.
+def study_units(config: SparsityStudyConfig) -> list[tuple[str, str, float, int, str]]:
+    """Every unit of the study as ``(kind, dataset, λ, seed, start)``, in pipeline order.
 
     Args:
         config: the study settings.
     """
+    return [(*unit, start) for start in config.starts for unit in _start_units(config)]
+
+
+def _start_units(config: SparsityStudyConfig) -> list[tuple[str, str, float, int]]:
+    """The units of one start as ``(kind, dataset, λ, seed)``."""
     units = [
         ("table", dataset, lam, seed)
         for dataset in config.datasets
@@ -558,8 +607,8 @@ def run_study(
         progress: show progress bars.
 
     Returns:
-        One row per trained network: ``kind``, ``dataset``, ``lam``, ``seed``, ``prox``,
-        ``combo`` (task names joined by ``+``), and the record's fields.
+        One row per trained network: ``kind``, ``start``, ``dataset``, ``lam``, ``seed``,
+        ``prox``, ``combo`` (task names joined by ``+``), and the record's fields.
     """
     # fit sets it for training; here it also holds when every unit is read from disk, so the
     # notebook's later timings (Fig. 3 (d)) run with the study's thread count either way
@@ -567,20 +616,36 @@ def run_study(
         torch.set_num_threads(config.threads)
     rows = [
         run
-        for unit in study_units(config)
-        for run in run_unit(*unit, config, runs_dir, progress=progress)
+        for *unit, start in study_units(config)
+        for run in run_unit(*unit, config, runs_dir, start=start, progress=progress)
     ]
     frame = pd.DataFrame(rows)
-    frame.insert(5, "combo", frame["tasks"].map("+".join))
+    frame.insert(6, "combo", frame["tasks"].map("+".join))
     return frame
+
+
+def of_start(runs: pd.DataFrame, start: str) -> pd.DataFrame:
+    """The runs of one start (:data:`STARTS`), for tables and claims of that start.
+
+    Args:
+        runs: :func:`run_study`'s frame.
+        start: one of :data:`STARTS`.
+    """
+    check_choice("start", start, STARTS)
+    part = runs[runs["start"] == start]
+    if part.empty:
+        starts = sorted(set(runs["start"]))
+        raise ConfigError(f"no runs start {start!r}; the study's starts: {starts}")
+    return part.reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------------
 # Command line (the DVC run stages, through python -m mtlrepro.runs)
 # --------------------------------------------------------------------------------------------
-UNIT_VALUES: tuple[str, ...] = ("DATASET", "LAMBDA", "SEED")
+UNIT_VALUES: tuple[str, ...] = ("DATASET", "LAMBDA", "SEED", "START")
 """The values of a unit on the command line: ``python -m mtlrepro.runs group_sparsity KIND
-DATASET LAMBDA SEED`` (λ written as in ``params.yaml``, e.g. ``1e-3``)."""
+DATASET LAMBDA SEED START`` (λ written as in ``params.yaml``, e.g. ``1e-3``; START one of
+:data:`STARTS`)."""
 
 
 def run_cli_unit(
@@ -601,7 +666,8 @@ def run_cli_unit(
     """
     if len(values) != len(UNIT_VALUES):
         raise ConfigError(f"a {SECTION} unit takes {' '.join(UNIT_VALUES)}; got {list(values)}")
-    dataset, lam_text, seed_text = values
+    dataset, lam_text, seed_text, start = values
+    check_choice("argument start", start, STARTS)
     params = dict(params)
     profile = params.pop("profile")
     config = study_config(profile, **params)
@@ -612,8 +678,10 @@ def run_cli_unit(
         seed = int(seed_text)
     except ValueError:
         raise ConfigError(f"argument seed: a seed is an integer >= 0; got {seed_text!r}") from None
-    run_unit(kind, dataset, lam, seed, config, runs_dir, progress=progress, retrain=True)
-    return unit_path(runs_dir, kind, dataset, lam, seed)
+    run_unit(
+        kind, dataset, lam, seed, config, runs_dir, start=start, progress=progress, retrain=True
+    )
+    return unit_path(runs_dir, kind, dataset, lam, seed, start)
 
 
 def unit_files(params: dict[str, Any], runs_dir: Path) -> list[Path]:
