@@ -310,6 +310,28 @@ def test_claims_follow_the_numbers() -> None:
     assert verdicts["B3"] == "not reproduced"
 
 
+def test_b3_compares_each_seeds_slimmed_backbone_with_the_dense_one() -> None:
+    def timed(sparse_ms: dict[int, float]) -> pd.DataFrame:
+        return pd.DataFrame([
+            {"lam": lam, "seed": seed, "device": "cpu", "batch_size": 16,
+             "latency_ms": 10.0 if lam == 0 else sparse_ms[seed], "flops": 1.0,
+             "parameters": 1, "group_sparsity": 40.0 * lam}
+            for lam in (0.0, 0.5, 1.0, 1.5) for seed in (0, 1)
+        ])
+
+    runs = _synthetic_runs({0.0: 1.0, 0.5: 1.1, 1.5: 0.8})
+    config = _claims_config()
+
+    def b3(latencies: pd.DataFrame) -> Claim:
+        return next(c for c in claims.evaluate(runs, latencies, config) if c.claim_id == "B3")
+
+    assert b3(timed({0: 7.0, 1: 7.2})).verdict == "reproduced"  # 30 and 28 % faster
+    assert b3(timed({0: 12.0, 1: 12.5})).verdict == "not reproduced"
+    noisy = b3(timed({0: 6.0, 1: 11.0}))  # +40 % and -10 %: within the seed spread
+    assert noisy.verdict == "inconclusive"
+    assert "λ = 1.5 (60 % zero groups): +15.00 ± 35.36 %" in noisy.our_value
+
+
 def _claims_config():
     return runs_module.study_config(
         "smoke", datasets=["scenes"], lambdas=[0, 1.0], sweep_lambdas=[0.5, 1.5], l1_lambda=10.0,

@@ -58,7 +58,7 @@ PAPER_METRIC: dict[str, str] = {
 """Task -> the one metric paper B reports for it."""
 LATENCY_BATCH_SIZES: tuple[int, ...] = (1, 16)
 """Batch sizes at which Fig. 3 (d) times the slimmed backbone."""
-LATENCY_ROUNDS = 3
+LATENCY_ROUNDS = 5
 """Fig. 3 (d) times every backbone in this many interleaved rounds and keeps the fastest."""
 
 
@@ -412,9 +412,10 @@ def latency_vs_lambda(
     The zero groups a run ended with are applied to a fresh backbone of the same architecture,
     which :func:`mtlrepro.compress.slim` then turns into a smaller dense network (the values of
     the weights do not change its speed, only its shape), served in its inference form
-    (:func:`mtlrepro.inference.export`: BatchNorm folded, the faster memory format for each
-    batch size; the dense backbone too).  Timed on the CPU, and on CUDA when present, at each
-    batch size; at the dataset's image size.  Every backbone is timed in
+    (:func:`mtlrepro.inference.export`: BatchNorm folded; the dense backbone too), in the
+    standard memory format for all (``auto`` chooses per network on a noisy timing, which made
+    the λ differ by their layouts rather than their widths).  Timed on the CPU, and on CUDA
+    when present, at each batch size; at the dataset's image size.  Every backbone is timed in
     :data:`LATENCY_ROUNDS` rounds (forward order, then backward, ...) and keeps its fastest
     median, so a transient slowdown of the machine, or the process's first timings, do not
     land on one λ.
@@ -450,7 +451,9 @@ def latency_vs_lambda(
         )
     settings = [(device, batch) for device in devices for batch in batch_sizes]
     served = {
-        (i, batch): export(row["backbone"], torch.randn(batch, 3, height, width))
+        (i, batch): export(
+            row["backbone"], torch.randn(batch, 3, height, width), memory_format="contiguous"
+        )
         for i, row in enumerate(rows)
         for batch in batch_sizes
     }
