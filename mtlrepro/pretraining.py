@@ -30,6 +30,7 @@ is nothing to do: the studies load the real ImageNet weights from local files.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import math
@@ -201,8 +202,10 @@ def load_pretrained(module: nn.Module, profile: str, backbone: str,
 # --------------------------------------------------------------------------------------------
 # Data and network
 # --------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=2)
 def pretraining_data(config: PretrainConfig, split: str) -> TensorDataset:
-    """One split of the classification mix (see the module doc), task :data:`TASK`.
+    """One split of the classification mix (see the module doc), task :data:`TASK` (made once
+    per process and split: every backbone a process pretrains reads the same images).
 
     Args:
         config: the settings (profile, scale, image size, seed).

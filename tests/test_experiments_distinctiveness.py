@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mtlrepro import paper_numbers
+from mtlrepro import paper_numbers, pretraining
 from mtlrepro.config import ConfigError
 from mtlrepro.experiments.distinctiveness import claims, discussion, study
 from mtlrepro.report import NOT_APPLICABLE, NOT_REPRODUCED, PASSED, REPRODUCED
@@ -175,6 +175,38 @@ def test_config_validation_names_what_is_allowed():
         study.study_config("smoke", families=("vgg11",))
     with pytest.raises(ConfigError, match="unknown task 'licence'"):
         study.study_config("smoke", tasks=("colour", "licence"))
+
+
+def test_the_pretrained_start_is_the_cpu_default_and_needs_the_embedded_pretraining(
+    tmp_path, monkeypatch
+):
+    assert study.study_config("cpu").pretrained and not study.study_config("smoke").pretrained
+    with pytest.raises(ConfigError, match="no embedded pretraining"):
+        study.study_config("paper", pretrained=True)
+    with pytest.raises(ConfigError, match="not both"):
+        study.study_config("smoke", pretrained=True, weights_dir=str(tmp_path))
+    monkeypatch.setattr(pretraining, "PRETRAINED_DIR", tmp_path)
+    config = study.study_config("smoke", pretrained=True)
+    with pytest.raises(ConfigError, match="dvc repro pretraining"):
+        study._weights(config, "resnet18")
+    path = pretraining.weights_path("smoke", "resnet18")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")
+    assert study._weights(config, "resnet18") == path
+    assert study._weights(study.study_config("smoke"), "resnet18") is None
+
+
+def test_a_pretrained_study_runs_from_scratch_too(monkeypatch):
+    seen = []
+
+    def fake(configs, *, workers, progress):
+        seen.append(([c.pretrained for c in configs], workers))
+        return [f"study {c.pretrained}" for c in configs]
+
+    monkeypatch.setattr(study, "run_studies", fake)
+    config = study.study_config("smoke", pretrained=True, threads=1)
+    assert study.run_with_scratch(config, progress=False) == ("study True", "study False")
+    assert seen == [([True, False], 2)]  # side by side, one thread each
 
 
 def test_smoke_study_trains_every_run_once_and_prunes():

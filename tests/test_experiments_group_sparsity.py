@@ -181,6 +181,23 @@ def test_the_ablation_unit_trains_every_optimiser_variant_of_the_all_task_networ
     assert jobs[-1][-2] == runs_module.AUTHORS_OPTIMISER
 
 
+def test_a_pretrained_unit_starts_from_the_pretrained_backbone(tmp_path, monkeypatch) -> None:
+    loaded: list[tuple[str, str]] = []
+
+    def fake_load(module, profile, backbone):
+        loaded.append((profile, backbone))
+        return module
+
+    monkeypatch.setattr(runs_module, "load_pretrained", fake_load)
+    config = runs_module.study_config("smoke", threads=1)
+    (run,) = runs_module.run_unit("sweep", "scenes", 3.0, 0, config, tmp_path,
+                                  start="pretrained", progress=False)
+    assert loaded == [("smoke", "deeplab_resnet")] and run["start"] == "pretrained"
+    assert runs_module.unit_path(tmp_path, "sweep", "scenes", 3.0, 0, "pretrained").is_file()
+    runs_module.run_unit("sweep", "scenes", 3.0, 0, config, tmp_path, progress=False)
+    assert len(loaded) == 1  # from scratch: nothing loaded
+
+
 def test_ablation_table_compares_each_variant_with_the_authors_settings_seed_by_seed() -> None:
     config = runs_module.study_config("smoke", seeds=[0, 1])
     rows = []
