@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -259,7 +260,7 @@ def test_worker_processes_give_the_same_numbers_as_one_process(tmp_path) -> None
 def _run(kind, lam, seed, tasks, scores, group_sparsity, dataset="scenes", zero="") -> dict:
     metric = study.PAPER_METRIC
     return {
-        "kind": kind, "dataset": dataset, "lam": lam, "seed": seed,
+        "kind": kind, "start": "scratch", "dataset": dataset, "lam": lam, "seed": seed,
         "prox": "l1" if kind == "l1" else "weighted_group",
         "combo": "+".join(tasks), "tasks": list(tasks),
         "test": {t: {metric[t]: scores[t]} for t in tasks},
@@ -364,6 +365,26 @@ def test_b3_compares_each_seeds_slimmed_backbone_with_the_dense_one() -> None:
     noisy = b3(timed({0: 6.0, 1: 11.0}))  # +40 % and -10 %: within the seed spread
     assert noisy.verdict == "inconclusive"
     assert "λ = 1.5 (60 % zero groups): +15.00 ± 35.36 %" in noisy.our_value
+
+
+def test_claims_by_start_read_each_starts_runs_and_timings() -> None:
+    scratch = _synthetic_runs({0.0: 1.0, 0.5: 1.1, 1.5: 0.8})
+    pretrained = _synthetic_runs({0.0: 1.0, 0.5: 0.9, 1.5: 0.8}).assign(start="pretrained")
+    runs = pd.concat([scratch, pretrained], ignore_index=True)
+    latencies = pd.concat([_latencies().assign(start="scratch"),
+                           _latencies().assign(start="pretrained", latency_ms=20.0)])
+    config = runs_module.study_config(
+        "smoke", datasets=["scenes"], lambdas=[0, 1.0], sweep_lambdas=[0.5, 1.5],
+        l1_lambda=10.0, seeds=[0, 1], starts=["scratch"],
+    )
+    config = dataclasses.replace(config, starts=("pretrained", "scratch"))  # smoke: no check
+    by_start = claims.evaluate_by_start(runs, latencies, config)
+    assert list(by_start) == ["from scratch", "pretrained"]
+    verdicts = {name: {c.claim_id: c.verdict for c in found} for name, found in by_start.items()}
+    b2 = {name: next(c for c in found if c.claim_id == "B2") for name, found in by_start.items()}
+    assert b2["from scratch"].our_value != b2["pretrained"].our_value  # each start's sweep
+    assert verdicts["from scratch"]["B3"] == "reproduced"
+    assert verdicts["pretrained"]["B3"] == "inconclusive"  # every backbone 20 ms
 
 
 def _claims_config():

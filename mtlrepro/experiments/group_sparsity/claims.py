@@ -17,7 +17,6 @@ from mtlrepro.experiments.group_sparsity.study import (
     LATENCY_BATCH_SIZES,
     PAPER_METRIC,
     _mean_scores,
-    latency_vs_lambda,
     relative_table,
     relative_to,
     seed_deltas,
@@ -304,31 +303,23 @@ def evaluate(
 
 
 def evaluate_by_start(
-    runs: pd.DataFrame,
-    latencies: pd.DataFrame,
-    config: SparsityStudyConfig,
-    *,
-    progress: bool = True,
+    runs: pd.DataFrame, latencies: pd.DataFrame, config: SparsityStudyConfig
 ) -> dict[str, list[Claim]]:
     """Claims B1-B5 decided on each start's runs, from scratch first.
 
     Args:
         runs: :func:`~mtlrepro.experiments.group_sparsity.units.run_study`'s frame (every
             start).
-        latencies: :func:`latency_vs_lambda`'s frame of the study's start (``starts[0]``); the
-            other starts' slimmed backbones are timed here.
+        latencies: :func:`latency_vs_lambda`'s frame of those runs (every start, timed in the
+            same rounds).
         config: the study settings.
-        progress: show the timing's progress bar.
 
     Returns:
         Start name (:data:`~mtlrepro.experiments.group_sparsity.units.START_NAMES`) -> claims.
     """
-    out = {}
-    for start in sorted(config.starts, key=lambda s: s != "scratch"):
-        part = of_start(runs, start)
-        timed = (
-            latencies if start == config.starts[0]
-            else latency_vs_lambda(part, config, progress=progress)
+    return {
+        START_NAMES[start]: evaluate(
+            of_start(runs, start), latencies[latencies["start"] == start], config
         )
-        out[START_NAMES[start]] = evaluate(part, timed, config)
-    return out
+        for start in sorted(config.starts, key=lambda s: s != "scratch")
+    }

@@ -427,8 +427,9 @@ def latency_vs_lambda(
         progress: show a progress bar.
 
     Returns:
-        Columns ``lam``, ``seed``, ``device``, ``batch_size``, ``latency_ms``, ``flops``
-        (multiply-accumulates per image), ``parameters``, ``group_sparsity``.
+        Columns ``start`` (the runs' start; every start of ``runs`` is timed in the same
+        interleaved rounds), ``lam``, ``seed``, ``device``, ``batch_size``, ``latency_ms``,
+        ``flops`` (multiply-accumulates per image), ``parameters``, ``group_sparsity``.
     """
     sweep = sweep_runs(runs, config)
     data = get_dataset(config.sweep_dataset, "val", config.profile)
@@ -442,6 +443,7 @@ def latency_vs_lambda(
         rows.append(
             {
                 "lam": run["lam"],
+                "start": run["start"],
                 "seed": run["seed"],
                 "flops": conv_flops(slimmed, (1, 3, height, width)),
                 "parameters": parameter_count(slimmed),
