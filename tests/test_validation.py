@@ -158,7 +158,9 @@ def test_the_dvc_stage_command_reports_a_bad_lambda_or_seed_by_name(
     params_file = tmp_path / "params.yaml"
     params_file.write_text(f"profile: smoke\ngroup_sparsity:\n  {line}\n", encoding="utf-8")
     runs = tmp_path / "runs"
-    code = runs_main(["group_sparsity", *argv, "--params", str(params_file), "--runs", str(runs)])
+    code = runs_main(
+        ["group_sparsity", *argv, "scratch", "--params", str(params_file), "--runs", str(runs)]
+    )
     err = capsys.readouterr().err
     assert code == 2 and message in err, err
     assert "arguments are required" not in err
