@@ -96,18 +96,23 @@ def compare_claims(named: Mapping[str, Sequence[Claim]]) -> pd.DataFrame:
     return out
 
 
-def verdict_changes(table: pd.DataFrame, before: str, after: str) -> str:
+def verdict_changes(table: pd.DataFrame | None, before: str, after: str) -> str | None:
     """A sentence naming the claims whose verdict differs between two columns of
     :func:`compare_claims`' table, e.g. from scratch and pretrained.
 
     Args:
-        table: :func:`compare_claims`' frame.
+        table: :func:`compare_claims`' frame, or ``None`` when there is none.
         before: the first run's name (a column of ``table``).
         after: the second run's name.
+
+    Returns:
+        The sentence, or ``None`` when ``table`` is ``None`` or has no run ``after`` (only the
+        first run was made).
     """
-    for name in (before, after):
-        if name not in table.columns:
-            raise ConfigError(f"no run named {name!r} in the table; it has {list(table.columns)}")
+    if table is None or after not in table.columns:
+        return None
+    if before not in table.columns:
+        raise ConfigError(f"no run named {before!r} in the table; it has {list(table.columns)}")
     changed = table[table[before] != table[after]]
     if changed.empty:
         return f"{after.capitalize()} instead of {before}, every claim keeps its verdict."

@@ -1,4 +1,5 @@
-"""Tests of mtlrepro.report: atomic writes, output folders, tables, metrics, claims, index."""
+"""Tests of mtlrepro.report (atomic writes, output folders, tables, metrics, claims) and of
+mtlrepro.results_index (the results index)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtlrepro import report
+from mtlrepro import report, results_index
 from mtlrepro.config import ConfigError
 from mtlrepro.files import atomic_write_bytes, atomic_write_text
+from mtlrepro.results_index import build_results_index
 from mtlrepro.report import (
     FAILED,
     INCONCLUSIVE,
@@ -24,7 +26,6 @@ from mtlrepro.report import (
     Claim,
     at_least,
     at_most,
-    build_results_index,
     comparison_verdict,
     describe,
     make_check,
@@ -333,10 +334,10 @@ def test_results_index_has_scorecard_links_and_is_deterministic(tmp_path: Path) 
 
 def test_results_index_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _fake_results(tmp_path)
-    assert report.main(["index", str(tmp_path)]) == 0
+    assert results_index.main([str(tmp_path)]) == 0
     assert (tmp_path / "README.md").is_file()
     with pytest.raises(SystemExit) as exit_info:
-        report.main(["index", str(tmp_path / "missing")])
+        results_index.main([str(tmp_path / "missing")])
     assert exit_info.value.code == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -390,3 +391,25 @@ def test_results_index_gathers_the_findings_about_the_papers_ranked(tmp_path: Pa
     assert section.index("columns swapped") < section.index("tiny rounding")
     row = "| B1 | [01_beta](01_beta/findings.csv) | real | 2.09 | columns swapped | 10 |"
     assert row in section
+
+
+def test_results_index_shows_the_claims_both_ways_and_which_move(tmp_path: Path) -> None:
+    _fake_results(tmp_path)
+    both = pd.DataFrame({
+        "claim_id": ["A1", "A2"], "claim": ["c1", "c2"],
+        "from scratch": ["not reproduced", "reproduced"], "from scratch: ours": ["1", "2"],
+        "pretrained": ["reproduced", "reproduced"], "pretrained: ours": ["3", "4"],
+    })
+    write_table(both, tmp_path / "00_alpha", report.CLAIMS_COMPARED)
+    text = build_results_index(tmp_path).read_text()
+    section = text[text.index("## Claims both ways"):text.index("## 00_alpha")]
+    assert "1 of 2 verdicts move" in section
+    assert "| notebook | id | from scratch | pretrained | moves |" in section
+    row = "| [00_alpha](00_alpha/claims_both_ways.csv) | A1 | not reproduced | reproduced | yes |"
+    assert row in section
+    assert "| [00_alpha](00_alpha/claims_both_ways.csv) | A2 | reproduced | reproduced |  |" \
+        in section
+    write_table(both.rename(columns={"pretrained": "imagenet"}), tmp_path / "01_beta",
+                report.CLAIMS_COMPARED)
+    with pytest.raises(ConfigError, match="the same runs everywhere"):
+        build_results_index(tmp_path)

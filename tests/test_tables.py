@@ -82,5 +82,7 @@ def test_verdict_changes_names_the_claims_that_moved() -> None:
     )
     same = table.assign(pretrained=table["from scratch"])
     assert "every claim keeps its verdict" in verdict_changes(same, "from scratch", "pretrained")
+    assert verdict_changes(table, "from scratch", "imagenet") is None  # one run only
+    assert verdict_changes(None, "from scratch", "pretrained") is None
     with pytest.raises(ConfigError, match="no run named"):
-        verdict_changes(table, "from scratch", "imagenet")
+        verdict_changes(table, "imagenet", "pretrained")

@@ -112,6 +112,7 @@ def discussion(
             pretrained, or ``None``.
     """
     reproduced = [c.claim_id for c in verdicts if c.verdict == REPRODUCED]
+    moved = verdict_changes(both_ways, *STARTS)
     four = result.by_task_count.get(4)
     unpruned = _unpruned_sentence(result)
     lines = [
@@ -125,11 +126,7 @@ def discussion(
             if four is not None and "camera" in four.test else []
         ),
         f"* Reproduced: {', '.join(reproduced) or 'none'}.",
-        *(
-            [f"* {verdict_changes(both_ways, *STARTS)}"]
-            if both_ways is not None and STARTS[1] in both_ways
-            else []
-        ),
+        *([f"* {moved}"] if moved else []),
         *(
             f"* {c.claim_id} is {c.verdict} ({c.our_value}): "
             f"{CAUSES.get(c.claim_id, 'see the claim details')}."

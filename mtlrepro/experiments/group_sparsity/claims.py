@@ -234,9 +234,8 @@ def evaluate(
     b4: list[tuple[str, SeedComparison]] = []
     similar: list[bool] = []
     group_lasso = relative.get(config.sweep_dataset)
-    for combo, group in l1.groupby("combo", sort=False):
-        if group_lasso is None:
-            break
+    l1_combos = l1.groupby("combo", sort=False) if group_lasso is not None else []
+    for combo, group in l1_combos:
         rows = group_lasso[(group_lasso["tasks"] == combo) & (group_lasso["lambda"] > 0)]
         l1_param = float(group["param_sparsity"].mean())
         near = rows.iloc[(rows["param_sparsity"] - l1_param).abs().argmin()]

@@ -149,6 +149,7 @@ def discussion(
         both_ways: :func:`~mtlrepro.tables.compare_claims` of the starts, or ``None``.
     """
     reproduced = [c.claim_id for c in verdicts if c.verdict == REPRODUCED]
+    moved = verdict_changes(both_ways, *RUN_NAMES)
     lines = [
         _scale(config),
         "",
@@ -157,11 +158,7 @@ def discussion(
         f"* {_seed_spread_sentence(table1)}",
         f"* {_ablation_sentence(config, ablation)}",
         f"* Reproduced: {', '.join(reproduced) or 'none'}.",
-        *(
-            [f"* {verdict_changes(both_ways, *RUN_NAMES)}"]
-            if both_ways is not None and RUN_NAMES[1] in both_ways
-            else []
-        ),
+        *([f"* {moved}"] if moved else []),
         *(
             f"* {c.claim_id} is {c.verdict} ({c.our_value}): "
             f"{CAUSES.get(c.claim_id, 'see the claim details')}."
