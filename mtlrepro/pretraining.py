@@ -50,9 +50,10 @@ from mtlrepro.data import get_dataset
 from mtlrepro.data.base import TensorDataset
 from mtlrepro.files import REPO_ROOT, atomic_write_bytes, atomic_write_text
 from mtlrepro.interrupts import Interrupted, interruptible, signal_number, stop_with_parent
+from mtlrepro.models import count_parameters
 from mtlrepro.models.backbones import FAMILIES, create_backbone
 from mtlrepro.models.deeplab import deeplab_config
-from mtlrepro.models.segnet import IMAGENET_MEAN, IMAGENET_STD
+from mtlrepro.models.joint_encoder import Normalised
 from mtlrepro.params import load_params
 from mtlrepro.runs import map_jobs, provenance
 from mtlrepro.tasks import TaskSpec, make_tasks
@@ -71,8 +72,8 @@ SUMMARY_FILE = "pretraining.json"
 """The summary beside the weights (settings, provenance, accuracy and time per backbone)."""
 TASK = "class"
 """The classifier's one task: the class in the mix's joint label space."""
-STARTS: tuple[str, str] = ("from scratch", "pretrained")
-"""The names of a study's two starting points, as its claims tables head them."""
+START_TITLES: tuple[str, str] = ("from scratch", "pretrained")
+"""The titles of a study's two starting points, as its claims tables head them."""
 SECTION = "pretraining"
 """The ``params.yaml`` section of the pretraining."""
 
@@ -244,7 +245,9 @@ def build_backbone(backbone: str, profile: str) -> nn.Module:
 
 
 class Classifier(nn.Module):
-    """Normalisation, a backbone, global average pooling of a feature map, a linear layer."""
+    """A backbone behind ImageNet normalisation (:class:`~mtlrepro.models.joint_encoder.
+    Normalised`, channels-last as paper A's studies run it), global average pooling of a feature
+    map, a linear layer."""
 
     def __init__(self, backbone: nn.Module, features: int, classes: int) -> None:
         """Args:
@@ -253,9 +256,7 @@ class Classifier(nn.Module):
         classes: number of classes.
         """
         super().__init__()
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-        self.backbone = backbone
+        self.features = Normalised(backbone)
         self.fc = nn.Linear(features, classes)
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
@@ -265,7 +266,7 @@ class Classifier(nn.Module):
         Returns:
             ``{TASK: logits}``.
         """
-        features = self.backbone((images - self.mean) / self.std)
+        features = self.features(images)
         if features.dim() == 4:
             features = features.mean(dim=(2, 3))
         return {TASK: self.fc(features)}
@@ -290,7 +291,7 @@ def pretrain_backbone(backbone: str, config: PretrainConfig) -> dict[str, Any]:
     train = pretraining_data(config, "train")
     val = pretraining_data(config, "val")
     torch.manual_seed(config.seed)
-    net = build_backbone(backbone, config.profile)
+    net = build_backbone(backbone, config.profile).to(memory_format=torch.channels_last)
     model = Classifier(net, _features(net), train.task_specs[TASK].num_classes)
     steps_per_epoch = max(1, len(train) // config.batch_size)
     train_config = TrainConfig(
@@ -304,7 +305,7 @@ def pretrain_backbone(backbone: str, config: PretrainConfig) -> dict[str, Any]:
         eval_every=config.epochs,
         seed=config.seed,
         threads=config.threads,
-        device="cpu",
+        device="auto",
         progress=False,
     )
     start = time.perf_counter()
@@ -323,7 +324,7 @@ def pretrain_backbone(backbone: str, config: PretrainConfig) -> dict[str, Any]:
         "val_accuracy": float(accuracy["value"].iloc[-1]),
         "seconds": seconds,
         "steps": steps_per_epoch * config.epochs,
-        "parameters": sum(p.numel() for p in net.parameters()),
+        "parameters": count_parameters(net),
     }
 
 

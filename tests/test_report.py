@@ -15,7 +15,6 @@ import pytest
 from mtlrepro import report, results_index
 from mtlrepro.config import ConfigError
 from mtlrepro.files import atomic_write_bytes, atomic_write_text
-from mtlrepro.results_index import build_results_index
 from mtlrepro.report import (
     FAILED,
     INCONCLUSIVE,
@@ -40,6 +39,7 @@ from mtlrepro.report import (
     write_metrics,
     write_table,
 )
+from mtlrepro.results_index import build_results_index
 
 
 def _claim(claim_id: str, holds: bool | None, ours: float = 1.5) -> Claim:

@@ -67,7 +67,9 @@ PARAMETER_CASES: list[tuple[str, str, str]] = [
     ("baselines", "epochs: 2.5", "baselines.epochs must be of type int; got 2.5"),
     ("baselines", "seed: true", "baselines.seed must be of type int; got True"),
     ("distinctiveness", "epochs: -1", "distinctiveness.epochs must be an integer"),
-    ("distinctiveness", "seed: -3", "distinctiveness.seed must be an integer"),
+    ("distinctiveness", "seeds: [-3]", "distinctiveness.seeds must be an integer"),
+    ("distinctiveness", "seeds: [1, 1]", "distinctiveness.seeds has 1 twice"),
+    ("distinctiveness", "seeds: []", "distinctiveness.seeds must hold at least one seed"),
     ("distinctiveness", "threads: 0", "distinctiveness.threads must be an integer"),
     (
         "distinctiveness",

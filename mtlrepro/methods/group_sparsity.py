@@ -6,7 +6,7 @@ inducing adaptive optimizers for deep learning" (2021).
 
 **Objective (Eq. 1-3, 6).** Σ_t w_t L_t + λ Σ_l Σ_c √|g_{l,c}| ‖W_l[:, c, :, :]‖₂ over the shared
 backbone's conv layers; the task weights w_t are uncertainty weights (Eq. 2): by default in the
-form of the authors' code (:func:`authors_uncertainty`), or Kendall et al.'s
+form of the authors' code (:class:`AuthorsUncertaintyWeighting`), or Kendall et al.'s
 (:class:`mtlrepro.balancing.UncertaintyWeighting`).
 
 **Groups.** One group per *input channel* c of a conv layer: the weights of all filters that
@@ -76,7 +76,8 @@ PROXES: tuple[str, ...] = ("group", "weighted_group", "l1")
 METRICS: tuple[str, ...] = ("uncorrected", "bias_corrected")
 """Adam's second moment in the weighted prox's metric: the authors' uncorrected v, or v̂."""
 UNCERTAINTY_FORMS: tuple[str, ...] = ("authors", "kendall")
-"""Uncertainty weightings: the authors' code's (:func:`authors_uncertainty`) or Kendall's."""
+"""Uncertainty weightings (:func:`uncertainty_balancer`): the authors' code's
+(:class:`AuthorsUncertaintyWeighting`) or Kendall's."""
 LAMBDA_GRID: tuple[float, ...] = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
 """The authors' λ grid (NYU-v2 default 1e-6, CelebAMask-HQ 1e-5)."""
 

@@ -11,8 +11,14 @@ import pandas as pd
 
 from mtlrepro.data import get_dataset
 from mtlrepro.data.stats import class_labels
-from mtlrepro.experiments.distinctiveness.study import PruneRun, PruningStudyConfig, StudyResult
-from mtlrepro.pretraining import STARTS
+from mtlrepro.experiments.distinctiveness.study import (
+    SD_SUFFIX,
+    PruneRun,
+    PruningStudyConfig,
+    StudyResult,
+    table1,
+)
+from mtlrepro.pretraining import START_TITLES
 from mtlrepro.report import NOT_APPLICABLE, REPRODUCED, Claim
 from mtlrepro.tables import verdict_changes
 
@@ -43,7 +49,9 @@ def majority_accuracy(config: PruningStudyConfig, task: str) -> float:
 
 def _scale(config: PruningStudyConfig) -> str:
     return (
-        f"This run: profile `{config.profile}`, data `{config.dataset}`, seed {config.seed}, "
+        f"This run: profile `{config.profile}`, data `{config.dataset}`, "
+        f"{len(config.seeds)} seed{'s' if len(config.seeds) > 1 else ''} "
+        f"({', '.join(map(str, config.seeds))}), "
         f"{config.epochs} epochs {_start(config)}, a joint layer of {config.hidden} units "
         f"pruned at θ = {config.theta:g}°. The paper fine-tunes ImageNet-pretrained extractors on "
         "Vehicle-X for 20 epochs."
@@ -57,12 +65,14 @@ def _start(config: PruningStudyConfig) -> str:
     return "from local ImageNet weights" if config.weights_dir else "from scratch"
 
 
-def _accuracy_sentence(config: PruningStudyConfig, run: PruneRun) -> str:
+def _accuracy_sentence(config: PruningStudyConfig, results: Sequence[StudyResult]) -> str:
+    t1 = table1(results).set_index("task")
     parts = [
-        f"{task} {accuracy:.2f} % (constant predictor {majority_accuracy(config, task):.2f} %)"
-        for task, accuracy in run.test.items()
+        f"{task} {t1.loc[task, 'D-Prune']:.2f} ± {t1.loc[task, 'D-Prune' + SD_SUFFIX]:.2f} % "
+        f"(constant predictor {majority_accuracy(config, task):.2f} %)"
+        for task in config.tasks
     ]
-    return f"D-Prune's test accuracy: {'; '.join(parts)}."
+    return f"D-Prune's test accuracy (mean ± sd over seeds): {'; '.join(parts)}."
 
 
 def _listing(words: Sequence[str]) -> str:
@@ -82,7 +92,8 @@ def _unpruned_sentence(result: StudyResult) -> str | None:
     if len(runs) == 1:
         run = runs[0]
         return (
-            f"Pruning never acted on {network(run)}: it kept all {run.hidden_initial} units, as "
+            f"In seed {result.seed}, pruning never acted on {network(run)}: it kept all "
+            f"{run.hidden_initial} units, as "
             f"its smallest angle, {run.min_angles().min():.1f}°, never fell to {theta}."
         )
     sizes = {run.hidden_initial for run in runs}
@@ -91,14 +102,15 @@ def _unpruned_sentence(result: StudyResult) -> str | None:
         [f"{network(run)} (smallest angle {run.min_angles().min():.1f}°)" for run in runs]
     )
     return (
-        f"Pruning never acted on {len(runs)} networks, which kept {units} because their "
+        f"In seed {result.seed}, pruning never acted on {len(runs)} networks, which kept "
+        f"{units} because their "
         f"smallest angle never fell to {theta}: {described}."
     )
 
 
 def discussion(
     config: PruningStudyConfig,
-    result: StudyResult,
+    results: Sequence[StudyResult],
     verdicts: Sequence[Claim],
     both_ways: pd.DataFrame | None = None,
 ) -> str:
@@ -106,23 +118,25 @@ def discussion(
 
     Args:
         config: the study settings.
-        result: :func:`~mtlrepro.experiments.distinctiveness.study.run_study`'s result.
+        results: :func:`~mtlrepro.experiments.distinctiveness.study.run_study`'s result per
+            seed.
         verdicts: :func:`~mtlrepro.experiments.distinctiveness.claims.evaluate`.
         both_ways: :func:`~mtlrepro.tables.compare_claims` of the study from scratch and
             pretrained, or ``None``.
     """
     reproduced = [c.claim_id for c in verdicts if c.verdict == REPRODUCED]
-    moved = verdict_changes(both_ways, *STARTS)
+    moved = verdict_changes(both_ways, *START_TITLES)
+    result = results[0]
     four = result.by_task_count.get(4)
     unpruned = _unpruned_sentence(result)
     lines = [
         _scale(config),
         "",
-        f"* {_accuracy_sentence(config, result.main)}",
+        f"* {_accuracy_sentence(config, results)}",
         *([f"* {unpruned}"] if unpruned else []),
         *(
-            [f"* The camera task is easy here: the 4-task network reaches "
-             f"{four.test['camera']:.2f} % on it."]
+            [f"* The camera task is easy here: the 4-task network of seed {result.seed} "
+             f"reaches {four.test['camera']:.2f} % on it."]
             if four is not None and "camera" in four.test else []
         ),
         f"* Reproduced: {', '.join(reproduced) or 'none'}.",

@@ -8,7 +8,9 @@ hard-sample mining (keep the hardest 70 %, §2.2) and PCGrad (Eq. 16), Adam with
 reduce-on-plateau (§4), pruned by distinctiveness at the end of every epoch (θ = 30°, §2.3).
 The extractors start from the embedded pretraining (:mod:`mtlrepro.pretraining`, the cpu
 default; the paper's ImageNet weights at ``paper``) or from scratch; a pretrained study is also
-run from scratch for the claims both ways (:func:`run_with_scratch`).
+run from scratch for the claims both ways (:func:`run_with_scratch`).  The whole study runs once
+per seed (``seeds``): the tables show the mean over seeds with its standard deviation
+(``<column> sd``), the claims compare methods seed by seed, the figures show the first seed.
 
 * Table 1: D-Prune vs a network trained directly at D-Prune's final hidden size (no pruning).
 * Table 2: per backbone family: parameters, initial/final hidden size, compression %, feature
@@ -108,7 +110,8 @@ class PruningStudyConfig:
         pretrained: start every extractor from the embedded pretraining's weights
             (:mod:`mtlrepro.pretraining`; ``smoke`` and ``cpu`` profiles, the cpu default).
         ablations: run the three ablations.
-        seed: seed of data order, initialisation, PCGrad order and augmentation.
+        seeds: one whole study per seed (the seed of data order, initialisation, PCGrad order
+            and augmentation); the tables average them, the claims pair them.
         threads: torch CPU threads (``None``: torch's default).
     """
 
@@ -130,7 +133,7 @@ class PruningStudyConfig:
     weights_dir: str | None = None
     pretrained: bool = False
     ablations: bool = True
-    seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -162,7 +165,11 @@ class PruningStudyConfig:
         check_range(
             "PruningStudyConfig.hard_mining", self.hard_mining, 0.0, 1.0, low_inclusive=False
         )
-        check_range("PruningStudyConfig.seed", self.seed, 0, integer=True)
+        if not self.seeds:
+            raise ConfigError("PruningStudyConfig.seeds must hold at least one seed")
+        for seed in self.seeds:
+            check_range("PruningStudyConfig.seeds", seed, 0, integer=True)
+        check_distinct("PruningStudyConfig.seeds", self.seeds)
         if self.threads is not None:
             check_range("PruningStudyConfig.threads", self.threads, 1, integer=True)
         if not isinstance(self.pretrained, bool):
@@ -189,7 +196,14 @@ class PruningStudyConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"epochs": 2, "batch_size": 16, "hidden": 16, "probe_size": 32, "augment": False},
+    "smoke": {
+        "epochs": 2,
+        "batch_size": 16,
+        "hidden": 16,
+        "probe_size": 32,
+        "augment": False,
+        "seeds": (0, 1),
+    },
     "cpu": {
         "epochs": 6,
         "batch_size": 64,
@@ -256,7 +270,7 @@ class PruneRun:
 
 @dataclass
 class StudyResult:
-    """All runs of the study, by role."""
+    """All runs of the study with one seed, by role."""
 
     config: PruningStudyConfig
     main: PruneRun
@@ -264,6 +278,7 @@ class StudyResult:
     families: dict[str, PruneRun] = field(default_factory=dict)
     by_task_count: dict[int, PruneRun] = field(default_factory=dict)
     ablations: list[PruneRun] = field(default_factory=list)
+    seed: int = 0
 
     @property
     def profile(self) -> str:
@@ -291,6 +306,7 @@ def train_joint(
     config: PruningStudyConfig,
     splits: _Splits,
     *,
+    seed: int,
     label: str,
     family: str,
     tasks: tuple[str, ...],
@@ -306,6 +322,7 @@ def train_joint(
     Args:
         config: study settings (its profile selects data presets and the backbone scale).
         splits: the data.
+        seed: the seed of data order, initialisation, PCGrad order and augmentation.
         label: run label.
         family: backbone family.
         tasks: tasks to learn.
@@ -340,7 +357,12 @@ def train_joint(
         hard_mining=config.hard_mining if hard_mining else None,
     )
     train_config = train_config_for(
-        config, lr_schedule="plateau", lr_factor=0.1, eval_every=config.epochs, progress=progress
+        config,
+        seed=seed,
+        lr_schedule="plateau",
+        lr_factor=0.1,
+        eval_every=config.epochs,
+        progress=progress,
     )
     trained = train_network(
         build_model,
@@ -375,56 +397,62 @@ def _weights(config: PruningStudyConfig, family: str) -> Path | None:
 
 
 def run_studies(
-    configs: Sequence[PruningStudyConfig], *, workers: int = 1, progress: bool = True
+    jobs: Sequence[tuple[PruningStudyConfig, int]], *, workers: int = 1, progress: bool = True
 ) -> list[StudyResult]:
-    """:func:`run_study` of each config, in ``workers`` processes side by side (e.g. the same
-    study pretrained and from scratch); each config's ``threads`` holds in its process.
+    """:func:`run_study` of each (config, seed), in ``workers`` processes side by side; each
+    config's ``threads`` holds in its process.
 
     Args:
-        configs: the studies.
+        jobs: the studies, as (settings, seed).
         workers: processes (1: one after the other, here).
         progress: show a progress bar over the studies (the studies' own bars when
             ``workers`` is 1).
     """
-    jobs = [(config, progress and workers == 1) for config in configs]
-    return map_jobs(_run_study, jobs, workers=workers, desc="studies", progress=progress)
+    calls = [(config, seed, progress and workers == 1) for config, seed in jobs]
+    return map_jobs(_run_study, calls, workers=workers, desc="studies", progress=progress)
 
 
 def run_with_scratch(
     config: PruningStudyConfig, *, progress: bool = True
-) -> tuple[StudyResult, StudyResult | None]:
-    """The study, and when it starts from pretrained extractors the same study from scratch
-    (the claims both ways), side by side in two processes when ``config.threads`` is 1.
+) -> tuple[list[StudyResult], list[StudyResult] | None]:
+    """The study with each of ``config.seeds``, and when it starts from pretrained extractors
+    the same studies from scratch (the claims both ways), two processes side by side when
+    ``config.threads`` is 1.
 
     Args:
         config: the study settings.
         progress: show progress bars.
 
     Returns:
-        The study's result and the from-scratch one (``None`` if ``config`` is not pretrained).
+        The study's results per seed and the from-scratch ones (``None`` if ``config`` is not
+        pretrained).
     """
-    if not config.pretrained:
-        return run_study(config, progress=progress), None
-    scratch = dataclasses.replace(config, pretrained=False)
-    workers = 2 if config.threads == 1 else 1
-    main, from_scratch = run_studies([config, scratch], workers=workers, progress=progress)
-    return main, from_scratch
+    configs = [config]
+    if config.pretrained:
+        configs.append(dataclasses.replace(config, pretrained=False))
+    jobs = [(c, seed) for c in configs for seed in config.seeds]
+    workers = 2 if config.threads == 1 and len(jobs) > 1 else 1
+    results = run_studies(jobs, workers=workers, progress=progress)
+    seeds = len(config.seeds)
+    return results[:seeds], (results[seeds:] if config.pretrained else None)
 
 
-def _run_study(config: PruningStudyConfig, progress: bool) -> StudyResult:
-    """:func:`run_study` with a positional ``progress`` (for :func:`map_jobs`)."""
-    return run_study(config, progress=progress)
+def _run_study(config: PruningStudyConfig, seed: int, progress: bool) -> StudyResult:
+    """:func:`run_study` with positional arguments (for :func:`map_jobs`)."""
+    return run_study(config, seed, progress=progress)
 
 
-def run_study(config: PruningStudyConfig, *, progress: bool = True) -> StudyResult:
-    """Every run of Tables 1-3, Fig. 3 and the ablations (each network trained once).
+def run_study(config: PruningStudyConfig, seed: int, *, progress: bool = True) -> StudyResult:
+    """Every run of Tables 1-3, Fig. 3 and the ablations with one seed (each network trained
+    once).
 
     Args:
         config: study settings (see :func:`study_config`).
+        seed: the seed of every network of the study.
         progress: show the training progress bars.
     """
     splits = _Splits(config)
-    common = dict(progress=progress)
+    common = dict(seed=seed, progress=progress)
 
     def dprune(label: str, family: str, tasks: tuple[str, ...], **kwargs: Any) -> PruneRun:
         return train_joint(
@@ -454,7 +482,7 @@ def run_study(config: PruningStudyConfig, *, progress: bool = True) -> StudyResu
             dprune("w/o PCGrad", config.backbone, config.tasks, pcgrad=False),
             dprune("similarity-only", config.backbone, config.tasks, similarity_only=True),
         ]
-    return StudyResult(config, main, baseline, families, by_task_count, ablations)
+    return StudyResult(config, main, baseline, families, by_task_count, ablations, seed)
 
 
 def training_labels(
@@ -481,8 +509,52 @@ def rarest_condition(labels: dict[str, Tensor]) -> tuple[str, int, str]:
 # --------------------------------------------------------------------------------------------
 # Tables
 # --------------------------------------------------------------------------------------------
-def table1(result: StudyResult) -> pd.DataFrame:
-    """Table 1: test accuracy (%) per task and on average, D-Prune vs baseline, with the paper's."""
+SD_SUFFIX = " sd"
+"""Suffix of a table's seed-spread columns: ``"<column> sd"`` is the sample standard deviation
+over seeds of ``<column>`` (0 with one seed)."""
+
+
+def over_seeds(
+    frames: Sequence[pd.DataFrame], keys: Sequence[str], ours: Sequence[str]
+) -> pd.DataFrame:
+    """Per-seed tables with the same rows, averaged: every numeric column's mean over seeds and,
+    right after each of ``ours``, its ``<column> sd``; rows in the first table's order.
+
+    Args:
+        frames: one table per seed (at least one).
+        keys: the columns naming a row.
+        ours: the measured columns that get a spread (the paper's columns do not vary).
+    """
+    if not frames:
+        raise ConfigError("over_seeds needs at least one table")
+    grouped = pd.concat(frames, ignore_index=True).groupby(list(keys), sort=False)
+    means = grouped.mean(numeric_only=True)
+    spreads = grouped[list(ours)].std(ddof=1).fillna(0.0)  # NaN: one seed
+    columns = []
+    for column in means.columns:
+        columns.append(means[column])
+        if column in ours:
+            columns.append(spreads[column].rename(f"{column}{SD_SUFFIX}"))
+    return pd.concat(columns, axis=1).reset_index()
+
+
+def _check_results(results: Sequence[StudyResult]) -> Sequence[StudyResult]:
+    """``results`` if it holds at least one study."""
+    if not results:
+        raise ConfigError("the study has no results: run it with at least one seed")
+    return results
+
+
+def table1(results: Sequence[StudyResult]) -> pd.DataFrame:
+    """Table 1: test accuracy (%) per task and on average, D-Prune vs baseline (mean over seeds
+    and its spread), with the paper's."""
+    return over_seeds(
+        [_table1(r) for r in _check_results(results)], ["task"], ["D-Prune", "Baseline"]
+    )
+
+
+def _table1(result: StudyResult) -> pd.DataFrame:
+    """:func:`table1` of one seed."""
     rows = []
     for task in (*result.config.tasks, "average"):
         paper_task = "all" if task == "average" else PAPER_TASK_NAMES.get(task)
@@ -504,9 +576,7 @@ def table1(result: StudyResult) -> pd.DataFrame:
                 "paper Baseline": paper("Baseline"),
             }
         )
-    table = pd.DataFrame.from_records(rows)
-    table.attrs["hidden"] = (result.main.hidden_final, result.baseline.hidden_initial)
-    return table
+    return pd.DataFrame.from_records(rows)
 
 
 def _hidden_row(run: PruneRun) -> dict[str, Any]:
@@ -518,9 +588,21 @@ def _hidden_row(run: PruneRun) -> dict[str, Any]:
     }
 
 
-def table2(result: StudyResult) -> pd.DataFrame:
+_HIDDEN_COLUMNS = ("hidden_final", "compression", "utilisation")
+
+
+def table2(results: Sequence[StudyResult]) -> pd.DataFrame:
     """Table 2: per family, parameters (M) of our extractor, hidden sizes, compression and
-    utilisation (%), mean test accuracy, and the paper's compression and utilisation."""
+    utilisation (%), mean test accuracy (each the mean over seeds, with its spread), and the
+    paper's compression and utilisation."""
+    return over_seeds(
+        [_table2(r) for r in _check_results(results)], ["architecture"],
+        [*_HIDDEN_COLUMNS, "accuracy"],
+    )
+
+
+def _table2(result: StudyResult) -> pd.DataFrame:
+    """:func:`table2` of one seed."""
     rows = []
     for family, run in result.families.items():
         name = PAPER_NAMES[family]
@@ -555,8 +637,16 @@ def table2_paper_scale_parameters() -> pd.DataFrame:
     return pd.DataFrame.from_records(rows)
 
 
-def table3(result: StudyResult) -> pd.DataFrame:
-    """Table 3: number of tasks vs hidden sizes, compression and utilisation, with the paper's."""
+def table3(results: Sequence[StudyResult]) -> pd.DataFrame:
+    """Table 3: number of tasks vs hidden sizes, compression and utilisation (each the mean over
+    seeds, with its spread), with the paper's."""
+    return over_seeds(
+        [_table3(r) for r in _check_results(results)], ["tasks", "task_names"], _HIDDEN_COLUMNS
+    )
+
+
+def _table3(result: StudyResult) -> pd.DataFrame:
+    """:func:`table3` of one seed."""
     rows = []
     for count, run in result.by_task_count.items():
         paper_row = f"{count} task" + ("s" if count > 1 else "")
@@ -576,19 +666,22 @@ def table3(result: StudyResult) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows)
 
 
-def ablation_table(result: StudyResult) -> pd.DataFrame:
-    """The ablations next to full D-Prune: final hidden size, compression, accuracies."""
-    rows = []
-    for run in (result.main, *result.ablations):
-        rows.append(
+def ablation_table(results: Sequence[StudyResult]) -> pd.DataFrame:
+    """The ablations next to full D-Prune: final hidden size, compression, accuracies (each the
+    mean over seeds, with the spread of the hidden size, compression and average accuracy)."""
+    frames = []
+    for result in _check_results(results):
+        rows = [
             {
                 "setting": run.label,
                 **_hidden_row(run),
                 **{f"acc_{task}": acc for task, acc in run.test.items()},
                 "acc_average": run.average_accuracy,
             }
-        )
-    return pd.DataFrame.from_records(rows)
+            for run in (result.main, *result.ablations)
+        ]
+        frames.append(pd.DataFrame.from_records(rows))
+    return over_seeds(frames, ["setting"], ["hidden_final", "compression", "acc_average"])
 
 
 PRUNED_RUN = "D-Prune (pruned)"
@@ -681,13 +774,14 @@ def training_run_groups(result: StudyResult) -> dict[str, list[str]]:
 # --------------------------------------------------------------------------------------------
 
 
-def summary_metrics(result: StudyResult) -> dict[str, Any]:
-    """Nested numbers for ``metrics.json``."""
+def summary_metrics(results: Sequence[StudyResult]) -> dict[str, Any]:
+    """Nested numbers for ``metrics.json`` (means over seeds)."""
     return {
-        "profile": result.profile,
-        "table1": table1(result).set_index("task")[["D-Prune", "Baseline"]].to_dict(),
-        "table2": table2(result)
+        "profile": _check_results(results)[0].profile,
+        "seeds": [r.seed for r in results],
+        "table1": table1(results).set_index("task")[["D-Prune", "Baseline"]].to_dict(),
+        "table2": table2(results)
         .set_index("architecture")[["hidden_final", "compression", "utilisation", "accuracy"]]
         .to_dict(),
-        "table3": table3(result).set_index("tasks")[["hidden_final", "compression"]].to_dict(),
+        "table3": table3(results).set_index("tasks")[["hidden_final", "compression"]].to_dict(),
     }

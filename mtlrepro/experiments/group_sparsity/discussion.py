@@ -13,7 +13,7 @@ from mtlrepro import paper_numbers
 from mtlrepro.data import get_dataset
 from mtlrepro.experiments.group_sparsity.study import PAPER_METRIC
 from mtlrepro.experiments.group_sparsity.units import SparsityStudyConfig, lambda_label
-from mtlrepro.pretraining import STARTS as RUN_NAMES
+from mtlrepro.pretraining import START_TITLES
 from mtlrepro.report import NOT_APPLICABLE, REPRODUCED, Claim
 from mtlrepro.tables import verdict_changes
 
@@ -149,7 +149,7 @@ def discussion(
         both_ways: :func:`~mtlrepro.tables.compare_claims` of the starts, or ``None``.
     """
     reproduced = [c.claim_id for c in verdicts if c.verdict == REPRODUCED]
-    moved = verdict_changes(both_ways, *RUN_NAMES)
+    moved = verdict_changes(both_ways, *START_TITLES)
     lines = [
         _scale(config),
         "",

@@ -30,6 +30,7 @@ from mtlrepro.config import ConfigError
 from mtlrepro.data import get_dataset
 from mtlrepro.experiments.group_sparsity.units import (
     ABLATION_VARIANTS,
+    AUTHORS_VARIANT,
     DATASET_TASKS,
     SparsityStudyConfig,
     combinations,
@@ -302,7 +303,7 @@ def ablation_table(runs: pd.DataFrame, config: SparsityStudyConfig) -> pd.DataFr
         raise ConfigError("no ablation runs")
     reference = {
         run["seed"]: _scores(run)
-        for _, run in part[part["variant"] == next(iter(ABLATION_VARIANTS))].iterrows()
+        for _, run in part[part["variant"] == AUTHORS_VARIANT].iterrows()
     }
     rows = []
     for variant, group in part.groupby("variant", sort=False):

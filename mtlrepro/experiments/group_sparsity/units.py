@@ -78,8 +78,12 @@ from mtlrepro.methods.group_sparsity import (
     zero_group_mask,
 )
 from mtlrepro.models import count_parameters, create_model
-from mtlrepro.pretraining import DEEPLAB_BACKBONE, PRETRAINED_PROFILES, load_pretrained
-from mtlrepro.pretraining import STARTS as RUN_NAMES
+from mtlrepro.pretraining import (
+    DEEPLAB_BACKBONE,
+    PRETRAINED_PROFILES,
+    START_TITLES,
+    load_pretrained,
+)
 from mtlrepro.recipe import train_config_for, train_network
 from mtlrepro.runs import load_or_train, map_jobs
 
@@ -100,10 +104,12 @@ BATCH_SIZE: dict[str, int] = {"scenes": 16, "nyuv2": 16, "faces": 32, "celebamas
 """Paper B's batch sizes (§4: 16 for NYU-v2, 32 for CelebAMask-HQ)."""
 STARTS: tuple[str, ...] = ("pretrained", "scratch")
 """Where a unit's backbone starts: the embedded pretraining's weights, or random."""
-START_NAMES: dict[str, str] = {"scratch": RUN_NAMES[0], "pretrained": RUN_NAMES[1]}
+START_NAMES: dict[str, str] = {"scratch": START_TITLES[0], "pretrained": START_TITLES[1]}
 """Start -> its name in the claims tables (as paper A's)."""
+AUTHORS_VARIANT = "authors' settings"
+"""The optimiser ablation's reference: the authors' settings, the default of every unit."""
 ABLATION_VARIANTS: dict[str, OptimiserSettings] = {
-    "authors' settings": AUTHORS_OPTIMISER,
+    AUTHORS_VARIANT: AUTHORS_OPTIMISER,
     "bias-corrected metric, ε = 1e-8": dataclasses.replace(
         AUTHORS_OPTIMISER, metric="bias_corrected", backbone_eps=1e-8
     ),
@@ -401,7 +407,7 @@ def unit_variants(kind: str) -> dict[str, OptimiserSettings]:
     check_choice("unit kind", kind, UNIT_KINDS)
     if kind == "ablation":
         return dict(ABLATION_VARIANTS)
-    return {label: o for label, o in ABLATION_VARIANTS.items() if o == AUTHORS_OPTIMISER}
+    return {AUTHORS_VARIANT: AUTHORS_OPTIMISER}
 
 
 # --------------------------------------------------------------------------------------------
