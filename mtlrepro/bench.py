@@ -2,17 +2,23 @@
 cost of the oneDNN work-around, PCGrad against torchjd and the slimmed network's inference form.
 
 ``python -m mtlrepro.bench [--out results/benchmarks] [--steps N] [--repeats R] [--quick]``
-writes five CSV files (atomically) into ``--out``:
+writes six CSV files (atomically) into ``--out``:
 
 * ``train_loop.csv`` -- :func:`mtlrepro.train.fit` (progress bar on, ``"equal"`` balancer)
-  against a bare hand-written PyTorch loop on the same model (same initial weights), the
-  same batches in the same order and the same optimiser (Adam), in one process with
-  interleaved repeats (the order alternates) after one untimed warm-up of each.  Two rows:
-  ``clock="wall"`` (``time.perf_counter``) and ``clock="cpu"`` (``time.process_time``, less
-  sensitive to other processes on a shared machine); ``shared_loop_s`` and ``bare_loop_s``
-  are medians over repeats, ``ratio`` their quotient (target :data:`TARGET_RATIO`).  Torch
-  runs on ``--threads`` threads (default 1: with two intra-op threads, any other busy process
-  on a two-core machine stalls both loops by large, random factors).
+  against a bare hand-written PyTorch step (:func:`bare_step`) on a copy of the same model
+  (same initial weights), the same batches in the same order and the same optimiser (Adam),
+  interleaved step by step: a hook runs one bare step before each of ``fit``'s steps, so the
+  two are timed within milliseconds of each other and a machine that slows down or speeds up
+  slows both alike (timing whole loops one after the other let the ratio wander between 0.91
+  and 1.09 from run to run).  A ``fit`` step is timed from the end of the bare step before it
+  to the start of the next one (everything ``fit`` does per step: zero_grad, forward, loss,
+  backward, Adam, logging, the progress bar); the first :data:`LOOP_WARMUP_STEPS` steps are
+  left out.  Per repeat, the median step time of each; ``shared_step_ms`` and
+  ``bare_step_ms`` are the medians over repeats, ``ratio`` the median of the repeats' ratios
+  (target :data:`TARGET_RATIO`).  Two rows: ``clock="wall"`` (``time.perf_counter``) and
+  ``clock="cpu"`` (``time.process_time``).  Torch runs on ``--threads`` threads (default 1:
+  with two intra-op threads, any other busy process on a two-core machine stalls both loops
+  by large, random factors).
 * ``scenes_generator.csv`` -- :func:`mtlrepro.data.scenes.scenes_images_per_second` at
   64×64, median over repeats, with the target :data:`TARGET_IMAGES_PER_S`.
 * ``onednn_routing.csv`` -- :func:`bench_onednn_routing`: a training step of paper A's smoke
@@ -36,6 +42,11 @@ writes five CSV files (atomically) into ``--out``:
   beside Torch-Pruning's pruned network (:func:`torch_pruning_slim`, the ``bench`` extra),
   at batch 1 and 16 on one and two threads: latency speed-up over the dense network ÷ FLOPs
   reduction (``ratio``) and ÷ Torch-Pruning's speed-up (``vs_torch_pruning``).
+
+* ``threads.csv`` -- :func:`mtlrepro.thread_bench.bench_threads`: the training step of the cpu
+  profile's networks with one or two torch threads (and OpenMP's passive wait), alone and
+  beside one busy process, each measurement in its own process: which thread setting keeps a
+  step within 2× of its time alone when something else runs.
 
 Every file also records the settings and the torch thread count.  Timings vary from run to
 run and machine to machine: these files describe one measurement, they are not reproducible
@@ -68,7 +79,6 @@ from mtlrepro.balancing import create_balancer, pcgrad_backward, pcgrad_combine
 from mtlrepro.compress import conv_flops, parameter_count, slim
 from mtlrepro.config import check_choice, check_range
 from mtlrepro.data import get_dataset
-from mtlrepro.data.base import TensorDataset
 from mtlrepro.data.scenes import scenes_images_per_second
 from mtlrepro.files import atomic_write_text
 from mtlrepro.inference import export, interleaved_medians
@@ -76,10 +86,13 @@ from mtlrepro.models import count_parameters, create_model
 from mtlrepro.models.backbones import create_backbone
 from mtlrepro.models.onednn import SubsampledPointwiseConv2d
 from mtlrepro.tasks import Task, make_tasks
-from mtlrepro.train import TrainConfig, epoch_batches, fit
+from mtlrepro.thread_bench import WORKLOADS, bench_threads
+from mtlrepro.train import Hooks, TrainConfig, epoch_batches, fit
 
 TARGET_RATIO = 1.03
-"""The shared loop may take at most 3 % longer than the bare loop."""
+"""The shared loop may take at most 3 % longer per step than the bare loop."""
+LOOP_WARMUP_STEPS = 5
+"""Steps of the loop benchmark left out of its timing (allocator, lazy initialisation)."""
 TARGET_IMAGES_PER_S = 300.0
 """Generator target at 64×64: the ``cpu`` profile's 2,800 images in under about 10 s."""
 BENCH_TASKS: tuple[str, ...] = ("segmentation", "depth", "normal")
@@ -104,6 +117,9 @@ class BenchSettings:
         slim_batches: its batch sizes.
         slim_threads: its torch thread counts.
         slim_profile: the profile of its SegNet (``smoke`` or ``cpu``).
+        thread_steps: timed steps per measurement of the thread benchmark.
+        thread_rounds: its interleaved rounds.
+        thread_workloads: its workloads (:data:`mtlrepro.thread_bench.WORKLOADS`).
     """
 
     steps: int = 300
@@ -120,11 +136,14 @@ class BenchSettings:
     slim_batches: tuple[int, ...] = (1, 16)
     slim_threads: tuple[int, ...] = (1, 2)
     slim_profile: str = "cpu"
+    thread_steps: int = 5
+    thread_rounds: int = 3
+    thread_workloads: tuple[str, ...] = tuple(WORKLOADS)
 
     def __post_init__(self) -> None:
         """Check ranges (``ConfigError`` otherwise)."""
         for name in ("steps", "repeats", "batch_size", "n_train", "generator_images", "threads",
-                     "pcgrad_step_batch"):
+                     "pcgrad_step_batch", "thread_steps", "thread_rounds"):
             check_range(f"BenchSettings.{name}", getattr(self, name), 1, integer=True)
         for count in self.pcgrad_tasks:
             check_range("BenchSettings.pcgrad_tasks", count, 2, integer=True)
@@ -138,58 +157,72 @@ class BenchSettings:
         for threads in self.slim_threads:
             check_range("BenchSettings.slim_threads", threads, 1, integer=True)
         check_choice("BenchSettings.slim_profile", self.slim_profile, ("smoke", "cpu"))
+        for workload in self.thread_workloads:
+            check_choice("BenchSettings.thread_workloads", workload, tuple(WORKLOADS))
 
 
 QUICK = BenchSettings(
     steps=6, repeats=1, batch_size=4, n_train=16, widths=(4, 8), generator_images=8,
     pcgrad_tasks=(2, 3), pcgrad_parameters=(1_000,), pcgrad_step_batch=2,
     slim_fractions=(0.5,), slim_batches=(2,), slim_threads=(1,), slim_profile="smoke",
+    thread_steps=1, thread_rounds=1, thread_workloads=(next(iter(WORKLOADS)),),
 )
 """Seconds-long settings for the tests (the numbers mean little)."""
 
 
-def bare_loop(
+def bare_step(
     model: nn.Module,
+    optimizer: torch.optim.Optimizer,
     tasks: Mapping[str, Task],
-    dataset: TensorDataset,
-    batches: Sequence[Tensor],
-    lr: float,
+    batch: Mapping[str, Tensor],
 ) -> None:
-    """The hand-written reference: Adam on the plain sum of the tasks' mean losses.
+    """The hand-written reference step: Adam on the plain sum of the tasks' mean losses.
 
     Args:
-        model: the model to train (in place).
+        model: the model to train (in place, in train mode).
+        optimizer: its Adam.
         tasks: task name -> task.
-        dataset: training data (``dataset.batch(index)``).
-        batches: the sample indices of each step's batch.
-        lr: Adam's learning rate.
+        batch: the step's batch.
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for index in batches:
-        batch = dataset.batch(index)
-        optimizer.zero_grad(set_to_none=True)
-        preds = model(batch["image"])
-        loss = sum(task.loss(preds[name], batch[name]).mean() for name, task in tasks.items())
-        loss.backward()
-        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    preds = model(batch["image"])
+    loss = sum(task.loss(preds[name], batch[name]).mean() for name, task in tasks.items())
+    loss.backward()
+    optimizer.step()
 
 
-def _timed(run: Callable[[], object]) -> tuple[float, float]:
-    """Wall-clock and process CPU seconds of ``run()``."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    run()
-    return time.perf_counter() - wall, time.process_time() - cpu
+class _BareStepsBetween(Hooks):
+    """Runs one bare step before each of ``fit``'s steps and times both (wall and CPU
+    seconds); see the module doc."""
+
+    def __init__(self, step: Callable[[int], None]) -> None:
+        """Args:
+        step: runs the bare loop's step ``k`` (0-based).
+        """
+        self.step = step
+        self.fit: list[tuple[float, float]] = []
+        self.bare: list[tuple[float, float]] = []
+        self._end: tuple[float, float] | None = None
+
+    def before_step(self, model: nn.Module, batch: Mapping[str, Tensor], step: int) -> None:
+        """Close the timing of ``fit``'s previous step, then time one bare step."""
+        start = time.perf_counter(), time.process_time()
+        if self._end is not None:
+            self.fit.append((start[0] - self._end[0], start[1] - self._end[1]))
+        self.step(step - 1)
+        self._end = time.perf_counter(), time.process_time()
+        self.bare.append((self._end[0] - start[0], self._end[1] - start[1]))
 
 
 def bench_train_loop(settings: BenchSettings) -> pd.DataFrame:
-    """Time :func:`~mtlrepro.train.fit` against :func:`bare_loop` (see the module doc).
+    """Time :func:`~mtlrepro.train.fit` against :func:`bare_step`, step by step (see the module
+    doc).
 
     Args:
         settings: steps, repeats and sizes.
 
     Returns:
-        Two rows (``clock`` wall and cpu): settings, ``shared_loop_s``, ``bare_loop_s``,
+        Two rows (``clock`` wall and cpu): settings, ``shared_step_ms``, ``bare_step_ms``,
         ``ratio``, ``target``.
     """
     dataset = get_dataset("scenes", "train", "smoke", n_train=settings.n_train, tasks=BENCH_TASKS)
@@ -204,41 +237,40 @@ def bench_train_loop(settings: BenchSettings) -> pd.DataFrame:
         device="cpu",
         progress=True,
     )
+    steps = settings.steps + LOOP_WARMUP_STEPS + 1  # fit's last step has no closing hook
     per_epoch = len(epoch_batches(len(dataset), config.batch_size, config.seed, 1))
-    epochs = math.ceil(settings.steps / per_epoch)
-    config = dataclasses.replace(config, epochs=epochs, max_steps=settings.steps)
+    epochs = math.ceil(steps / per_epoch)
+    config = dataclasses.replace(config, epochs=epochs, max_steps=steps)
     batches = [
         index
         for epoch in range(1, epochs + 1)
         for index in epoch_batches(len(dataset), config.batch_size, config.seed, epoch)
-    ][: settings.steps]
+    ][:steps]
 
-    def shared() -> None:
-        model = copy.deepcopy(initial)
-        fit(model, tasks, dataset, None, create_balancer("equal", list(tasks)), config)
+    def one_repeat() -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        model = copy.deepcopy(initial).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        hook = _BareStepsBetween(
+            lambda k: bare_step(model, optimizer, tasks, dataset.batch(batches[k]))
+        )
+        fit(copy.deepcopy(initial), tasks, dataset, None, create_balancer("equal", list(tasks)),
+            config, hooks=[hook])
+        return hook.fit[LOOP_WARMUP_STEPS:], hook.bare[LOOP_WARMUP_STEPS : len(hook.fit)]
 
-    def bare() -> None:
-        bare_loop(copy.deepcopy(initial), tasks, dataset, batches, config.lr)
-
-    times: dict[str, list[tuple[float, float]]] = {"shared": [], "bare": []}
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
-        shared()  # warm-up (allocator, lazy initialisation), not timed
-        bare()
-        for repeat in range(settings.repeats):
-            order = (("shared", shared), ("bare", bare))
-            for name, run in order if repeat % 2 == 0 else order[::-1]:
-                times[name].append(_timed(run))
+        repeats = [one_repeat() for _ in range(settings.repeats)]
     finally:
         torch.set_num_threads(previous_threads)
     rows = []
     for k, clock in enumerate(("wall", "cpu")):
-        shared_s = statistics.median(t[k] for t in times["shared"])
-        bare_s = statistics.median(t[k] for t in times["bare"])
+        shared = [statistics.median(t[k] for t in fit_s) for fit_s, _ in repeats]
+        bare = [statistics.median(t[k] for t in bare_s) for _, bare_s in repeats]
         rows.append(
             {
-                "comparison": "fit (progress bar, equal balancer) vs bare PyTorch loop",
+                "comparison": "fit (progress bar, equal balancer) vs a bare PyTorch step, "
+                "interleaved step by step",
                 "clock": clock,
                 "model": f"segnet widths={list(settings.widths)}",
                 "parameters": count_parameters(initial),
@@ -248,13 +280,20 @@ def bench_train_loop(settings: BenchSettings) -> pd.DataFrame:
                 "steps": settings.steps,
                 "repeats": settings.repeats,
                 "torch_threads": settings.threads,
-                "shared_loop_s": shared_s,
-                "bare_loop_s": bare_s,
-                "ratio": shared_s / bare_s,
+                "shared_step_ms": statistics.median(shared) * 1e3,
+                "bare_step_ms": statistics.median(bare) * 1e3,
+                "ratio": statistics.median(a / b for a, b in zip(shared, bare, strict=True)),
                 "target": TARGET_RATIO,
             }
         )
     return pd.DataFrame(rows)
+
+
+def _timed(run: Callable[[], object]) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of ``run()``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def bench_generator(settings: BenchSettings) -> pd.DataFrame:
@@ -600,7 +639,7 @@ def bench_slimming(settings: BenchSettings) -> pd.DataFrame:
 
 def run(out: str | Path, settings: BenchSettings) -> dict[str, pd.DataFrame]:
     """Run the benchmarks and write ``train_loop.csv``, ``scenes_generator.csv``,
-    ``onednn_routing.csv``, ``pcgrad.csv`` and ``slimming.csv``.
+    ``onednn_routing.csv``, ``pcgrad.csv``, ``slimming.csv`` and ``threads.csv``.
 
     Args:
         out: output folder.
@@ -615,6 +654,9 @@ def run(out: str | Path, settings: BenchSettings) -> dict[str, pd.DataFrame]:
         "onednn_routing": bench_onednn_routing(settings),
         "pcgrad": bench_pcgrad(settings),
         "slimming": bench_slimming(settings),
+        "threads": bench_threads(
+            settings.thread_steps, settings.thread_rounds, settings.thread_workloads
+        ),
     }
     for stem, frame in tables.items():
         atomic_write_text(Path(out) / f"{stem}.csv", frame.to_csv(index=False))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -19,6 +20,7 @@ from mtlrepro.bench import (
 )
 from mtlrepro.compress import slim
 from mtlrepro.config import ConfigError
+from mtlrepro.thread_bench import LOADS, VARIANTS
 
 
 def test_quick_mode_writes_csvs_with_ratio_and_target(
@@ -33,8 +35,9 @@ def test_quick_mode_writes_csvs_with_ratio_and_target(
     loop = pd.read_csv(out / "train_loop.csv")
     assert loop["clock"].tolist() == ["wall", "cpu"]
     for row in loop.itertuples():
-        assert row.shared_loop_s > 0 and row.bare_loop_s > 0
-        assert math.isclose(row.ratio, row.shared_loop_s / row.bare_loop_s, rel_tol=1e-9)
+        assert row.shared_step_ms > 0 and row.bare_step_ms > 0
+        # one repeat in the quick mode: the ratio is that of its median steps
+        assert math.isclose(row.ratio, row.shared_step_ms / row.bare_step_ms, rel_tol=1e-9)
         assert row.target == TARGET_RATIO
 
     generator = pd.read_csv(out / "scenes_generator.csv")
@@ -80,11 +83,22 @@ def test_quick_mode_writes_csvs_with_ratio_and_target(
         assert resnet["status"].iloc[0].startswith("torch-pruning not installed")
     assert segnet["vs_torch_pruning"].isna().all()
 
+    threads_table = pd.read_csv(out / "threads.csv")
+    assert threads_table["variant"].tolist() == [v.name for v in VARIANTS for _ in LOADS]
+    assert threads_table["load"].tolist() == list(LOADS) * len(VARIANTS)
+    assert (threads_table["step_ms"] > 0).all()
+    alone = threads_table[threads_table["load"] == LOADS[0]]
+    assert alone["unloaded_ratio"].min() == 1.0  # the fastest variant alone
+    busy = threads_table[threads_table["load"] == LOADS[1]]
+    np.testing.assert_allclose(busy["loaded_ratio"],
+                               busy["step_ms"].to_numpy() / alone["step_ms"].to_numpy())
+
     assert sorted(p.name for p in out.iterdir()) == [
         "onednn_routing.csv",
         "pcgrad.csv",
         "scenes_generator.csv",
         "slimming.csv",
+        "threads.csv",
         "train_loop.csv",
     ]
     assert "ratio" in capsys.readouterr().out

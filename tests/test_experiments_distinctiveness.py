@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -305,3 +306,41 @@ def test_training_run_groups_split_runs_by_purpose_with_the_main_run_as_referenc
     assert groups["architectures"][0] == main
     assert len(groups["architectures"]) == len(result.config.families)
     assert all(1 < len(runs) <= 8 for runs in groups.values())
+
+
+def test_the_long_tailed_training_split_keeps_eq2_and_every_vehicle():
+    from mtlrepro.config import build_config
+    from mtlrepro.data.vehicles import (
+        COLOUR_SHARES,
+        PINK_TYPE_SHARES,
+        VEHICLES_PRESETS,
+        VehiclesConfig,
+        vehicle_catalogue,
+    )
+    from mtlrepro.experiments.distinctiveness import long_tail
+
+    cpu = build_config(VehiclesConfig, VEHICLES_PRESETS, "cpu")
+    counts = long_tail.long_tail_counts(cpu, 1.0)
+    assert counts.sum() == cpu.n_train and counts.min() >= 1
+    ranked = np.sort(counts)[::-1]
+    assert ranked[0] >= 5 * ranked[-1]  # a long tail: measured 5-60 images per vehicle
+    assert ranked[: cpu.n_ids // 10].sum() > 0.2 * cpu.n_train
+    catalogue = vehicle_catalogue(cpu)
+    pink = catalogue["colour"] == 11
+    per_type = np.bincount(catalogue["type"][pink], weights=counts[pink], minlength=11)
+    # Eq. 2 from ~90 pink images; the six pink vehicles' own types give 33/17/17/17/17 %
+    np.testing.assert_allclose(per_type / per_type.sum(), PINK_TYPE_SHARES, atol=0.015)
+    assert counts[pink].sum() / cpu.n_train == pytest.approx(COLOUR_SHARES["pink"], abs=0.002)
+    balanced = long_tail.identity_shares(catalogue, 0.0)
+    group = balanced[pink & (catalogue["type"] == 0)]
+    assert np.ptp(group) == pytest.approx(0.0)  # α = 0: equal shares within a group
+
+    smoke = long_tail.long_tailed_train("smoke", ("colour", "identity"), 1.0)
+    assert len(smoke) == 48 and set(smoke.tensors["identity"].tolist()) == set(range(24))
+    assert study.training_labels(study.study_config("smoke"))[0]["identity"].shape == (48,)
+
+
+def test_the_long_tail_is_for_the_embedded_vehicles_only():
+    with pytest.raises(ConfigError, match="applies to the embedded 'vehicles' only"):
+        study.study_config("smoke", dataset="vehiclex")
+    assert study.study_config("paper").identity_tail is None

@@ -26,7 +26,8 @@ def plot_class_distributions(
         labels: task -> integer labels of one split (tensor or array, shape (N,)).
         class_names: task -> class names (by index), for the x tick labels of small tasks.
         condition: ``(given_task, given_class, task)``: adds a panel comparing
-            P(task | given_task = given_class) with P(task) (paper A, Eq. 2).
+            P(task | given_task = given_class) with P(task) (paper A, Eq. 2); its legend says
+            how many samples the conditional is estimated from.
     """
     names = class_names or {}
     panels = len(labels) + (condition is not None)
@@ -66,7 +67,8 @@ def plot_class_distributions(
                 x + 0.2,
                 100 * conditional,
                 width=0.4,
-                label=f"P({task} | {given_task}={given_name[given_class]})",
+                label=f"P({task} | {given_task}={given_name[given_class]}), "
+                f"{int(given.sum())} samples",
             )
             ax.set_xticks(x, names.get(task, [str(i) for i in x]), rotation=90)
             ax.set_xlabel(task)

@@ -24,7 +24,9 @@ per seed (``seeds``): the tables show the mean over seeds with its standard devi
 Choices: the paper's tasks for Tables 1-2 are ColorID, TypeID and VehicleID (``colour``,
 ``type``, ``identity``); Table 3 adds tasks in the order colour, type, identity, camera; the
 probe set is the first ``probe_size`` training images (un-augmented); the test split gives every
-reported accuracy.
+reported accuracy; on the embedded ``vehicles`` the training split has a long tail of identities
+with Eq. 2 held by the images (:mod:`~mtlrepro.experiments.distinctiveness.long_tail`; validation
+and test stay balanced).
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ from mtlrepro.data import get_dataset
 from mtlrepro.data.augment import FlipCropDataset
 from mtlrepro.data.stats import class_labels
 from mtlrepro.data.vehicle_classes import VEHICLE_COLOURS, VEHICLE_TYPES
+from mtlrepro.experiments.distinctiveness.long_tail import DATASET as LONG_TAIL_DATASET
+from mtlrepro.experiments.distinctiveness.long_tail import long_tailed_train
 from mtlrepro.methods.distinctiveness import (
     DistinctivenessConfig,
     DistinctivenessPruning,
@@ -110,6 +114,10 @@ class PruningStudyConfig:
         pretrained: start every extractor from the embedded pretraining's weights
             (:mod:`mtlrepro.pretraining`; ``smoke`` and ``cpu`` profiles, the cpu default).
         ablations: run the three ablations.
+        identity_tail: the exponent α of the long tail of identities in the embedded
+            ``vehicles`` training split (:mod:`~mtlrepro.experiments.distinctiveness.
+            long_tail`), or ``None`` for the generator's balanced split (the real Vehicle-X is
+            imbalanced as it is).
         seeds: one whole study per seed (the seed of data order, initialisation, PCGrad order
             and augmentation); the tables average them, the claims pair them.
         threads: torch CPU threads (``None``: torch's default).
@@ -133,6 +141,7 @@ class PruningStudyConfig:
     weights_dir: str | None = None
     pretrained: bool = False
     ablations: bool = True
+    identity_tail: float | None = 1.0
     seeds: tuple[int, ...] = (0, 1, 2)
     threads: int | None = None
 
@@ -172,6 +181,13 @@ class PruningStudyConfig:
         check_distinct("PruningStudyConfig.seeds", self.seeds)
         if self.threads is not None:
             check_range("PruningStudyConfig.threads", self.threads, 1, integer=True)
+        if self.identity_tail is not None:
+            check_range("PruningStudyConfig.identity_tail", self.identity_tail, 0.0, 4.0)
+            if self.dataset != LONG_TAIL_DATASET:
+                raise ConfigError(
+                    f"PruningStudyConfig.identity_tail applies to the embedded "
+                    f"{LONG_TAIL_DATASET!r} only; give null for {self.dataset!r}"
+                )
         if not isinstance(self.pretrained, bool):
             raise ConfigError(f"PruningStudyConfig.pretrained must be true or false; got "
                               f"{self.pretrained!r}")
@@ -212,7 +228,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pretrained": True,
         "threads": 1,
     },
-    "paper": {"dataset": "vehiclex"},
+    "paper": {"dataset": "vehiclex", "identity_tail": None},
 }
 
 
@@ -294,11 +310,17 @@ class _Splits:
         self._loaded: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
 
     def get(self, tasks: tuple[str, ...]) -> tuple[Any, Any, Any]:
+        """Train, val and test splits with ``tasks``; the training split long-tailed when
+        ``identity_tail`` is set."""
         if tasks not in self._loaded:
-            self._loaded[tasks] = tuple(
-                get_dataset(self.config.dataset, split, self.config.profile, tasks=tasks)
+            config = self.config
+            train, val, test = (
+                get_dataset(config.dataset, split, config.profile, tasks=tasks)
+                if split != "train" or config.identity_tail is None
+                else long_tailed_train(config.profile, tasks, config.identity_tail)
                 for split in ("train", "val", "test")
             )
+            self._loaded[tasks] = (train, val, test)
         return self._loaded[tasks]
 
 
@@ -488,12 +510,13 @@ def run_study(config: PruningStudyConfig, seed: int, *, progress: bool = True) -
 def training_labels(
     config: PruningStudyConfig,
 ) -> tuple[dict[str, Tensor], dict[str, tuple[str, ...]]]:
-    """Fig. 2's data: every task's training labels, and the class names where known.
+    """Fig. 2's data: every task's labels in the study's training split (long-tailed on the
+    embedded ``vehicles``), and the class names where known.
 
     Vehicle-X and the embedded ``vehicles`` share the 12 colour and 11 type classes (names in
     the order of :data:`~mtlrepro.data.vehicle_classes.VEHICLE_COLOURS` / ``VEHICLE_TYPES``).
     """
-    train = get_dataset(config.dataset, "train", config.profile, tasks=TABLE3_TASKS)
+    train = _Splits(config).get(TABLE3_TASKS)[0]
     labels = {task: class_labels(train, task)[0] for task in TABLE3_TASKS}
     return labels, {"colour": VEHICLE_COLOURS, "type": VEHICLE_TYPES}
 
