@@ -78,30 +78,52 @@ def long_tail_counts(config: VehiclesConfig, alpha: float) -> np.ndarray:
     return 1 + largest_remainder_quota(shares, config.n_train - config.n_ids)
 
 
-def long_tailed_train(profile: str, tasks: tuple[str, ...], alpha: float) -> TensorDataset:
-    """The profile's ``vehicles`` training split, long-tailed: ``n_train`` images drawn from a
-    pool of ``max(counts) * n_ids`` generated ones, each vehicle's first
+def long_tail_indices(profile: str, alpha: float) -> tuple[VehiclesConfig, np.ndarray]:
+    """The pool's config and the indices (ascending) of the long-tailed training images in
+    it: a pool of ``max(counts) * n_ids`` generated images, each vehicle's first
     :func:`long_tail_counts` images (in pool order, which is random).
+
+    Args:
+        profile: ``smoke``, ``cpu`` or ``paper``.
+        alpha: the tail's exponent α.
+    """
+    config = build_config(VehiclesConfig, VEHICLES_PRESETS, profile)
+    counts = long_tail_counts(config, alpha)
+    pool = dataclasses.replace(config, n_train=int(counts.max()) * config.n_ids)
+    ids = vehicles_labels(pool, "train")["identity"].astype(np.int64)
+    order = np.argsort(ids, kind="stable")  # grouped by vehicle, pool order within
+    starts = np.searchsorted(ids[order], np.arange(config.n_ids))
+    rank = np.empty(len(ids), dtype=np.int64)
+    rank[order] = np.arange(len(ids)) - starts[ids[order]]
+    return pool, np.flatnonzero(rank < counts[ids])
+
+
+def long_tailed_labels(profile: str, alpha: float) -> dict[str, np.ndarray]:
+    """Every task's labels of the long-tailed training split, without rendering it (NumPy
+    only: a process that forks workers afterwards must not have started torch's threads).
+
+    Args:
+        profile: ``smoke``, ``cpu`` or ``paper``.
+        alpha: the tail's exponent α.
+    """
+    pool, keep = long_tail_indices(profile, alpha)
+    return {task: values[keep] for task, values in vehicles_labels(pool, "train").items()}
+
+
+def long_tailed_train(profile: str, tasks: tuple[str, ...], alpha: float) -> TensorDataset:
+    """The profile's ``vehicles`` training split, long-tailed (:func:`long_tail_indices`).
 
     Args:
         profile: ``smoke``, ``cpu`` or ``paper``.
         tasks: the tasks to publish.
         alpha: the tail's exponent α.
     """
-    config = build_config(VehiclesConfig, VEHICLES_PRESETS, profile)
-    counts = long_tail_counts(config, alpha)
-    pool_config = dataclasses.replace(config, n_train=int(counts.max()) * config.n_ids)
-    ids = vehicles_labels(pool_config, "train")["identity"].astype(np.int64)
-    order = np.argsort(ids, kind="stable")  # grouped by vehicle, pool order within
-    starts = np.searchsorted(ids[order], np.arange(config.n_ids))
-    rank = np.empty(len(ids), dtype=np.int64)
-    rank[order] = np.arange(len(ids)) - starts[ids[order]]
-    keep = torch.from_numpy(np.flatnonzero(rank < counts[ids]))
+    pool_config, keep = long_tail_indices(profile, alpha)
     pool = get_dataset(DATASET, "train", profile, tasks=tasks, n_train=pool_config.n_train)
     return TensorDataset(
         pool.name,
         pool.split,
-        {k: v.index_select(0, keep) for k, v in pool.tensors.items()},
+        {k: torch.from_numpy(v.numpy()[keep]) for k, v in pool.tensors.items()},
         pool.task_specs,
         pool.config,
     )

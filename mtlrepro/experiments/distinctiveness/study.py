@@ -58,7 +58,7 @@ from mtlrepro.data.augment import FlipCropDataset
 from mtlrepro.data.stats import class_labels
 from mtlrepro.data.vehicle_classes import VEHICLE_COLOURS, VEHICLE_TYPES
 from mtlrepro.experiments.distinctiveness.long_tail import DATASET as LONG_TAIL_DATASET
-from mtlrepro.experiments.distinctiveness.long_tail import long_tailed_train
+from mtlrepro.experiments.distinctiveness.long_tail import long_tailed_labels, long_tailed_train
 from mtlrepro.methods.distinctiveness import (
     DistinctivenessConfig,
     DistinctivenessPruning,
@@ -516,9 +516,12 @@ def training_labels(
     Vehicle-X and the embedded ``vehicles`` share the 12 colour and 11 type classes (names in
     the order of :data:`~mtlrepro.data.vehicle_classes.VEHICLE_COLOURS` / ``VEHICLE_TYPES``).
     """
-    train = _Splits(config).get(TABLE3_TASKS)[0]
-    labels = {task: class_labels(train, task)[0] for task in TABLE3_TASKS}
-    return labels, {"colour": VEHICLE_COLOURS, "type": VEHICLE_TYPES}
+    names = {"colour": VEHICLE_COLOURS, "type": VEHICLE_TYPES}
+    if config.identity_tail is not None:  # labels only: no torch work before the studies fork
+        labels = long_tailed_labels(config.profile, config.identity_tail)
+        return {task: torch.from_numpy(labels[task]) for task in TABLE3_TASKS}, names
+    train = get_dataset(config.dataset, "train", config.profile, tasks=TABLE3_TASKS)
+    return {task: class_labels(train, task)[0] for task in TABLE3_TASKS}, names
 
 
 def rarest_condition(labels: dict[str, Tensor]) -> tuple[str, int, str]:
