@@ -285,6 +285,21 @@ def test_the_discussion_quotes_this_runs_numbers():
             assert f"{claim.claim_id} is" not in text
 
 
+def test_the_discussions_cause_follows_the_verdict():
+    worse = _result(dprune_acc=60.0, baseline_acc=70.0, task_finals=(70, 80, 90, 128))
+    text = discussion.discussion(worse.config, [worse], claims.evaluate([worse]))
+    assert "A1 is not reproduced" in text and "keeps the edge" in text
+    within = [
+        _result(dprune_acc=d, baseline_acc=65.0, task_finals=(70, 80, 90, 128))
+        for d in (60.0, 70.0)
+    ]
+    verdicts = claims.evaluate(within)
+    assert verdicts[0].verdict == INCONCLUSIVE
+    text = discussion.discussion(within[0].config, within, verdicts)
+    assert "A1 is inconclusive" in text and "keeps the edge" not in text
+    assert "neither method is ahead beyond the spread" in text
+
+
 def test_the_discussion_names_every_network_pruning_never_touched():
     result = _result(task_finals=(70, 80, 128, 128))
     text = discussion.discussion(result.config, [result], claims.evaluate([result]))

@@ -528,6 +528,12 @@ def test_the_discussion_quotes_this_runs_numbers() -> None:
     assert f"scores 41.0 ± 1.4 % accuracy, no better than the {constant:.1f} %" in text
     assert "B1 is not reproduced" in text and "Reproduced: B4." in text
     assert "B4 is" not in text
+    assert discussion.CAUSES["B1"]["not reproduced"] in text
+    inconclusive = discussion.discussion(
+        config, table1, table2, [_claim("B1", "inconclusive")], ablation
+    )
+    assert discussion.CAUSES["B1"]["inconclusive"] in inconclusive
+    assert discussion.CAUSES["B1"]["not reproduced"] not in inconclusive
 
 
 def _claim(claim_id: str, verdict: str) -> Claim:

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 import pandas as pd
 
 from mtlrepro import paper_numbers
-from mtlrepro.config import ConfigError
 from mtlrepro.experiments.distinctiveness.study import (
     PARAMS_TOLERANCE_M,
     PruneRun,
     StudyResult,
+    check_results,
     table2,
     table2_paper_scale_parameters,
     unpruned_min_angle_curves,
@@ -66,10 +66,9 @@ def angle_growth(curves: pd.DataFrame) -> pd.Series:
 
 
 def _common(results: Sequence[StudyResult]) -> dict[str, str]:
-    """The profile and dataset of the claims (at least one result)."""
-    if not results:
-        raise ConfigError("the claims need the study's results of at least one seed")
-    return dict(profile=results[0].profile, dataset=results[0].config.dataset)
+    """The profile and dataset of the claims (:func:`check_results`: at least one result)."""
+    first = check_results(results)[0]
+    return dict(profile=first.profile, dataset=first.config.dataset)
 
 
 def evaluate(results: Sequence[StudyResult]) -> list[Claim]:
@@ -82,7 +81,8 @@ def claim_a1(results: Sequence[StudyResult]) -> Claim:
     """A1: D-Prune beats a baseline trained directly at its final hidden size (Table 1), on
     every task and on average: D-Prune minus baseline test accuracy per seed, one comparison per
     row."""
-    rows = [*results[0].config.tasks, "average"] if results else []
+    common = _common(results)
+    rows = [*results[0].config.tasks, "average"]
     comparisons = [
         (row, paired([
             _accuracy(r.main, row) - _accuracy(r.baseline, row) for r in results
@@ -98,7 +98,7 @@ def claim_a1(results: Sequence[StudyResult]) -> Claim:
         f"{paper_dprune:.2f} vs {paper_baseline:.2f} (average)",
         f"D-Prune − baseline: {describe(comparisons, ' points')}",
         [c for _, c in comparisons],
-        **_common(results),
+        **common,
         details=f"test accuracy %, Table 1 layout, {len(results)} seeds; {SPREAD_RULE}",
     )
 
@@ -111,7 +111,8 @@ def _accuracy(run: PruneRun, row: str) -> float:
 def claim_a2(results: Sequence[StudyResult]) -> Claim:
     """A2: compression falls as tasks are added (Table 3): for each step from k to k + 1 tasks,
     the compression with k tasks minus that with k + 1, per seed."""
-    counts = sorted(results[0].by_task_count) if results else []
+    common = _common(results)
+    counts = sorted(results[0].by_task_count)
     steps = [
         (f"{k} → {k + 1} tasks", paired([
             r.by_task_count[k].compression - r.by_task_count[k + 1].compression for r in results
@@ -130,7 +131,7 @@ def claim_a2(results: Sequence[StudyResult]) -> Claim:
         " -> ".join(f"{c:.2f}" for c in means) + " % (mean); fall per step: "
         + describe(steps, " points"),
         [c for _, c in steps] or None,
-        **_common(results),
+        **common,
         details=f"compression % per task count, {len(results)} seeds; each step compares k "
         f"with k + 1 tasks; {SPREAD_RULE}",
     )
@@ -147,6 +148,7 @@ def claim_a3(results: Sequence[StudyResult]) -> Claim:
     plus :data:`ON_PAR_POINTS` is positive, judged against the seed spread.  Not applicable
     unless both EfficientNets and VGG-11 ran.
     """
+    common = _common(results)
     t2 = table2(results).set_index("architecture")
     paper_t2 = paper_numbers.table("A", "Table 2")
     paper = paper_t2[paper_t2["metric"] == "utilisation"].set_index("row")["value"]
@@ -182,7 +184,7 @@ def claim_a3(results: Sequence[StudyResult]) -> Claim:
         f"utilisation {ranked}: Spearman ρ with the paper's {rho:+.2f}; accuracy: "
         + describe(gaps, " points"),
         holds,
-        **_common(results),
+        **common,
         details=f"feature utilisation % of Table 2 (mean over {len(results)} seeds) ranked as "
         f"the paper's (Spearman ρ >= {A3_MIN_RANK_CORRELATION}, else not reproduced), then "
         f"every EfficientNet's mean test accuracy at least VGG-11's - {ON_PAR_POINTS:g} points "
@@ -199,6 +201,7 @@ def claim_a4(results: Sequence[StudyResult]) -> Claim:
     isolates training.  Per architecture with an unpruned curve, the growth (last epoch minus
     first) per seed, judged against the seed spread; n/a with a single epoch.
     """
+    common = _common(results)
     growth = pd.DataFrame([angle_growth(unpruned_min_angle_curves(r)) for r in results])
     comparisons = [(name, paired(list(growth[name]))) for name in growth.columns]
     return make_claim(
@@ -207,7 +210,7 @@ def claim_a4(results: Sequence[StudyResult]) -> Claim:
         "grows for every architecture (Fig. 3)",
         f"unpruned baseline, last − first epoch: {describe(comparisons, '°')}",
         [c for _, c in comparisons] if results[0].config.epochs > 1 else None,
-        **_common(results),
+        **common,
         details=(
             "on the unpruned baseline's minimum-angle curve (pruning itself raises the D-Prune "
             f"curve): last epoch minus first epoch per seed ({len(results)} seeds); "

@@ -24,6 +24,7 @@ Our choice: paper A gives no per-vehicle counts; α and the within-group ranking
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import torch
@@ -78,10 +79,12 @@ def long_tail_counts(config: VehiclesConfig, alpha: float) -> np.ndarray:
     return 1 + largest_remainder_quota(shares, config.n_train - config.n_ids)
 
 
+@functools.lru_cache(maxsize=8)
 def long_tail_indices(profile: str, alpha: float) -> tuple[VehiclesConfig, np.ndarray]:
-    """The pool's config and the indices (ascending) of the long-tailed training images in
-    it: a pool of ``max(counts) * n_ids`` generated images, each vehicle's first
-    :func:`long_tail_counts` images (in pool order, which is random).
+    """The pool's config and the indices (ascending, read-only) of the long-tailed training
+    images in it: a pool of ``max(counts) * n_ids`` generated images, each vehicle's first
+    :func:`long_tail_counts` images (in pool order, which is random).  Cached: every task set
+    of the study asks for the same split.
 
     Args:
         profile: ``smoke``, ``cpu`` or ``paper``.
@@ -95,7 +98,9 @@ def long_tail_indices(profile: str, alpha: float) -> tuple[VehiclesConfig, np.nd
     starts = np.searchsorted(ids[order], np.arange(config.n_ids))
     rank = np.empty(len(ids), dtype=np.int64)
     rank[order] = np.arange(len(ids)) - starts[ids[order]]
-    return pool, np.flatnonzero(rank < counts[ids])
+    keep = np.flatnonzero(rank < counts[ids])
+    keep.setflags(write=False)
+    return pool, keep
 
 
 def long_tailed_labels(profile: str, alpha: float) -> dict[str, np.ndarray]:

@@ -564,7 +564,7 @@ def over_seeds(
     return pd.concat(columns, axis=1).reset_index()
 
 
-def _check_results(results: Sequence[StudyResult]) -> Sequence[StudyResult]:
+def check_results(results: Sequence[StudyResult]) -> Sequence[StudyResult]:
     """``results`` if it holds at least one study."""
     if not results:
         raise ConfigError("the study has no results: run it with at least one seed")
@@ -575,7 +575,7 @@ def table1(results: Sequence[StudyResult]) -> pd.DataFrame:
     """Table 1: test accuracy (%) per task and on average, D-Prune vs baseline (mean over seeds
     and its spread), with the paper's."""
     return over_seeds(
-        [_table1(r) for r in _check_results(results)], ["task"], ["D-Prune", "Baseline"]
+        [_table1(r) for r in check_results(results)], ["task"], ["D-Prune", "Baseline"]
     )
 
 
@@ -622,7 +622,7 @@ def table2(results: Sequence[StudyResult]) -> pd.DataFrame:
     utilisation (%), mean test accuracy (each the mean over seeds, with its spread), and the
     paper's compression and utilisation."""
     return over_seeds(
-        [_table2(r) for r in _check_results(results)], ["architecture"],
+        [_table2(r) for r in check_results(results)], ["architecture"],
         [*_HIDDEN_COLUMNS, "accuracy"],
     )
 
@@ -667,7 +667,7 @@ def table3(results: Sequence[StudyResult]) -> pd.DataFrame:
     """Table 3: number of tasks vs hidden sizes, compression and utilisation (each the mean over
     seeds, with its spread), with the paper's."""
     return over_seeds(
-        [_table3(r) for r in _check_results(results)], ["tasks", "task_names"], _HIDDEN_COLUMNS
+        [_table3(r) for r in check_results(results)], ["tasks", "task_names"], _HIDDEN_COLUMNS
     )
 
 
@@ -696,7 +696,7 @@ def ablation_table(results: Sequence[StudyResult]) -> pd.DataFrame:
     """The ablations next to full D-Prune: final hidden size, compression, accuracies (each the
     mean over seeds, with the spread of the hidden size, compression and average accuracy)."""
     frames = []
-    for result in _check_results(results):
+    for result in check_results(results):
         rows = [
             {
                 "setting": run.label,
@@ -803,7 +803,7 @@ def training_run_groups(result: StudyResult) -> dict[str, list[str]]:
 def summary_metrics(results: Sequence[StudyResult]) -> dict[str, Any]:
     """Nested numbers for ``metrics.json`` (means over seeds)."""
     return {
-        "profile": _check_results(results)[0].profile,
+        "profile": check_results(results)[0].profile,
         "seeds": [r.seed for r in results],
         "table1": table1(results).set_index("task")[["D-Prune", "Baseline"]].to_dict(),
         "table2": table2(results)
