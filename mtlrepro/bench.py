@@ -44,9 +44,10 @@ writes six CSV files (atomically) into ``--out``:
   reduction (``ratio``) and ÷ Torch-Pruning's speed-up (``vs_torch_pruning``).
 
 * ``threads.csv`` -- :func:`mtlrepro.thread_bench.bench_threads`: the training step of the cpu
-  profile's networks with one or two torch threads (and OpenMP's passive wait), alone and
-  beside one busy process, each measurement in its own process: which thread setting keeps a
-  step within 2× of its time alone when something else runs.
+  profile's networks with one or two torch threads (and OpenMP's passive wait), and as two
+  processes of one thread side by side (the studies' independent runs), alone and beside one
+  busy process, each measurement in its own processes: which setting keeps a step within 2×
+  of its time alone when something else runs, losing at most 10 % alone.
 
 Every file also records the settings and the torch thread count.  Timings vary from run to
 run and machine to machine: these files describe one measurement, they are not reproducible
@@ -137,7 +138,7 @@ class BenchSettings:
     slim_threads: tuple[int, ...] = (1, 2)
     slim_profile: str = "cpu"
     thread_steps: int = 5
-    thread_rounds: int = 3
+    thread_rounds: int = 7
     thread_workloads: tuple[str, ...] = tuple(WORKLOADS)
 
     def __post_init__(self) -> None:

@@ -11,13 +11,16 @@ every parallel region, and one of them has lost its core).  :func:`bench_threads
   paper B's dilated ResNet on scenes, on random inputs of the profile's sizes (a step's cost
   does not depend on the pixel values);
 * variants (:data:`VARIANTS`): one thread; two threads; two threads with
-  ``OMP_WAIT_POLICY=PASSIVE``;
+  ``OMP_WAIT_POLICY=PASSIVE``; and two processes side by side at one thread each, the way the
+  pipeline runs independent runs (``threads: 1``, ``workers: 2`` in the studies' presets);
 * load: none, or one process spinning on a core (``while True: pass``) for the whole
   measurement.
 
 Every measurement is its own process (the wait policy is read when OpenMP starts), run in
 ``rounds`` interleaved rounds (the order alternates) of ``steps`` timed steps after two
-untimed ones; ``step_ms`` is the median over rounds of each round's median step.  Per workload
+untimed ones; ``step_ms`` is the median over rounds of each round's median step, divided by
+the number of processes stepping side by side (the wall time of one step's work: two processes
+finishing a step each in 80 ms do one step per 40 ms).  Per workload
 and variant, ``loaded_ratio`` is loaded ÷ unloaded and ``unloaded_ratio`` is unloaded ÷ the
 fastest unloaded variant; a variant ``meets`` the goal when ``loaded_ratio`` <=
 :data:`MAX_LOADED_RATIO` and ``unloaded_ratio`` <= :data:`MAX_UNLOADED_RATIO`.
@@ -60,18 +63,21 @@ BUSY_CODE = "while True: pass"
 
 @dataclass(frozen=True)
 class Variant:
-    """A thread setting: torch intra-op threads and the OpenMP wait policy (``None``: the
-    runtime's default, spinning for a while before sleeping)."""
+    """A thread setting: torch intra-op threads, the OpenMP wait policy (``None``: the
+    runtime's default, spinning for a while before sleeping) and how many processes train side
+    by side (independent runs)."""
 
     name: str
     threads: int
     wait_policy: str | None = None
+    processes: int = 1
 
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("1 thread", 1),
     Variant("2 threads", 2),
     Variant("2 threads, passive wait", 2, "PASSIVE"),
+    Variant("2 processes × 1 thread", 1, processes=2),
 )
 """The thread settings compared."""
 LOADS: tuple[str, ...] = ("alone", "beside a busy process")
@@ -145,7 +151,8 @@ def step_seconds(workload: str, threads: int, steps: int) -> list[float]:
 
 
 def _measure(workload: str, variant: Variant, busy: bool, steps: int) -> float:
-    """The median step seconds of one measurement, in its own process (beside a busy one)."""
+    """The median step seconds of one measurement ÷ its processes, each measuring process its
+    own (started together, beside a busy one)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(variant.threads)}
     env.pop("OMP_WAIT_POLICY", None)
     if variant.wait_policy is not None:
@@ -153,14 +160,23 @@ def _measure(workload: str, variant: Variant, busy: bool, steps: int) -> float:
     command = [sys.executable, "-m", "mtlrepro.thread_bench", workload, str(variant.threads),
                str(steps)]
     spinner = subprocess.Popen([sys.executable, "-c", BUSY_CODE]) if busy else None
+    workers = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        for _ in range(variant.processes)
+    ]
+    times: list[float] = []
     try:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800,
-                              check=True)
+        for worker in workers:
+            out, err = worker.communicate(timeout=1800)
+            if worker.returncode != 0:
+                raise RuntimeError(f"thread_bench worker failed ({worker.returncode}): {err}")
+            times += json.loads(out.strip().splitlines()[-1])
     finally:
-        if spinner is not None:
-            spinner.kill()
-            spinner.wait()
-    return statistics.median(json.loads(done.stdout.strip().splitlines()[-1]))
+        for process in [*workers, *([spinner] if spinner is not None else [])]:
+            process.kill()
+            process.wait()
+    return statistics.median(times) / variant.processes
 
 
 def bench_threads(
@@ -194,6 +210,7 @@ def bench_threads(
             "variant": v.name,
             "torch_threads": v.threads,
             "wait_policy": v.wait_policy or "default",
+            "processes": v.processes,
             "load": load,
             "steps": steps,
             "rounds": rounds,
