@@ -257,6 +257,11 @@ def test_figures_draw_and_refuse_bad_input(smoke):
 def test_latency_table_compares_finalised_search_space_and_shared_bottom(smoke):
     config, _, runs = smoke
     table = study.latency_table(runs, config)
-    assert list(table.index) == ["finalised", "search space", "Shared Bottom"]
+    assert list(table.index) == ["finalised", "search space", "Shared Bottom",
+                                 "finalised, inference form", "Shared Bottom, inference form"]
     assert table.loc["finalised", "parameters"] <= table.loc["search space", "parameters"]
+    for name in study.DEPLOYED:  # BatchNorm folded: fewer parameters, the same convolutions
+        deployed = table.loc[f"{name}, inference form"]
+        assert deployed["parameters"] < table.loc[name, "parameters"]
+        assert deployed["macs"] == table.loc[name, "macs"]
     assert (table[["latency_b1_ms", "latency_b16_ms"]] > 0).all().all()

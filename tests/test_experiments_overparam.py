@@ -119,8 +119,13 @@ def test_tables_and_the_contraction_table(smoke, contraction):
     assert (fac["flops_contracted"] == fac["flops_baseline"]).all()
     assert (fac["flops_factorised"] > fac["flops_baseline"]).all()
     assert (contraction["train_step_ratio"] > 0).all()
-    for column in ("max_abs_diff", "latency_b1_ms_contracted", "latency_b16_ms_factorised"):
+    for column in ("max_abs_diff", "latency_b1_ms_contracted", "latency_b16_ms_factorised",
+                   "latency_b1_ms_contracted_inference", "latency_b16_ms_baseline_inference"):
         assert column in contraction.columns
+    # the inference form folds BatchNorm: fewer parameters than the contracted network, and the
+    # contracted and baseline networks fold to the same size
+    assert (fac["parameters_contracted_inference"] < fac["parameters_contracted"]).all()
+    assert (fac["parameters_contracted_inference"] == fac["parameters_baseline_inference"]).all()
 
 
 def _with_seeds(runs: pd.DataFrame, mious: dict[str, list[float]]) -> pd.DataFrame:

@@ -89,6 +89,34 @@ class Branchy(nn.Module):
         return self.head(features)
 
 
+DENSE = SPECS[:2]
+
+
+def _mtan() -> nn.Module:
+    """MTAN applies each stage's shared conv block once per task: one module, several calls."""
+    torch.manual_seed(0)
+    return _randomise_bn(create_model("mtan", DENSE, widths=(8, 16, 32))).double()
+
+
+def test_a_module_called_once_per_task_is_folded_once() -> None:
+    model, images = _mtan(), torch.rand(2, 3, 16, 24, dtype=torch.float64)
+    exported = export(model, images, memory_format="contiguous")
+    assert exported.traced
+    assert exported.folded == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) > 0
+    with torch.no_grad():
+        expected, got = model(images), exported(images)
+    for task in expected:  # float64: a fold applied once per call would move them by ~0.1
+        assert (expected[task] - got[task]).abs().max() < 1e-9 * expected[task].abs().max()
+
+
+def test_a_fold_that_changes_the_outputs_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.fx.experimental.optimization import fuse  # folds a reused pair once per call
+
+    monkeypatch.setattr("mtlrepro.inference._fold_graph", fuse)
+    with pytest.raises(RuntimeError, match="not exact"):
+        export(_mtan(), torch.rand(2, 3, 16, 24, dtype=torch.float64))
+
+
 def test_untraceable_networks_fold_inside_sequentials_and_drop_no_ops() -> None:
     torch.manual_seed(0)
     model = _randomise_bn(Branchy())

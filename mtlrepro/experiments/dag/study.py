@@ -16,10 +16,12 @@ from typing import Any
 import networkx as nx
 import numpy as np
 import pandas as pd
+import torch
 
 from mtlrepro import paper_numbers
 from mtlrepro.compress import conv_flops, latency
 from mtlrepro.experiments.dag import units
+from mtlrepro.inference import export
 from mtlrepro.methods import dag
 from mtlrepro.metrics import METRIC_NAMES
 from mtlrepro.metrics import relative_where_defined as relative
@@ -366,9 +368,15 @@ def _flow(record: Any) -> int | None:
     return int(record.flow) if pd.notna(record.flow) else None
 
 
+DEPLOYED: tuple[str, ...] = ("finalised", SHARED_BOTTOM)
+"""The networks :func:`latency_table` also times in their inference form (``<name>, inference
+form``: :func:`mtlrepro.inference.export`, BatchNorm folded, the standard memory format)."""
+
+
 def latency_table(runs: pd.DataFrame, config: Any) -> pd.DataFrame:
     """Parameters, multiply-accumulates and CPU latency (ms; batch 1 and 16) of ours at
-    ``topology_flow`` as finalised (first seed), its search space, and the shared bottom."""
+    ``topology_flow`` as finalised (first seed), its search space, and the shared bottom, and
+    of the finalised network and the shared bottom in their inference form (:data:`DEPLOYED`)."""
     record = searched(runs, units.ours(config.topology_flow)).iloc[0]
     tasks = tuple(record.tasks)
     test_set = units.split(config, "test", record.kind, tasks)
@@ -383,6 +391,11 @@ def latency_table(runs: pd.DataFrame, config: Any) -> pd.DataFrame:
             units.Setting(SHARED_BOTTOM, record.kind, "shared_bottom", tasks), specs, config
         ),
     }
+    example = torch.rand(shape)
+    for name in DEPLOYED:  # as deployed: mtlrepro.inference's BatchNorm-folded form
+        networks[f"{name}, inference form"] = export(
+            networks[name], example, memory_format="contiguous"
+        )
     rows = {name: {"parameters": count_parameters(net), "macs": conv_flops(net, shape)}
             for name, net in networks.items()}
     for batch in LATENCY_BATCH_SIZES:

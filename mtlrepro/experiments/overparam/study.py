@@ -42,6 +42,7 @@ from mtlrepro.experiments.overparam.units import (
     step_settings,
     training_hooks,
 )
+from mtlrepro.inference import export
 from mtlrepro.methods.overparam import contract, forward_macs
 from mtlrepro.metrics import make_meter
 from mtlrepro.metrics import relative_where_defined as relative
@@ -313,12 +314,18 @@ def _step_seconds(
     return statistics.median(times)
 
 
+DEPLOYED_FORMS: tuple[str, ...] = ("contracted", "baseline")
+"""The forms :func:`contraction_table` also times in their inference form (``<form>_inference``:
+:func:`mtlrepro.inference.export`, BatchNorm folded, the standard memory format)."""
+
+
 def contraction_table(
     runs: pd.DataFrame, config: OverparamStudyConfig, *, progress: bool = True
 ) -> pd.DataFrame:
     """For every over-parameterised network of the study: parameters, FLOPs (multiply-
     accumulates) and CPU latency (ms, batch 1 and 16) of the over-parameterised ("factorised"),
-    contracted and baseline networks, the largest absolute output difference between the
+    contracted and baseline networks and of the last two in their inference form
+    (:data:`DEPLOYED_FORMS`), the largest absolute output difference between the
     trained factorised and contracted networks (over seeds), and the training-step time of the
     factorised network relative to the baseline's.
 
@@ -346,6 +353,10 @@ def contraction_table(
             "factorised": build_network(setting, specs, config),
         }
         networks["contracted"] = contract(copy.deepcopy(networks["factorised"]))
+        for form in DEPLOYED_FORMS:  # as deployed: mtlrepro.inference's BatchNorm-folded form
+            networks[f"{form}_inference"] = export(
+                networks[form], image, memory_format="contiguous"
+            )
         shape = tuple(image.shape)
         gaps = runs.loc[runs["row"] == row, "contraction_gap"]
         record: dict[str, Any] = {
