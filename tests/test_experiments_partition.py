@@ -218,6 +218,23 @@ def test_every_found_partition_is_exported_with_its_mask(smoke, tmp_path):
     np.testing.assert_array_equal(M.to_numpy(), found[1])
 
 
+def test_the_deployment_table_times_each_tasks_path_with_and_without_the_partition(smoke):
+    config, _, runs = smoke
+    _, masks = study.table2_masks(runs, config)
+    table = study.deployment_table(config, masks)
+    assert list(table.index) == list(study.tasks_of(runs))
+    assert (table["channels"] == masks.sum(0)).all()
+    assert (table["of_channels"] == config.channels).all()
+    fewer = table["channels"] < table["of_channels"]  # masked channels leave the path
+    assert (table.loc[fewer, "parameters_partitioned"]
+            < table.loc[fewer, "parameters_unpartitioned"]).all()
+    assert (table.loc[fewer, "macs_partitioned"] < table.loc[fewer, "macs_unpartitioned"]).all()
+    for batch in study.DEPLOYMENT_BATCH_SIZES:
+        latency = f"latency_b{batch}_ms"
+        ratio = table[f"{latency}_unpartitioned"] / table[f"{latency}_partitioned"]
+        np.testing.assert_allclose(table[f"speedup_b{batch}"], ratio)
+
+
 def test_benchmark_compares_both_milps_and_the_sampler():
     config = units.study_config("smoke")
     table = study.benchmark_table(config)

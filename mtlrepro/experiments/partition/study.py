@@ -18,19 +18,27 @@ for the pattern, not a target.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy import stats
 
 from mtlrepro import paper_numbers
+from mtlrepro.compress import conv_flops
 from mtlrepro.data.decathlon import DECATHLON_DOMAINS
 from mtlrepro.experiments.partition import units
 from mtlrepro.experiments.partition.units import PartitionStudyConfig
+from mtlrepro.inference import export, interleaved_medians
 from mtlrepro.methods import partition as part
+from mtlrepro.methods import partition_net as pnet
+from mtlrepro.methods.partition_export import task_network
+from mtlrepro.models import count_parameters
+from mtlrepro.train import seed_everything
 
 DISTILL = "dist"
 """Table 1's column of the distillation score (the paper's label)."""
@@ -311,6 +319,55 @@ def table2_masks(runs: pd.DataFrame, config: PartitionStudyConfig) -> tuple[np.n
               & (found["penalty"] == config.table2_penalty)].iloc[0]
     P_tilde = np.asarray(r["P"])
     return P_tilde, units.derive_masks(P_tilde, config, int(r["seed"]))
+
+
+DEPLOYMENT_BATCH_SIZES: tuple[int, ...] = (1, 16)
+"""Batch sizes of :func:`deployment_table`'s latencies."""
+DEPLOYMENT_ROUNDS = 7
+"""Interleaved timing rounds of :func:`deployment_table` (medians)."""
+
+
+def deployment_table(config: PartitionStudyConfig, masks: np.ndarray) -> pd.DataFrame:
+    """Each task's path as deployed (:func:`~mtlrepro.methods.partition_export.task_network`
+    in :func:`~mtlrepro.inference.export`'s form) under ``masks``, beside the same path with
+    every channel (the network before partitioning): parameters, multiply-accumulates and CPU
+    latency (ms, medians of interleaved calls, batch 1 and 16; latency does not depend on the
+    weights, so the networks are untrained).
+
+    Args:
+        config: the study settings (data sizes, profile).
+        masks: the forward masks, 0/1 ``channels × tasks`` (e.g. :func:`table2_masks`').
+    """
+    test_set = units.split(config, "test")
+    image = test_set[0]["image"]
+    seed_everything(0)
+    full = pnet.create_partition_resnet(test_set.task_specs, config.profile).eval()
+    partitioned = copy.deepcopy(full)
+    partitioned.set_masks(masks)
+    example = image.unsqueeze(0)
+    rows = []
+    for t, task in enumerate(full.task_names):
+        nets = {
+            "partitioned": export(task_network(partitioned, task), example,
+                                  memory_format="contiguous"),
+            "unpartitioned": export(task_network(full, task), example, memory_format="contiguous"),
+        }
+        row: dict[str, Any] = {"task": task, "channels": int(np.asarray(masks)[:, t].sum()),
+                               "of_channels": full.partition_channels}
+        for form, net in nets.items():
+            row[f"parameters_{form}"] = count_parameters(net)
+            row[f"macs_{form}"] = conv_flops(net, tuple(example.shape))
+        for batch in DEPLOYMENT_BATCH_SIZES:
+            images = torch.rand(batch, *image.shape)
+            times = interleaved_medians(
+                {form: (lambda n=net, x=images: n(x)) for form, net in nets.items()},
+                DEPLOYMENT_ROUNDS,
+            )
+            for form, seconds in times.items():
+                row[f"latency_b{batch}_ms_{form}"] = 1e3 * seconds
+            row[f"speedup_b{batch}"] = times["unpartitioned"] / times["partitioned"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("task")
 
 
 def summary_metrics(config: PartitionStudyConfig, table1: pd.DataFrame, costs: pd.DataFrame,
