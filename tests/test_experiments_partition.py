@@ -385,4 +385,12 @@ def test_the_discussion_quotes_this_runs_numbers(smoke):
     for claim in verdicts:
         if claim.verdict not in (REPRODUCED, "not applicable"):
             assert f"{claim.claim_id} is {claim.verdict}" in text
+    assert "Deployed one task at a time" not in text
+    deployment = pd.DataFrame({
+        "macs_partitioned": [50.0, 80.0], "macs_unpartitioned": [100.0, 100.0],
+        "speedup_b1": [1.1, 1.3], "speedup_b16": [1.4, 1.2],
+    }, index=["a", "b"])
+    text = discussion.discussion(config, runs, table1, costs, table2, verdicts, deployment)
+    assert ("each task 50-80 % of the unpartitioned path's multiply-accumulates; at batch 16 "
+            "the task paths run 1.20-1.40× as fast as unpartitioned (batch 1: 1.10-1.30×" in text)
 

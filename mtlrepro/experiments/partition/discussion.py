@@ -97,6 +97,22 @@ def _found_sentence(P_tilde: np.ndarray, tasks: Sequence[str],
     return f"The partition Table 2 trains gives each task the channel share: {shares}."
 
 
+def deployment_sentence(deployment: pd.DataFrame) -> str:
+    """What the found partition saves when each task is deployed alone (module doc of
+    :mod:`mtlrepro.methods.partition_export`): its share of the path's multiply-accumulates
+    and the measured speed-up, over the tasks."""
+    macs = deployment["macs_partitioned"] / deployment["macs_unpartitioned"]
+    speedups = deployment["speedup_b16"]
+    return (
+        f"Deployed one task at a time, with the masked channels removed and BatchNorm folded, "
+        f"the found partition leaves each task {100 * macs.min():.0f}-{100 * macs.max():.0f} % "
+        f"of the unpartitioned path's multiply-accumulates; at batch 16 the task paths run "
+        f"{speedups.min():.2f}-{speedups.max():.2f}× as fast as unpartitioned (batch 1: "
+        f"{deployment['speedup_b1'].min():.2f}-{deployment['speedup_b1'].max():.2f}×; only the "
+        "last stage is partitioned, so the first stages' cost stays)."
+    )
+
+
 def discussion(
     config: PartitionStudyConfig,
     runs: pd.DataFrame,
@@ -104,6 +120,7 @@ def discussion(
     costs: pd.DataFrame,
     table2: pd.DataFrame,
     verdicts: Sequence[Claim],
+    deployment: pd.DataFrame | None = None,
 ) -> str:
     """The body of the notebook's Discussion as Markdown (the notebook holds its heading).
 
@@ -114,6 +131,8 @@ def discussion(
         costs: :func:`~mtlrepro.experiments.partition.study.cost_table`.
         table2: :func:`~mtlrepro.experiments.partition.study.accuracy_table`.
         verdicts: :func:`~mtlrepro.experiments.partition.claims.evaluate`.
+        deployment: :func:`~mtlrepro.experiments.partition.study.deployment_table`, or
+            ``None``.
     """
     tasks = study.tasks_of(runs)
     teachers = study.of_kind(runs, "teachers")
@@ -147,6 +166,7 @@ def discussion(
         "(the paper: 1 minute against 5 and 10 minutes of training, 1 : 5 and 1 : 10).",
         f"* {_table2_sentence(table2)}",
         f"* {_found_sentence(P_tilde, tasks, teacher_acc)}",
+        *([f"* {deployment_sentence(deployment)}"] if deployment is not None else []),
         f"* Reproduced: {', '.join(reproduced) or 'none'}.",
         *(f"* {c.claim_id} is {c.verdict} ({c.our_value}): {causes[c.claim_id]}."
           for c in verdicts if c.verdict not in (REPRODUCED, NOT_APPLICABLE)),
