@@ -85,9 +85,12 @@ def test_killed_launcher_stops_the_run_behind_a_shell(tmp_path: Path, mode: str)
 def test_a_run_from_an_interactive_shell_outlives_it_only_under_nohup(
     tmp_path: Path, mode: str
 ) -> None:
+    # the terminal's shell starts with SIGHUP at its default even when this suite runs under
+    # nohup (an inherited SIG_IGN would make the "watch" run look like a nohup run)
     shell = subprocess.Popen(["/bin/bash", "--norc", "-i"], stdin=subprocess.PIPE,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+                             start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     assert shell.stdin is not None
     shell.stdin.write(
         f"{shlex.quote(sys.executable)} -c {shlex.quote(RUN)} {shlex.quote(str(tmp_path))} "
