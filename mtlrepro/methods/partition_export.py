@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mtlrepro.compress import _slice_bn, _slice_layer  # slim's channel slicing, shared
 from mtlrepro.methods.partition_net import ConvTask, PartitionBlock, PartitionResNet
 
 
@@ -35,22 +36,13 @@ def _conv_bn(
     site: ConvTask, task: int, keep_out: Tensor | None = None, keep_in: Tensor | None = None
 ) -> nn.Sequential:
     """``site``'s conv and task ``task``'s BN as ``Sequential(conv, bn)``, restricted to the
-    output channels ``keep_out`` and input channels ``keep_in`` (index tensors; ``None``: all)."""
-    conv = copy.deepcopy(site.conv)
-    bn = copy.deepcopy(site.bns[task])
-    with torch.no_grad():
-        if keep_out is not None:
-            conv.weight = nn.Parameter(conv.weight[keep_out].clone())
-            conv.out_channels = len(keep_out)
-            for name in ("weight", "bias"):
-                setattr(bn, name, nn.Parameter(getattr(bn, name)[keep_out].clone()))
-            bn.running_mean = bn.running_mean[keep_out].clone()
-            bn.running_var = bn.running_var[keep_out].clone()
-            bn.num_features = len(keep_out)
-        if keep_in is not None:
-            conv.weight = nn.Parameter(conv.weight[:, keep_in].clone())
-            conv.in_channels = len(keep_in)
-    return nn.Sequential(conv, bn)
+    output channels ``keep_out`` and input channels ``keep_in`` (boolean masks; ``None``: all),
+    sliced as :func:`mtlrepro.compress.slim` slices."""
+    bn = site.bns[task]
+    return nn.Sequential(
+        _slice_layer(site.conv, keep_in, keep_out),
+        copy.deepcopy(bn) if keep_out is None else _slice_bn(bn, keep_out),
+    )
 
 
 class TaskBlock(nn.Module):
@@ -103,9 +95,7 @@ class TaskNetwork(nn.Module):
         blocks = []
         for k, stage in enumerate(model.stages):
             for block in stage:
-                keep = None
-                if k == last:
-                    keep = model.forward_masks[:, t].detach().cpu().nonzero().flatten()
+                keep = model.forward_masks[:, t].detach().cpu().bool() if k == last else None
                 blocks.append(_task_block(block, t, keep))
         self.blocks = nn.Sequential(*blocks)
         self.end_bn = copy.deepcopy(model.end_bns[t])
@@ -118,11 +108,11 @@ class TaskNetwork(nn.Module):
 
 
 def _task_block(block: PartitionBlock, task: int, keep: Tensor | None) -> TaskBlock:
-    """``block`` for one task, keeping only the channels ``keep`` of ``conv1``'s output
-    (``None``: all; empty: one channel whose ``conv2`` weights are zeroed)."""
-    empty = keep is not None and keep.numel() == 0
+    """``block`` for one task, keeping only the channels ``keep`` (a boolean mask) of
+    ``conv1``'s output (``None``: all; none: the first, whose ``conv2`` weights are zeroed)."""
+    empty = keep is not None and not keep.any()
     if empty:
-        keep = torch.zeros(1, dtype=torch.long)
+        keep = torch.arange(len(keep)) == 0
     conv1 = _conv_bn(block.conv1, task, keep_out=keep)
     conv2 = _conv_bn(block.conv2, task, keep_in=keep)
     if empty:
