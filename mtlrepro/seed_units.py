@@ -7,7 +7,9 @@ names :mod:`mtlrepro.runs` looks for (``run_cli_unit``, ``unit_files``, ``UNIT_V
     UNITS = SeedUnits(SECTION, UNIT_KINDS, study_config, settings, train_setting, SETTINGS_KEYS)
     run_cli_unit, unit_files, UNIT_VALUES = UNITS.run_cli_unit, UNITS.unit_files, UNITS.values
 
-The study config must have ``seeds``, ``threads`` and ``workers`` fields.  Files, re-use and the
+The study config must have ``seeds``, ``threads`` and ``workers`` fields.  With ``logs=True`` a
+unit's networks also write training logs (dvclive) into :meth:`SeedUnits.log_dir`, a DVC output
+of the unit's stage beside its file.  Files, re-use and the
 process pool are :mod:`mtlrepro.runs`'.
 """
 
@@ -38,9 +40,11 @@ class SeedUnits(Generic[C]):
         make_config: ``(profile, **overrides) -> config``; ``None`` overrides keep the preset.
         settings: ``(kind, config) -> jobs``: the networks one unit trains, in order.
         train: ``(job, seed, config) -> record``, a picklable module-level function returning
-            one JSON-able record (or a list of records) per job.
+            one JSON-able record (or a list of records) per job; with ``logs``,
+            ``(job, seed, config, log_dir) -> record``.
         keys: the config fields a unit's numbers depend on (stored in its file: a file made
             with other values is retrained).
+        logs: whether ``train`` writes training logs into the unit's :meth:`log_dir`.
     """
 
     section: str
@@ -49,6 +53,7 @@ class SeedUnits(Generic[C]):
     settings: Callable[[str, C], Sequence[Any]]
     train: Callable[[Any, int, C], Any]
     keys: tuple[str, ...]
+    logs: bool = False
 
     values: tuple[str, ...] = ("SEED",)
     """A unit's values on the command line: ``python -m mtlrepro.runs PAPER KIND SEED``."""
@@ -57,6 +62,11 @@ class SeedUnits(Generic[C]):
         """The unit's file, ``<runs_dir>/<kind>/seed<seed>.json``."""
         check_choice(f"{self.section} unit kind", kind, self.kinds)
         return Path(runs_dir) / kind / f"seed{seed}.json"
+
+    def log_dir(self, runs_dir: str | Path, kind: str, seed: int) -> Path:
+        """The unit's training logs, ``<runs_dir>/<kind>/logs/seed<seed>/`` (with ``logs``)."""
+        check_choice(f"{self.section} unit kind", kind, self.kinds)
+        return Path(runs_dir) / kind / "logs" / f"seed{seed}"
 
     def unit_settings(self, kind: str, seed: int, config: C) -> dict[str, Any]:
         """Everything the unit's numbers depend on (a file with others is stale), as stored in
@@ -91,7 +101,8 @@ class SeedUnits(Generic[C]):
         path = self.unit_path(runs_dir, kind, seed)
 
         def train() -> list[dict[str, Any]]:
-            jobs = [(job, seed, config) for job in self.settings(kind, config)]
+            logs = (str(self.log_dir(runs_dir, kind, seed)),) if self.logs else ()
+            jobs = [(job, seed, config, *logs) for job in self.settings(kind, config)]
             done = map_jobs(
                 self.train,
                 jobs,

@@ -8,10 +8,10 @@ import torch
 
 from mtlrepro import paper_numbers
 from mtlrepro.config import ConfigError
-from mtlrepro.experiments.baselines import claims, discussion
+from mtlrepro.experiments.baselines import claims, discussion, units
 from mtlrepro.experiments.baselines import study as baselines
 from mtlrepro.metrics import LOWER_IS_BETTER, relative_performance
-from mtlrepro.report import FAILED, NOT_REPRODUCED, PASSED, REPRODUCED
+from mtlrepro.report import FAILED, INCONCLUSIVE, NOT_REPRODUCED, PASSED, REPRODUCED
 from mtlrepro.tasks import TaskSpec
 
 TASKS = ("segmentation", "depth", "normal")
@@ -89,6 +89,72 @@ def _result(
     for row, (scores, params) in architectures.items():
         result.runs.append(baselines.RunResult(row, TASKS, params, empty, scores, {}))
     return result
+
+
+def _seeded(shared_miou: dict[int, float], single_miou: dict[int, float]):
+    """A result of several seeds: paper D's rows, with the given segmentation mIoU per seed for
+    the shared bottom (every balancer) and the single-task network."""
+    config = baselines.baselines_config("smoke", architectures=(), seeds=tuple(shared_miou))
+    result = baselines.BaselinesResult(config, SPECS)
+    empty = pd.DataFrame()
+    for seed in config.seeds:
+        for task in TASKS:
+            scores = {task: SINGLE[task]}
+            if task == "segmentation":
+                scores = {task: {**SINGLE[task], "miou": single_miou[seed]}}
+            result.runs.append(
+                baselines.RunResult(baselines.SINGLE_TASK, (task,), 100, empty, scores, {}, seed)
+            )
+        scores = {**SHARED, "segmentation": {**SHARED["segmentation"], "miou": shared_miou[seed]}}
+        for name in config.balancers:
+            result.runs.append(
+                baselines.RunResult(baselines.shared_row(name), TASKS, 100, empty, scores, {}, seed)
+            )
+    return result
+
+
+def test_each_seed_is_measured_against_its_own_single_task_networks():
+    # the shared bottom loses 10 % of mIoU in both seeds; against the mean single-task mIoU
+    # (30) it would lose 20 % in seed 0 and gain 33 % in seed 1
+    result = _seeded({0: 18.0, 1: 40.0}, {0: 20.0, 1: 44.4444444})
+    per_seed = baselines.seed_deltas(result)
+    shared = per_seed[per_seed["method"] == baselines.shared_row("equal")]
+    miou_only = {"segmentation": {"miou": 18.0}}
+    expected = relative_performance(miou_only, {"segmentation": {"miou": 20.0}}, LOWER_IS_BETTER)
+    pixel = relative_performance(
+        {"segmentation": {"pixel_acc": 57.2}}, {"segmentation": {"pixel_acc": 58.9}},
+        LOWER_IS_BETTER,
+    )
+    first = (expected["segmentation"] + pixel["segmentation"]) / 2
+    assert shared["delta_segmentation"].tolist() == pytest.approx([first, first], abs=1e-5)
+    table = baselines.delta_table(result).set_index("method")
+    row = table.loc[baselines.shared_row("equal")]
+    assert row["delta_segmentation"] == pytest.approx(first, abs=1e-5)
+    assert row["delta_segmentation_std"] == pytest.approx(0.0, abs=1e-5)
+    means = baselines.metrics_table(result).set_index("method")
+    assert means.loc[baselines.SINGLE_TASK, "segmentation/miou"] == pytest.approx(32.2222222)
+    assert means.loc[baselines.SINGLE_TASK, "segmentation/miou_std"] == pytest.approx(
+        pd.Series([20.0, 44.4444444]).std()
+    )
+
+
+def test_a_sign_the_seeds_disagree_on_is_inconclusive_and_the_discussion_says_so():
+    # seed 0: the shared bottom loses segmentation (as paper D), seed 1: it wins it
+    split = _seeded({0: 20.0, 1: 33.0}, {0: 27.5, 1: 27.5})
+    verdicts = {c.claim_id: c for c in claims.evaluate(split)}
+    assert verdicts["BL1"].verdict == INCONCLUSIVE
+    per_seed = claims.seed_values(split)["BL1"]
+    assert per_seed[0] < 0 < per_seed[1]
+    text = discussion.discussion(split, list(verdicts.values()))
+    assert "Every row is the mean of 2 seeds" in text
+    assert f"BL1 is inconclusive (ours {verdicts['BL1'].our_value}" in text
+    assert f"per seed {per_seed[0]:+.2f}, {per_seed[1]:+.2f}" in text
+    # both seeds lose it, beyond their spread: reproduced
+    agreeing = _seeded({0: 20.0, 1: 21.0}, {0: 27.5, 1: 27.5})
+    assert {c.claim_id: c for c in claims.evaluate(agreeing)}["BL1"].verdict == REPRODUCED
+    # both win it: not reproduced
+    winning = _seeded({0: 33.0, 1: 34.0}, {0: 27.5, 1: 27.5})
+    assert {c.claim_id: c for c in claims.evaluate(winning)}["BL1"].verdict == NOT_REPRODUCED
 
 
 def test_delta_table_reproduces_paper_d_table2_from_its_table11_values():
@@ -237,7 +303,7 @@ def test_mtan_beating_single_task_but_not_the_shared_bottom_flips_only_bl8():
     assert measured["BL7"].verdict == REPRODUCED
     assert measured["BL8"].verdict == NOT_REPRODUCED
     assert measured["BL8"].paper_value == pytest.approx(1.0)
-    assert measured["BL8"].our_value < 0
+    assert measured["BL8"].our_value.startswith("-") and measured["BL8"].our_value.endswith("± 0.00")
 
 
 def test_parameter_claims_say_why_a_ratio_differs():
@@ -288,38 +354,86 @@ def test_architectures_are_validated_like_balancers():
     assert baselines.BaselinesConfig().architectures == ("cross_stitch", "mtan")
 
 
-def test_smoke_run_trains_every_network_and_predicts_the_samples(tmp_path):
-    config = baselines.baselines_config("smoke", balancers=("equal",))
-    result = baselines.run_baselines(config, log_dir=tmp_path, progress=False)
+def test_smoke_units_train_every_network_log_it_and_predict_the_samples(tmp_path):
+    config = baselines.baselines_config("smoke", balancers=("equal",), seeds=(3, 1), workers=2)
+    result = baselines.result_from_runs(config, units.run_study(config, tmp_path, progress=False))
     shared = baselines.shared_row("equal")
     assert result.rows == [baselines.SINGLE_TASK, shared, "Cross-Stitch", "MTAN"]
-    assert {p.name for p in tmp_path.iterdir()} == {
-        "single-segmentation",
-        "single-depth",
-        "single-normal",
-        "shared-equal",
-        "cross_stitch",
-        "mtan",
+    assert result.seeds == [3, 1]
+    assert {p.name for p in (tmp_path / "networks").iterdir()} == {
+        "seed3.json", "seed1.json", "logs"
     }
+    for seed in (3, 1):
+        logs = tmp_path / "networks" / "logs" / f"seed{seed}"
+        assert {p.name for p in logs.iterdir()} == {
+            "single-segmentation",
+            "single-depth",
+            "single-normal",
+            "shared-equal",
+            "cross_stitch",
+            "mtan",
+        }
+        assert (logs / "mtan" / "metrics.json").is_file()
     params = {row: result.row_parameters(row) for row in result.rows}
     assert params["Cross-Stitch"] > params[shared] and params["MTAN"] > params[shared]
     assert {c.claim_id for c in claims.evaluate(result)} == {f"BL{i}" for i in range(1, 11)}
+    # only the figure seed's (the first) networks predict the samples
+    assert all(bool(run.predictions) == (run.seed == 3) for run in result.runs)
     predictions = baselines.sample_predictions(result)
     for row in result.rows:
         assert set(predictions[row]) == set(TASKS)
         assert predictions[row]["segmentation"].shape == result.sample_targets["segmentation"].shape
+        assert predictions[row]["segmentation"].dtype == torch.int64
+        assert predictions[row]["normal"].dtype == torch.float32
     assert torch.isfinite(torch.tensor(baselines.delta_table(result)["delta_all"].to_numpy())).all()
     history = baselines.training_history(result)
-    assert set(history["run"]) == set(result.rows)
-    # without the architectures, the other rows train exactly as before (same numbers)
-    alone = baselines.run_baselines(
-        baselines.baselines_config("smoke", balancers=("equal",), architectures=()),
-        progress=False,
+    assert set(history["run"]) == set(result.rows) and set(history["seed"]) == {3, 1}
+    # a seed's networks do not depend on the other seeds or on the other networks
+    alone = baselines.baselines_config(
+        "smoke", balancers=("equal",), architectures=(), seeds=(1,)
     )
-    assert alone.rows == [baselines.SINGLE_TASK, shared]
-    for row in alone.rows:
-        assert alone.row_scores(row) == result.row_scores(row)
-    assert [c.claim_id for c in claims.evaluate(alone)] == [f"BL{i}" for i in range(1, 6)]
+    alone_result = baselines.result_from_runs(
+        alone, units.run_study(alone, tmp_path / "alone", progress=False)
+    )
+    assert alone_result.rows == [baselines.SINGLE_TASK, shared]
+    for row in alone_result.rows:
+        assert alone_result.row_scores(row, 1) == result.row_scores(row, 1)
+    assert [c.claim_id for c in claims.evaluate(alone_result)] == [f"BL{i}" for i in range(1, 6)]
+
+
+def test_a_unit_is_read_back_when_its_settings_match_and_retrained_when_not(tmp_path):
+    config = baselines.baselines_config("smoke", balancers=("equal",), architectures=())
+    first = units.run_unit("networks", 0, config, tmp_path, progress=False)
+    path = units.unit_path(tmp_path, "networks", 0)
+    stamp = path.stat().st_mtime_ns
+    assert units.run_unit("networks", 0, config, tmp_path, progress=False) == first
+    assert path.stat().st_mtime_ns == stamp
+    # another figure seed: this seed's networks no longer store the predictions
+    other = baselines.baselines_config(
+        "smoke", balancers=("equal",), architectures=(), seeds=(5, 0)
+    )
+    again = units.run_unit("networks", 0, other, tmp_path, progress=False)
+    assert all(run["predictions"] == {} for run in again)
+    assert [run["test"] for run in again] == [run["test"] for run in first]
+
+
+def test_unit_jobs_run_the_costliest_first_and_the_result_restores_table_order():
+    config = baselines.baselines_config("cpu")
+    jobs = units.unit_jobs("networks", config)
+    assert [job.row for job in jobs[:2]] == ["MTAN", "Cross-Stitch"]
+    assert jobs[-1].row == baselines.SINGLE_TASK
+    with pytest.raises(ConfigError, match="unknown baselines unit kind 'table'"):
+        units.unit_jobs("table", config)
+    assert config.seeds == (0, 1, 2) and config.threads == 1 and config.workers == 2
+
+
+def test_encoded_predictions_round_trip_at_the_stored_precision():
+    normals = torch.nn.functional.normalize(torch.randn(2, 3, 6, 8), dim=1)
+    back = baselines.decode_tensor(baselines.encode_tensor(normals))
+    assert back.dtype == torch.float32 and back.shape == normals.shape
+    assert (back - normals).abs().max() < 1e-3
+    classes = torch.randint(-1, 13, (2, 6, 8))
+    assert torch.equal(baselines.decode_tensor(baselines.encode_tensor(classes)), classes)
 
 
 def _worse_normals(mean_angle: float) -> dict:
@@ -345,7 +459,7 @@ def test_the_discussion_quotes_this_runs_numbers():
         f"segmentation {constant['segmentation']['miou']:.2f} % mIoU, "
         f"{constant['segmentation']['pixel_acc']:.2f} % pixel accuracy (single-task 27.50 % mIoU"
     ) in text
-    assert f"seed {result.config.seed} only, {result.config.epochs} epochs" in text
+    assert f"seed {result.config.seeds[0]} only, {result.config.epochs} epochs" in text
     for claim in verdicts:
         if claim.is_check:
             failed = f"Check {claim.claim_id} failed (ours {claim.our_value},"
@@ -373,6 +487,6 @@ def test_the_discussion_names_signs_one_seed_cannot_settle():
     result = _result(SHARED)
     verdicts = {c.claim_id: c for c in claims.evaluate(result)}
     text = discussion.discussion(result, list(verdicts.values()))
-    assert f"BL4 ({verdicts['BL4'].our_value:+.2f})" in text
+    assert f"BL4 ({verdicts['BL4'].our_value})" in text
     assert "loses most" in text  # on segmentation (paper D: -7.6)
     assert "BL5 (" not in text  # parameter ratios have no sign to flip

@@ -122,11 +122,16 @@ def test_a_run_stage_that_reads_another_units_file_depends_on_the_stage_that_wri
 
 @pytest.mark.parametrize("paper", [p for p in papers.PAPERS if p.unit_kinds], ids=lambda p: p.name)
 def test_run_stages_write_exactly_the_units_the_notebook_reads(paper):
-    """The matrix stages' outputs are the unit files of the study params.yaml describes."""
+    """The matrix stages' outputs are the unit files of the study params.yaml describes (and,
+    for units that log their training, each unit's log folder)."""
     module = importlib.import_module(f"{paper.package}.units")
     runs_dir = runs_dir_for(f"results/{paper.notebook}")
     params = {"profile": PARAMS["profile"], **PARAMS[paper.name]}
     expected = {path.as_posix() for path in module.unit_files(params, runs_dir)}
+    logged = getattr(module, "UNITS", None)
+    if logged is not None and logged.logs:
+        config = logged.config_from(params)
+        expected |= {logged.log_dir(runs_dir, *unit).as_posix() for unit in logged.units(config)}
     stages = {n for n, s in RUN_STAGES.items() if _paper_of_run_stage(s) == paper}
     # DVC's own reading of the matrices (`dvc stage list` cuts long paths with "…")
     with Repo(str(ROOT)) as repo:
@@ -194,12 +199,16 @@ def test_committed_results_are_up_to_date_with_the_code():
 
 
 def test_every_logged_baseline_network_is_a_dvc_metric_and_plot():
-    """`dvc metrics show` / `dvc plots show` cover every multi-task network the baselines log."""
-    from mtlrepro.experiments.baselines import study
+    """`dvc metrics show` / `dvc plots show` cover every multi-task network the baselines' units
+    log, for every seed."""
+    from mtlrepro.experiments.baselines import study, units
 
-    config = study.baselines_config(PARAMS["profile"])
+    config = study.baselines_config(PARAMS["profile"], **PARAMS["baselines"])
+    runs_dir = runs_dir_for("results/00_baselines")
     logged = [f"shared-{b}" for b in config.balancers] + list(config.architectures)
-    folder = "results/00_baselines/dvclive"
-    assert {f"{folder}/{n}/metrics.json" for n in logged} <= set(DVC_YAML["metrics"])
+    folders = [units.UNITS.log_dir(runs_dir, "networks", seed).as_posix() for seed in config.seeds]
+    assert len(folders) == 3
+    metrics = {f"{folder}/{n}/metrics.json" for folder in folders for n in logged}
+    assert metrics <= set(DVC_YAML["metrics"])
     plots = {next(iter(p)) for p in DVC_YAML["plots"]}
-    assert {f"{folder}/{n}/plots/metrics" for n in logged} <= plots
+    assert {f"{folder}/{n}/plots/metrics" for folder in folders for n in logged} <= plots

@@ -117,11 +117,12 @@ def test_the_registry_names_each_paper_once_and_refuses_unknown_names() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["nope", "table"], "unknown paper with run units 'nope'; allowed: 'dag', 'group_spa"),
+        (["nope", "table"], "unknown paper with run units 'nope'; allowed: 'baselines', 'dag'"),
         (["dag", "nyu"], "a dag unit takes SEED; got []"),
         (["dag", "nyu", "x"], "argument seed: a seed is an integer >= 0; got 'x'"),
         (["dag", "city", "-1"], "seed must be an integer in [0, inf); got -1"),
-        (["baselines", "table"], "unknown paper with run units 'baselines'"),
+        (["baselines", "table"], "unknown baselines unit kind 'table'; allowed: 'networks'"),
+        (["distinctiveness", "table"], "unknown paper with run units 'distinctiveness'"),
         (["group_sparsity", "grid"], "unknown group_sparsity unit kind 'grid'; allowed: 'table'"),
         (["group_sparsity", "table", "scenes"], "a group_sparsity unit takes DATASET LAMBDA SEED"),
     ],

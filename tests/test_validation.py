@@ -62,10 +62,13 @@ def _first_cells(notebook: str) -> tuple[str, str]:
 
 PARAMETER_CASES: list[tuple[str, str, str]] = [
     ("baselines", "epochs: -1", "baselines.epochs must be an integer in [1, inf); got -1"),
-    ("baselines", "seed: -3", "baselines.seed must be an integer in [0, inf); got -3"),
+    ("baselines", "seeds: [-3]", "baselines.seeds must be an integer in [0, inf); got -3"),
+    ("baselines", "seeds: [1, 1]", "baselines.seeds has 1 twice"),
+    ("baselines", "seeds: []", "baselines.seeds must hold at least one seed"),
     ("baselines", "threads: 0", "baselines.threads must be an integer in [1, inf); got 0"),
+    ("baselines", "workers: 0", "baselines.workers must be an integer in [1, inf); got 0"),
     ("baselines", "epochs: 2.5", "baselines.epochs must be of type int; got 2.5"),
-    ("baselines", "seed: true", "baselines.seed must be of type int; got True"),
+    ("baselines", "seeds: [true]", "baselines.seeds must be of type"),
     ("distinctiveness", "epochs: -1", "distinctiveness.epochs must be an integer"),
     ("distinctiveness", "seeds: [-3]", "distinctiveness.seeds must be an integer"),
     ("distinctiveness", "seeds: [1, 1]", "distinctiveness.seeds has 1 twice"),

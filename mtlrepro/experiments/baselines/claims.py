@@ -1,7 +1,14 @@
 """Claims BL1-BL4 and BL6-BL8: paper D's Table 2 pattern (single-task vs shared bottom, and
 the cross-stitch and MTAN rows), decided on this run's numbers; checks BL5, BL9 and BL10: the
 parameter ratios of our constructors against Table 2's (fixed by the construction, so they are
-verified apart from the claims, :func:`mtlrepro.report.make_check`)."""
+verified apart from the claims, :func:`mtlrepro.report.make_check`).
+
+Every claim is decided seed by seed: a Δ of a seed is measured against the single-task networks
+of the same seed (:func:`~mtlrepro.experiments.baselines.study.seed_deltas`), signed so that
+positive agrees with the paper, and the per-seed values are read as a
+:class:`~mtlrepro.report.SeedComparison` (mean against their std): ``reproduced`` beyond the
+spread, ``not reproduced`` beyond it the other way, ``inconclusive`` within it.
+"""
 
 from __future__ import annotations
 
@@ -16,16 +23,80 @@ from mtlrepro.experiments.baselines.study import (
     SINGLE_TASK,
     BaselinesResult,
     delta_table,
+    seed_deltas,
     shared_row,
 )
-from mtlrepro.report import Claim, make_check, make_claim, same_sign
+from mtlrepro.report import SPREAD_RULE, Claim, SeedComparison, make_check, make_claim, paired
 
 CROSS_STITCH = ARCHITECTURE_ROWS["cross_stitch"]
 MTAN = ARCHITECTURE_ROWS["mtan"]
+TASK_NAMES = {"segmentation": "semantic segmentation", "normal": "surface normals",
+              "depth": "depth"}
 
 PARAMS_TOLERANCE = 0.05
 """Relative tolerance of the parameter-ratio checks: task heads make T single-task networks a
 little more than T times the shared trunk, so an exact T is not expected."""
+
+
+def seed_values(result: BaselinesResult) -> dict[str, list[float]]:
+    """Claim id -> the per-seed quantity it is decided on, in seed order (% or points of %):
+    BL1-BL3 the equal-weight shared bottom's Δ per task (paper D's column order), BL4 its Δ_T,
+    BL6/BL7 the cross-stitch and MTAN networks' Δ_T, BL8 Δ_T(MTAN) − Δ_T(shared bottom); only
+    the claims whose rows ran."""
+    deltas = seed_deltas(result)
+
+    def values(row: str, column: str) -> list[float]:
+        return [float(v) for v in deltas.loc[deltas["method"] == row, column]]
+
+    shared = shared_row("equal")
+    rows = set(deltas["method"])
+    out: dict[str, list[float]] = {}
+    if shared in rows:
+        tasks = [t for t in PAPER_TASK_ORDER if t in result.config.tasks]
+        for i, task in enumerate(tasks):
+            out[f"BL{i + 1}"] = values(shared, f"delta_{task}")
+        out["BL4"] = values(shared, "delta_all")
+    for claim_id, row in (("BL6", CROSS_STITCH), ("BL7", MTAN)):
+        if row in rows:
+            out[claim_id] = values(row, "delta_all")
+    if MTAN in rows and shared in rows:
+        out["BL8"] = [a - b for a, b in zip(out["BL7"], out["BL4"], strict=True)]
+    return out
+
+
+def _agreeing(paper: float, values: list[float]) -> SeedComparison:
+    """The per-seed values signed so that positive agrees with the paper's sign."""
+    sign = 1.0 if paper >= 0 else -1.0
+    return paired([sign * v for v in values])
+
+
+def _ours(values: list[float]) -> str:
+    """Our value as mean ± std over seeds."""
+    compared = paired(values)
+    return f"{compared.difference:+.2f} ± {compared.spread:.2f}"
+
+
+def _seeds_details(what: str, result: BaselinesResult) -> str:
+    return f"{what}, per seed against the same seed's networks, {len(result.seeds)} seeds; " + (
+        SPREAD_RULE
+    )
+
+
+def _sign_claim(
+    claim_id: str, claim: str, paper: float, values: list[float], result: BaselinesResult,
+    what: str,
+) -> Claim:
+    """A claim on the sign of a per-seed quantity (paper's sign = reproduced)."""
+    return make_claim(
+        claim_id,
+        claim,
+        paper,
+        _ours(values),
+        [_agreeing(paper, values)],
+        profile=result.profile,
+        dataset=result.config.dataset,
+        details=_seeds_details(what, result),
+    )
 
 
 def evaluate(result: BaselinesResult) -> list[Claim]:
@@ -36,42 +107,37 @@ def evaluate(result: BaselinesResult) -> list[Claim]:
     about T times the parameters of the shared one (3.00 vs 1.00) -- a consequence of the
     constructors, so a check, not a claim.  With the architecture rows
     (:func:`architecture_claims`): BL6/BL7 the signs of the cross-stitch and MTAN networks' Δ_T,
-    BL8 MTAN's Δ_T above the shared bottom's, checks BL9/BL10 their parameter ratios.  Verdicts
-    come from our numbers.
+    BL8 MTAN's Δ_T above the shared bottom's, checks BL9/BL10 their parameter ratios.  Each
+    claim is decided over the seeds (module doc).
     """
     ours = delta_table(result).set_index("method")
     row = shared_row("equal")
     if row not in ours.index:
         raise ConfigError("the claims compare the equal-weight shared-bottom run; add 'equal'")
-    common = dict(profile=result.profile, dataset=result.config.dataset)
+    values = seed_values(result)
     out = []
-    names = {"segmentation": "semantic segmentation", "normal": "surface normals", "depth": "depth"}
     for i, task in enumerate(t for t in PAPER_TASK_ORDER if t in result.config.tasks):
         paper = paper_numbers.value("D", "Table 2", SHARED_BOTTOM, task, "delta")
-        measured = float(ours.loc[row, f"delta_{task}"])
         word = "loses to" if paper < 0 else "beats"
         out.append(
-            make_claim(
+            _sign_claim(
                 f"BL{i + 1}",
-                f"Shared bottom {word} single-task on {names[task]} (sign of Δ)",
+                f"Shared bottom {word} single-task on {TASK_NAMES[task]} (sign of Δ)",
                 paper,
-                round(measured, 2),
-                same_sign(paper, measured),
-                **common,
-                details=f"Δ_{task} in % (Eq. 10) of '{row}' vs '{SINGLE_TASK}'; same sign",
+                values[f"BL{i + 1}"],
+                result,
+                f"Δ_{task} in % (Eq. 10) of '{row}' vs '{SINGLE_TASK}'",
             )
         )
     paper_all = paper_numbers.value("D", "Table 2", SHARED_BOTTOM, "all", "delta")
-    measured_all = float(ours.loc[row, "delta_all"])
     out.append(
-        make_claim(
+        _sign_claim(
             "BL4",
             "Shared bottom beats single-task on average over tasks (sign of Δ_T)",
             paper_all,
-            round(measured_all, 2),
-            same_sign(paper_all, measured_all),
-            **common,
-            details="Δ_T in % (Eq. 11); same sign",
+            values["BL4"],
+            result,
+            "Δ_T in % (Eq. 11)",
         )
     )
     paper_ratio = paper_numbers.value(
@@ -86,7 +152,8 @@ def evaluate(result: BaselinesResult) -> list[Claim]:
             paper_ratio,
             round(measured_ratio, 3),
             holds,
-            **common,
+            profile=result.profile,
+            dataset=result.config.dataset,
             details=f"ratio of parameter counts; within {PARAMS_TOLERANCE:.0%} of the paper's",
         )
     )
@@ -98,9 +165,9 @@ def architecture_claims(result: BaselinesResult) -> list[Claim]:
     its rows ran).
 
     * BL6, BL7: the cross-stitch (paper +1.3) and MTAN (paper +2.7) networks beat the
-      single-task networks on average: the sign of their Δ_T (Eq. 11);
+      single-task networks on average: the sign of their Δ_T (Eq. 11), per seed;
     * BL8: MTAN beats the shared bottom on Δ_T (paper 2.7 vs 1.7): the sign of
-      Δ_T(MTAN) − Δ_T(Shared Bottom (equal)), in points of %;
+      Δ_T(MTAN) − Δ_T(Shared Bottom (equal)) of each seed, in points of %;
     * checks BL9, BL10: the parameters of the cross-stitch (paper 3.00) and MTAN (paper 3.11)
       networks relative to the shared bottom, within :data:`PARAMS_TOLERANCE` of the paper's
       ratio (fixed by our constructors, hence checks).
@@ -108,44 +175,39 @@ def architecture_claims(result: BaselinesResult) -> list[Claim]:
     ours = delta_table(result).set_index("method")
     common = dict(profile=result.profile, dataset=result.config.dataset)
     shared = shared_row("equal")
+    values = seed_values(result)
     out = []
     for claim_id, row in (("BL6", CROSS_STITCH), ("BL7", MTAN)):
         if row not in ours.index:
             continue
         paper = paper_numbers.value("D", "Table 2", row, "all", "delta")
-        measured = float(ours.loc[row, "delta_all"])
         word = "loses to" if paper < 0 else "beats"
         out.append(
-            make_claim(
+            _sign_claim(
                 claim_id,
                 f"{row} {word} single-task on average over tasks (sign of Δ_T)",
                 paper,
-                round(measured, 2),
-                same_sign(paper, measured),
-                **common,
-                details=f"Δ_T in % (Eq. 11) of '{row}' vs '{SINGLE_TASK}'; same sign",
+                values[claim_id],
+                result,
+                f"Δ_T in % (Eq. 11) of '{row}' vs '{SINGLE_TASK}'",
             )
         )
     if MTAN in ours.index and shared in ours.index:
         paper_mtan = paper_numbers.value("D", "Table 2", MTAN, "all", "delta")
         paper_shared = paper_numbers.value("D", "Table 2", SHARED_BOTTOM, "all", "delta")
         paper = round(paper_mtan - paper_shared, 2)
-        mtan_all = float(ours.loc[MTAN, "delta_all"])
-        shared_all = float(ours.loc[shared, "delta_all"])
         word = "beats" if paper > 0 else "does not beat"
         out.append(
-            make_claim(
+            _sign_claim(
                 "BL8",
                 f"MTAN {word} the shared bottom on average over tasks (Δ_T)",
                 paper,
-                round(mtan_all - shared_all, 2),
-                same_sign(paper, mtan_all - shared_all),
-                **common,
-                details=(
-                    f"Δ_T(MTAN) − Δ_T('{shared}') in points of % (Eq. 11): paper MTAN "
-                    f"{paper_mtan:g} vs shared {paper_shared:g}, ours MTAN {mtan_all:.2f} vs "
-                    f"shared {shared_all:.2f}; same sign"
-                ),
+                values["BL8"],
+                result,
+                f"Δ_T(MTAN) − Δ_T('{shared}') in points of % (Eq. 11): paper MTAN "
+                f"{paper_mtan:g} vs shared {paper_shared:g}, ours MTAN "
+                f"{float(ours.loc[MTAN, 'delta_all']):.2f} vs shared "
+                f"{float(ours.loc[shared, 'delta_all']):.2f} (means)",
             )
         )
     for claim_id, row in (("BL9", CROSS_STITCH), ("BL10", MTAN)):

@@ -1,7 +1,8 @@
 """The Discussion of the baselines notebook, written from this run's numbers (so a rerun cannot
 leave stale text): the scale of the run against paper D's, the level of a constant predictor,
-where the shared bottom loses most, how far one seed can be trusted, and for each claim that
-did not reproduce what differs from the paper's setting and the likeliest cause."""
+where the shared bottom loses most, what the seed spread settles, and for each claim that did
+not reproduce what differs from the paper's setting and the likeliest cause (for an
+inconclusive one, its per-seed values)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pandas as pd
 import torch
 
 from mtlrepro.data import get_dataset
+from mtlrepro.experiments.baselines.claims import seed_values
 from mtlrepro.experiments.baselines.study import (
     ARCHITECTURE_ROWS,
     SHARED_BOTTOM,
@@ -25,11 +27,19 @@ from mtlrepro.experiments.baselines.study import (
 )
 from mtlrepro.metrics import make_meter
 from mtlrepro.models.segnet import segnet_config
-from mtlrepro.report import FAILED, NOT_APPLICABLE, REPRODUCED, Claim, checks_only, claims_only
+from mtlrepro.report import (
+    FAILED,
+    INCONCLUSIVE,
+    NOT_APPLICABLE,
+    REPRODUCED,
+    Claim,
+    checks_only,
+    claims_only,
+)
 
 SIGN_MARGIN = 2.0
-"""Δ (points of %) within which a single seed cannot settle a sign: the cpu profile runs one
-seed, and paper D's own gaps between baselines are 1-3 points."""
+"""Δ (points of %) within which a run of one seed cannot settle a sign (it has no spread to
+judge by): paper D's own gaps between baselines are 1-3 points."""
 TASK_NAMES: dict[str, str] = {
     "segmentation": "segmentation",
     "depth": "depth",
@@ -118,9 +128,15 @@ def _scale(config: BaselinesConfig, result: BaselinesResult) -> str:
     segnet = segnet_config(config.profile)
     widths = "/".join(str(max(1, round(w * segnet.width_mult))) for w in segnet.widths)
     paper = baselines_config("paper")
+    seeds = (
+        f"seed {config.seeds[0]} only"
+        if len(config.seeds) == 1
+        else f"{len(config.seeds)} seeds ({', '.join(map(str, config.seeds))}; tables: means "
+        "over seeds)"
+    )
     return (
         f"This run: profile `{config.profile}`, data `{config.dataset}` ({len(train)} training "
-        f"images of {height}×{width} pixels), seed {config.seed} only, {config.epochs} epochs "
+        f"images of {height}×{width} pixels), {seeds}, {config.epochs} epochs "
         f"from scratch (batch {config.batch_size}, lr {config.lr:g}), every network a SegNet of "
         f"stage widths {widths} (shared bottom {result.shared_parameters / 1e6:.2f} M "
         f"parameters). Paper D trains on NYU-v2 (795 images at 288×384); the paper profile runs "
@@ -185,37 +201,62 @@ def _worst_task_sentence(result: BaselinesResult, table11: pd.DataFrame,
     return text
 
 
-def _seed_sentence(config: BaselinesConfig, verdicts: Sequence[Claim]) -> str:
-    close = [
-        f"{c.claim_id} ({c.our_value:+.2f})"
-        for c in verdicts
-        if isinstance(c.our_value, int | float)
-        and abs(c.our_value) < SIGN_MARGIN
-    ]
-    text = (
-        f"Every row comes from one seed ({config.seed}), so no seed spread is measured here; "
-        f"notebook 04 measures paper D's baseline rows over several seeds."
-    )
-    if close:
-        text += (
-            f" Within ±{SIGN_MARGIN:g} points of zero, where another seed could flip the sign: "
-            f"{', '.join(close)}."
+def _seed_sentence(
+    config: BaselinesConfig, table2: pd.DataFrame, verdicts: Sequence[Claim]
+) -> str:
+    """What the seeds settle: with one seed, the signs within :data:`SIGN_MARGIN` of zero;
+    with several, the spread of Δ_T and the claims within it (inconclusive)."""
+    if len(config.seeds) == 1:
+        close = [
+            f"{c.claim_id} ({c.our_value})"
+            for c in verdicts
+            if abs(_mean_of(c.our_value)) < SIGN_MARGIN
+        ]
+        text = (
+            f"Every row comes from one seed ({config.seeds[0]}), so no seed spread is measured "
+            "here (the cpu profile runs three)."
         )
+        if close:
+            text += (
+                f" Within ±{SIGN_MARGIN:g} points of zero, where another seed could flip the "
+                f"sign: {', '.join(close)}."
+            )
+        return text
+    rows = [r for r in table2.index if r != SINGLE_TASK]
+    spreads = [float(table2.loc[r, "delta_all_std"]) for r in rows]
+    text = (
+        f"Every row is the mean of {len(config.seeds)} seeds, each seed's Δ measured against "
+        "the same seed's single-task networks; the seed spread (std) of Δ_T is "
+        f"{min(spreads):.2f}–{max(spreads):.2f} points across the multi-task rows."
+    )
+    within = [f"{c.claim_id} ({c.our_value})" for c in verdicts if c.verdict == INCONCLUSIVE]
+    if within:
+        text += f" Within the spread, hence inconclusive: {', '.join(within)}."
+    else:
+        text += " Every claim's mean lies beyond its spread."
     return text
 
 
-def _delta_t_cause(row: str, table2: pd.DataFrame, tasks: Sequence[str]) -> str:
+def _mean_of(our_value: str | float) -> float:
+    """The mean of a claim's ``our_value`` (``"+1.23 ± 0.45"``, :mod:`.claims`)."""
+    return float(str(our_value).split("±")[0])
+
+
+def _delta_t_cause(row: str, table2: pd.DataFrame, tasks: Sequence[str], seeds: int) -> str:
     """Why a row's Δ_T has the sign it has: its Δ per task, the one that pulls hardest, and
-    whether one seed can settle it."""
+    whether the seeds settle it."""
     deltas = {t: float(table2.loc[row, f"delta_{t}"]) for t in tasks}
     total = float(table2.loc[row, "delta_all"])
+    spread = float(table2.loc[row, "delta_all_std"])
     pull = (min if total < 0 else max)(deltas, key=lambda t: deltas[t])
     text = (
         "Δ_T is the mean of the tasks' Δ ("
         + ", ".join(f"{TASK_NAMES[t]} {d:+.2f} %" for t, d in deltas.items())
         + f"), and the {TASK_NAMES[pull]} term decides its sign"
     )
-    if abs(total) < SIGN_MARGIN:
+    if seeds > 1 and abs(total) <= spread:
+        text += f"; at {total:+.2f} ± {spread:.2f} it is within its seed spread"
+    elif seeds == 1 and abs(total) < SIGN_MARGIN:
         text += f"; at {total:+.2f} it is within ±{SIGN_MARGIN:g} points of zero, which one seed "
         text += "cannot settle"
     return text
@@ -223,14 +264,24 @@ def _delta_t_cause(row: str, table2: pd.DataFrame, tasks: Sequence[str]) -> str:
 
 def _claim_sentences(result: BaselinesResult, table2: pd.DataFrame,
                      verdicts: Sequence[Claim]) -> list[str]:
-    """One sentence per claim that did not reproduce, quoting ours and the paper's value."""
+    """One sentence per claim that did not reproduce, quoting ours and the paper's value: for
+    a Δ_T claim its Δ per task, for another inconclusive claim its per-seed values, else the
+    likeliest cause (:data:`CAUSES`)."""
+    values = seed_values(result)
+    seeds = len(result.seeds)
     out = []
     for c in verdicts:
         if c.verdict in (REPRODUCED, NOT_APPLICABLE):
             continue
         row = DELTA_T_CLAIMS.get(c.claim_id)
         if row is not None and (row or shared_row("equal")) in table2.index:
-            cause = _delta_t_cause(row or shared_row("equal"), table2, result.config.tasks)
+            cause = _delta_t_cause(row or shared_row("equal"), table2, result.config.tasks, seeds)
+        elif c.verdict == INCONCLUSIVE:
+            cause = (
+                "per seed " + ", ".join(f"{v:+.2f}" for v in values[c.claim_id])
+                + ", so its mean is within the seed spread and more seeds or a longer schedule "
+                "would be needed to settle it"
+            )
         else:
             cause = CAUSES.get(c.claim_id, "see the claim details")
         out.append(f"{c.claim_id} is {c.verdict} (ours {c.our_value}, paper {c.paper_value}): "
@@ -242,7 +293,7 @@ def discussion(result: BaselinesResult, verdicts: Sequence[Claim]) -> str:
     """The body of the notebook's Discussion as Markdown (the notebook holds its heading).
 
     Args:
-        result: :func:`~mtlrepro.experiments.baselines.study.run_baselines`'s result.
+        result: :func:`~mtlrepro.experiments.baselines.study.result_from_runs`.
         verdicts: :func:`~mtlrepro.experiments.baselines.claims.evaluate` (its checks are
             not counted as claims; a failed one gets a sentence of its own).
     """
@@ -259,7 +310,7 @@ def discussion(result: BaselinesResult, verdicts: Sequence[Claim]) -> str:
         "",
         f"* {_constant_sentence(config, table11)}",
         *([f"* {worst}"] if worst else []),
-        f"* {_seed_sentence(config, verdicts)}",
+        f"* {_seed_sentence(config, table2, verdicts)}",
         f"* Reproduced: {', '.join(reproduced) or 'none'}.",
         *(f"* {s}" for s in _claim_sentences(result, table2, verdicts)),
         *(f"* Check {c.claim_id} failed (ours {c.our_value}, paper {c.paper_value}): "

@@ -8,7 +8,7 @@ and with two soft-sharing architectures among its other rows: "Cross-Stitch" (Mi
 CVPR 2016) and "MTAN" (Liu et al., CVPR 2019).  This module trains them on the same data with
 the shared training loop -- the shared-bottom network with three loss balancers (equal
 weights, uncertainty weighting, PCGrad), then each configured architecture with equal weights
--- and returns paper D's two table layouts:
+-- and returns paper D's two table layouts, as means (and stds) over seeds:
 
 * Table 11: every metric of every task, plus parameter counts;
 * Table 2: relative performance Δ per task and Δ_T (Eq. 10-11) against the single-task row,
@@ -19,12 +19,19 @@ the common backbone of papers C and D's NYU-v2 comparisons): each single-task ne
 same encoder-decoder as the shared one with one head, trained with the same schedule; the
 shared-bottom row compared with paper D is the equal-weight one (the paper's baseline).  The
 cross-stitch and MTAN networks (:mod:`mtlrepro.models.cross_stitch`, :mod:`mtlrepro.models.mtan`)
-are built on the same SegNet widths and heads and trained with equal weights; they run after
-the other networks, so adding or removing them leaves the other rows' numbers unchanged.
+are built on the same SegNet widths and heads and trained with equal weights.
+
+Every network of a seed is one job of that seed's run unit (:mod:`.units`: one JSON file per
+seed, DVC matrix stage ``baselines_networks``); each job seeds itself, so adding or removing a
+network leaves the other rows' numbers unchanged.  A Δ of a seed is measured against the
+single-task networks of the same seed (paired), and the tables give its mean and sample std
+over seeds.
 """
 
 from __future__ import annotations
 
+import base64
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,7 +56,7 @@ from mtlrepro.metrics import LOWER_IS_BETTER, relative_performance
 from mtlrepro.models import create_model
 from mtlrepro.recipe import train_config_for, train_network
 from mtlrepro.tasks import TaskSpec
-from mtlrepro.train import LR_SCHEDULES, TrainConfig
+from mtlrepro.train import LR_SCHEDULES
 
 SECTION = "baselines"
 """The ``params.yaml`` section of the experiment (its notebook ``00_baselines``)."""
@@ -72,6 +79,9 @@ PAPER_D_METRICS: dict[str, tuple[str, ...]] = {
     "normal": ("mean_angle", "median_angle", "within_11_25", "within_22_5", "within_30"),
 }
 """The metrics paper D's Table 11 reports per task, i.e. those its Δ (Eq. 10) averages over."""
+STORED_DTYPES: dict[bool, torch.dtype] = {True: torch.float16, False: torch.int16}
+"""Whether a prediction is floating -> the dtype it is stored in (:func:`encode_tensor`): the
+figure needs no more (class maps are small integers; depth and normals are drawn as colours)."""
 
 
 @dataclass(frozen=True)
@@ -95,9 +105,12 @@ class BaselinesConfig:
         lr_factor: decay factor.
         eval_every: validate every this many epochs.
         n_train: training images (``None``: the dataset preset's).
-        seed: seed of data order, initialisation and PCGrad's task order.
-        threads: torch CPU threads (``None``: leave torch's default).
-        figure_samples: test images shown in the sample-predictions figure.
+        seeds: seeds of data order, initialisation and PCGrad's task order; every network is
+            trained once per seed, and the tables report mean and std over seeds.
+        threads: torch CPU threads per training process (``None``: leave torch's default).
+        workers: processes training a seed's networks in parallel (numbers do not depend on it).
+        figure_samples: test images shown in the sample-predictions figure (first seed's
+            networks).
     """
 
     profile: str = DEFAULT_PROFILE
@@ -113,9 +126,15 @@ class BaselinesConfig:
     lr_factor: float = 0.5
     eval_every: int = 10
     n_train: int | None = None
-    seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)
     threads: int | None = None
-    figure_samples: int = 4
+    workers: int = 1
+    figure_samples: int = 2
+
+    @property
+    def figure_seed(self) -> int:
+        """The seed whose networks predict the figure's samples: the first."""
+        return self.seeds[0]
 
     def __post_init__(self) -> None:
         """Check every field; messages name it ``BaselinesConfig.<field>`` (``baselines.<field>``
@@ -137,7 +156,13 @@ class BaselinesConfig:
                 "architecture", name, tuple(ARCHITECTURE_ROWS), name="BaselinesConfig.architectures"
             )
         check_distinct("BaselinesConfig.architectures", self.architectures)
-        for name in ("epochs", "batch_size", "lr_step_size", "eval_every", "figure_samples"):
+        if not self.seeds:
+            raise ConfigError("BaselinesConfig.seeds must hold at least one seed")
+        for seed in self.seeds:
+            check_range("BaselinesConfig.seeds", seed, 0, integer=True)
+        check_distinct("BaselinesConfig.seeds", self.seeds)
+        names = ("epochs", "batch_size", "lr_step_size", "eval_every", "workers", "figure_samples")
+        for name in names:
             check_range(f"BaselinesConfig.{name}", getattr(self, name), 1, integer=True)
         check_range("BaselinesConfig.lr", self.lr, 0.0, low_inclusive=False)
         check_choice(
@@ -151,7 +176,6 @@ class BaselinesConfig:
             low_inclusive=False,
             high_inclusive=False,
         )
-        check_range("BaselinesConfig.seed", self.seed, 0, integer=True)
         for name in ("n_train", "threads"):
             if getattr(self, name) is not None:
                 check_range(f"BaselinesConfig.{name}", getattr(self, name), 1, integer=True)
@@ -165,9 +189,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr": 1e-3,
         "eval_every": 1,
         "lr_schedule": "none",
-        "figure_samples": 2,
+        "seeds": (0,),
     },
-    # minutes on 2 CPU cores (see README: measured time of the notebook)
+    # minutes on 2 CPU cores (see README: measured time of the units); one thread per process
+    # and two processes per seed: the thread default that holds up beside a busy process
+    # (results/benchmarks/threads.csv)
     "cpu": {
         "epochs": 8,
         "batch_size": 16,
@@ -176,6 +202,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr_step_size": 6,
         "lr_factor": 0.3,
         "eval_every": 2,
+        "threads": 1,
+        "workers": 2,
     },
     # MTAN's SegNet on NYU-v2 with paper C's schedule (batch 8, 200 epochs, lr halved at 150)
     "paper": {"dataset": "nyuv2"},
@@ -189,18 +217,52 @@ def baselines_config(profile: str, **overrides: Any) -> BaselinesConfig:
     return build_config(BaselinesConfig, PRESETS, profile, given, section=SECTION)
 
 
-@dataclass
-class RunResult:
-    """One trained network.
+@dataclass(frozen=True)
+class Network:
+    """One network of the baselines: a job of every seed's unit.
 
     Attributes:
-        row: table row it contributes to (``Single-Task``, ``Shared Bottom (<balancer>)``,
+        row: the table row it contributes to (``Single-Task``, ``Shared Bottom (<balancer>)``,
             ``Cross-Stitch`` or ``MTAN``).
+        slug: its dvclive folder name (``single-depth``, ``shared-equal``, ``mtan``).
+        tasks: the tasks it learns.
+        balancer: its loss balancer.
+        architecture: its registered model name.
+    """
+
+    row: str
+    slug: str
+    tasks: tuple[str, ...]
+    balancer: str
+    architecture: str
+
+
+def networks(config: BaselinesConfig) -> list[Network]:
+    """The networks of one seed in table order: one single-task network per task, the shared
+    bottom with each balancer, then each architecture (equal weights)."""
+    plan = [Network(SINGLE_TASK, "single-" + t, (t,), "equal", "segnet") for t in config.tasks]
+    plan += [
+        Network(shared_row(b), "shared-" + b, config.tasks, b, "segnet") for b in config.balancers
+    ]
+    plan += [
+        Network(ARCHITECTURE_ROWS[a], a, config.tasks, "equal", a) for a in config.architectures
+    ]
+    return plan
+
+
+@dataclass
+class RunResult:
+    """One trained network of one seed.
+
+    Attributes:
+        row: table row it contributes to (see :class:`Network`).
         tasks: tasks the network learns.
         parameters: its parameter count (heads included).
         history: the training loop's tidy history with a ``run`` column (the row name).
         test: task -> metric -> value on the test split.
-        predictions: task -> displayable prediction on the figure's test images.
+        predictions: task -> displayable prediction on the figure's test images (the first
+            seed's networks only; empty for the others).
+        seed: the seed it was trained with.
     """
 
     row: str
@@ -209,11 +271,13 @@ class RunResult:
     history: pd.DataFrame
     test: dict[str, dict[str, float]]
     predictions: dict[str, torch.Tensor]
+    seed: int = 0
 
 
 @dataclass
 class BaselinesResult:
-    """Everything the notebook shows: configuration, runs and the figure's test samples."""
+    """Everything the notebook shows: configuration, runs of every seed and the figure's test
+    samples."""
 
     config: BaselinesConfig
     task_specs: dict[str, TaskSpec]
@@ -227,18 +291,37 @@ class BaselinesResult:
         return self.config.profile
 
     @property
+    def seeds(self) -> list[int]:
+        """The seeds of the runs, in the order they first appear."""
+        return list(dict.fromkeys(run.seed for run in self.runs))
+
+    @property
     def rows(self) -> list[str]:
         """Table rows in order: single-task first, then each shared-bottom balancer, then each
         architecture."""
         return list(dict.fromkeys(run.row for run in self.runs))
 
-    def row_scores(self, row: str) -> dict[str, dict[str, float]]:
-        """Task -> metric -> test value of one row (single-task rows gather their networks)."""
-        return {task: run.test[task] for run in self.runs if run.row == row for task in run.tasks}
+    def row_scores(self, row: str, seed: int | None = None) -> dict[str, dict[str, float]]:
+        """Task -> metric -> test value of one row (single-task rows gather their networks):
+        of one seed, or with ``seed=None`` the mean over seeds."""
+        if seed is not None:
+            return {
+                task: run.test[task]
+                for run in self.runs
+                if run.row == row and run.seed == seed
+                for task in run.tasks
+            }
+        per_seed = [self.row_scores(row, s) for s in self.seeds]
+        return {
+            task: {m: statistics.fmean(s[task][m] for s in per_seed) for m in metrics}
+            for task, metrics in per_seed[0].items()
+        }
 
     def row_parameters(self, row: str) -> int:
-        """Parameters of a row: the sum over its networks."""
-        return sum(run.parameters for run in self.runs if run.row == row)
+        """Parameters of a row: the sum over its networks (of one seed; all seeds build the
+        same networks)."""
+        first = self.seeds[0]
+        return sum(run.parameters for run in self.runs if run.row == row and run.seed == first)
 
     @property
     def shared_parameters(self) -> int:
@@ -252,103 +335,140 @@ def shared_row(balancer: str) -> str:
     return f"{SHARED_BOTTOM} ({BALANCER_LABELS[balancer]})"
 
 
-def run_baselines(
-    config: BaselinesConfig,
-    *,
-    log_dir: str | Path | None = None,
-    progress: bool = True,
-) -> BaselinesResult:
-    """Train the single-task networks, the shared-bottom network with each balancer, then each
-    configured architecture (equal weights).
-
-    Every network is built right after seeding with ``config.seed`` and trained with the same
-    data, schedule and seed; the architectures come last, so they do not change the other rows.
-
-    Args:
-        config: experiment settings (see :func:`baselines_config`).
-        log_dir: folder for the dvclive logs (one sub-folder per network), or ``None``.
-        progress: show the training progress bars.
-
-    Returns:
-        The runs with their histories, test metrics and sample predictions.
-    """
+def splits(config: BaselinesConfig) -> tuple[Any, Any, Any]:
+    """The training, validation and test splits of the study's data."""
     data_overrides: dict[str, Any] = {"tasks": config.tasks}
     if config.n_train is not None:
         data_overrides["n_train"] = config.n_train
-    train_set = get_dataset(config.dataset, "train", config.profile, **data_overrides)
-    val_set = get_dataset(config.dataset, "val", config.profile, tasks=config.tasks)
-    test_set = get_dataset(config.dataset, "test", config.profile, tasks=config.tasks)
-    specs = {name: train_set.task_specs[name] for name in config.tasks}
-    samples = test_set.batch(torch.arange(min(config.figure_samples, len(test_set))))
+    return (
+        get_dataset(config.dataset, "train", config.profile, **data_overrides),
+        get_dataset(config.dataset, "val", config.profile, tasks=config.tasks),
+        get_dataset(config.dataset, "test", config.profile, tasks=config.tasks),
+    )
+
+
+def sample_batch(config: BaselinesConfig, test_set: Any) -> dict[str, torch.Tensor]:
+    """The test images (and targets) of the sample-predictions figure."""
+    return test_set.batch(torch.arange(min(config.figure_samples, len(test_set))))
+
+
+def encode_tensor(tensor: torch.Tensor) -> dict[str, Any]:
+    """A tensor as a compact JSON-able record: dtype (:data:`STORED_DTYPES`), shape and its
+    bytes in base64 (:func:`decode_tensor` reverses it)."""
+    stored = tensor.detach().cpu().to(STORED_DTYPES[tensor.is_floating_point()]).contiguous()
+    data = base64.b64encode(stored.numpy().tobytes()).decode("ascii")
+    return {"dtype": str(stored.dtype).removeprefix("torch."), "shape": list(stored.shape),
+            "data": data}
+
+
+def decode_tensor(record: Mapping[str, Any]) -> torch.Tensor:
+    """The tensor of an :func:`encode_tensor` record, as float32 or int64."""
+    dtype = getattr(torch, record["dtype"])
+    raw = bytearray(base64.b64decode(record["data"]))
+    tensor = torch.frombuffer(raw, dtype=dtype).reshape(record["shape"])
+    return tensor.float() if tensor.is_floating_point() else tensor.long()
+
+
+def train_network_record(
+    network: Network, seed: int, config: BaselinesConfig, log_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """Build (registered model at the profile's size), train and test one network, seeded with
+    ``seed`` right before it is built (so the single-task and shared-bottom trunks of a seed
+    start identical).
+
+    Args:
+        network: the network.
+        seed: seed of initialisation, data order and PCGrad's task order.
+        config: the study settings.
+        log_dir: folder of the seed's dvclive logs (the network logs into ``<slug>/``), or
+            ``None``.
+
+    Returns:
+        A JSON-able record: ``row``, ``tasks``, ``parameters``, ``test`` (task -> metric ->
+        value), ``history`` (the loop's tidy history, as columns) and ``predictions`` (task ->
+        prediction on the figure's images, :func:`encode_tensor`-ed; the networks of
+        ``config.figure_seed`` only, else ``{}``).
+    """
+    train_set, val_set, test_set = splits(config)
+    specs = {t: train_set.task_specs[t] for t in network.tasks}
+    train_config = train_config_for(
+        config,
+        seed=seed,
+        progress=False,
+        log_dir=None if log_dir is None else str(Path(log_dir) / network.slug),
+    )
+    trained = train_network(
+        lambda: create_model(network.architecture, list(specs.values()), profile=config.profile),
+        specs,
+        create_balancer(network.balancer, network.tasks),
+        train_set,
+        val_set,
+        test_set,
+        train_config,
+    )
+    predictions: dict[str, Any] = {}
+    if seed == config.figure_seed:
+        model = trained.model.eval()
+        with torch.no_grad():
+            images = sample_batch(config, test_set)["image"]
+            raw = model(images.to(next(model.parameters()).device))
+        for task in network.tasks:
+            predictions[task] = encode_tensor(trained.tasks[task].predict(raw[task]).cpu())
+    history = trained.history
+    return {
+        "row": network.row,
+        "tasks": list(network.tasks),
+        "parameters": trained.parameters,
+        "test": {t: {m: float(v) for m, v in s.items()} for t, s in trained.test.items()},
+        "history": {c: history[c].tolist() for c in history.columns},
+        "predictions": predictions,
+    }
+
+
+def result_from_runs(config: BaselinesConfig, runs: Sequence[Mapping[str, Any]]) -> BaselinesResult:
+    """The notebook's result from the units' records (:func:`.units.run_study`).
+
+    Args:
+        config: the study settings.
+        runs: one record per network and seed (with ``seed``), as
+            :func:`train_network_record` returns them.
+    """
+    _, _, test_set = splits(config)
+    samples = sample_batch(config, test_set)
+    order = {network.row: i for i, network in enumerate(networks(config))}
     result = BaselinesResult(
         config,
-        specs,
+        {name: test_set.task_specs[name] for name in config.tasks},
         sample_images=samples["image"],
         sample_targets={t: samples[t] for t in config.tasks},
     )
-    # (row, dvclive folder, tasks, balancer, registered model)
-    plan = [(SINGLE_TASK, "single-" + t, (t,), "equal", "segnet") for t in config.tasks]
-    plan += [(shared_row(b), "shared-" + b, config.tasks, b, "segnet") for b in config.balancers]
-    plan += [(ARCHITECTURE_ROWS[a], a, config.tasks, "equal", a) for a in config.architectures]
-    for row, slug, tasks, balancer_name, architecture in plan:
-        train_config = train_config_for(
-            config,
-            progress=progress,
-            log_dir=None if log_dir is None else str(Path(log_dir) / slug),
-        )
+    ranked = sorted(runs, key=lambda r: (config.seeds.index(r["seed"]), order[r["row"]]))
+    for record in ranked:
         result.runs.append(
-            _train_one(
-                row,
-                tasks,
-                balancer_name,
-                architecture,
-                specs,
-                config,
-                train_config,
-                (train_set, val_set, test_set),
-                samples,
+            RunResult(
+                record["row"],
+                tuple(record["tasks"]),
+                record["parameters"],
+                pd.DataFrame(record["history"]).assign(run=record["row"]),
+                record["test"],
+                {t: decode_tensor(p) for t, p in record["predictions"].items()},
+                record["seed"],
             )
         )
     return result
 
 
-def _train_one(
-    row: str,
-    tasks: tuple[str, ...],
-    balancer_name: str,
-    architecture: str,
-    specs: Mapping[str, TaskSpec],
-    config: BaselinesConfig,
-    train_config: TrainConfig,
-    splits: tuple[Any, Any, Any],
-    samples: Mapping[str, torch.Tensor],
-) -> RunResult:
-    """Build (registered model ``architecture`` at the profile's size), train and test one
-    network; every network of a seed starts from the same random state, so the single-task and
-    shared-bottom trunks start identical.  See :func:`run_baselines`."""
-    task_specs = {t: specs[t] for t in tasks}
-    trained = train_network(
-        lambda: create_model(architecture, list(task_specs.values()), profile=config.profile),
-        task_specs,
-        create_balancer(balancer_name, tasks),
-        *splits,
-        train_config,
-    )
-    model = trained.model
-    model.eval()
-    with torch.no_grad():
-        device = next(model.parameters()).device
-        raw = model(samples["image"].to(device))
-    predictions = {t: trained.tasks[t].predict(raw[t]).cpu() for t in tasks}
-    history = trained.history.assign(run=row)
-    return RunResult(row, tasks, trained.parameters, history, trained.test, predictions)
-
-
 # --------------------------------------------------------------------------------------------
 # Tables (paper D's layouts)
 # --------------------------------------------------------------------------------------------
+def _std(values: Sequence[float]) -> float:
+    """Sample std over seeds (0 for one seed)."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def metrics_table(result: BaselinesResult) -> pd.DataFrame:
-    """Paper D's Table 11 layout: every test metric per row, and parameter counts.
+    """Paper D's Table 11 layout: every test metric per row (mean over seeds, and its std in
+    ``<task>/<metric>_std``), and parameter counts.
 
     Columns ``<task>/<metric>`` in task order, then ``params_M`` (millions) and
     ``params_rel`` (relative to the shared-bottom network, as paper D prints; every balancer
@@ -356,11 +476,13 @@ def metrics_table(result: BaselinesResult) -> pd.DataFrame:
     """
     records = []
     for row in result.rows:
-        scores = result.row_scores(row)
+        per_seed = [result.row_scores(row, seed) for seed in result.seeds]
         record: dict[str, Any] = {"method": row}
         for task in result.config.tasks:
-            for metric, value in scores[task].items():
-                record[f"{task}/{metric}"] = value
+            for metric in per_seed[0][task]:
+                values = [scores[task][metric] for scores in per_seed]
+                record[f"{task}/{metric}"] = statistics.fmean(values)
+                record[f"{task}/{metric}_std"] = _std(values)
         params = result.row_parameters(row)
         record["params_M"] = params / 1e6
         record["params_rel"] = params / result.shared_parameters
@@ -368,8 +490,63 @@ def metrics_table(result: BaselinesResult) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+def _delta_metrics(result: BaselinesResult) -> tuple[dict[str, list[str]], list[str]]:
+    """The metrics each task's Δ averages (:data:`PAPER_D_METRICS`, less those whose
+    single-task value is exactly 0 in some seed), and the excluded ones (``task/metric``)."""
+    references = [result.row_scores(SINGLE_TASK, seed) for seed in result.seeds]
+    first = references[0]
+    used = {
+        task: [
+            m
+            for m in PAPER_D_METRICS.get(task, tuple(values))
+            if all(ref[task][m] != 0 for ref in references)
+        ]
+        for task, values in first.items()
+    }
+    excluded = sorted(
+        f"{task}/{m}"
+        for task, values in first.items()
+        for m in values
+        if m in PAPER_D_METRICS.get(task, tuple(values)) and m not in used[task]
+    )
+    return used, excluded
+
+
+def _task_order(result: BaselinesResult) -> list[str]:
+    """Tasks in paper D's column order (sem, norm, dep), then any others."""
+    order = [t for t in PAPER_TASK_ORDER if t in result.config.tasks]
+    return order + [t for t in result.config.tasks if t not in order]
+
+
+def seed_deltas(result: BaselinesResult) -> pd.DataFrame:
+    """Δ per task and Δ_T (Eq. 10-11, in %) of every row and seed against the single-task
+    networks of the same seed: columns ``method``, ``seed``, ``delta_<task>``, ``delta_all``.
+
+    A metric whose single-task value is exactly 0 in some seed has no relative change; it is
+    left out of every row (see :func:`delta_table`).
+    """
+    used, _ = _delta_metrics(result)
+    records = []
+    for seed in result.seeds:
+        reference = result.row_scores(SINGLE_TASK, seed)
+        reference = {t: {m: v for m, v in s.items() if m in used[t]} for t, s in reference.items()}
+        for row in result.rows:
+            scores = {
+                t: {m: v for m, v in s.items() if m in used[t]}
+                for t, s in result.row_scores(row, seed).items()
+            }
+            deltas = relative_performance(scores, reference, LOWER_IS_BETTER)
+            record: dict[str, Any] = {"method": row, "seed": seed}
+            record.update({f"delta_{task}": deltas[task] for task in _task_order(result)})
+            record["delta_all"] = deltas["all"]
+            records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
 def delta_table(result: BaselinesResult) -> pd.DataFrame:
-    """Paper D's Table 2 layout: Δ per task and Δ_T (Eq. 10-11, in %) against Single-Task.
+    """Paper D's Table 2 layout: Δ per task and Δ_T (Eq. 10-11, in %) against Single-Task,
+    as the mean over seeds of :func:`seed_deltas` (each seed against its own single-task
+    networks) with the std in ``<column>_std``.
 
     A task's Δ averages the metrics paper D reports for it (:data:`PAPER_D_METRICS`; all of
     the task's metrics for other tasks).  A metric whose single-task value is exactly 0 has no
@@ -377,29 +554,16 @@ def delta_table(result: BaselinesResult) -> pd.DataFrame:
     happens only for untrained smoke-profile networks).  Parameters are relative to the
     shared-bottom network.
     """
-    reference = result.row_scores(SINGLE_TASK)
-    used = {
-        task: [m for m in PAPER_D_METRICS.get(task, tuple(values)) if values[m] != 0]
-        for task, values in reference.items()
-    }
-    excluded = sorted(
-        f"{task}/{m}"
-        for task, values in reference.items()
-        for m in values
-        if m in PAPER_D_METRICS.get(task, tuple(values)) and m not in used[task]
-    )
-    order = [t for t in PAPER_TASK_ORDER if t in result.config.tasks]
-    order += [t for t in result.config.tasks if t not in order]
+    _, excluded = _delta_metrics(result)
+    per_seed = seed_deltas(result)
+    columns = [f"delta_{task}" for task in _task_order(result)] + ["delta_all"]
     records = []
     for row in result.rows:
-        scores = {
-            t: {m: v for m, v in s.items() if m in used[t]}
-            for t, s in result.row_scores(row).items()
-        }
-        deltas = relative_performance(scores, reference, LOWER_IS_BETTER)
+        part = per_seed[per_seed["method"] == row]
         record: dict[str, Any] = {"method": row}
-        record.update({f"delta_{task}": deltas[task] for task in order})
-        record["delta_all"] = deltas["all"]
+        for column in columns:
+            record[column] = float(part[column].mean())
+            record[f"{column}_std"] = _std(part[column].tolist())
         record["params_rel"] = result.row_parameters(row) / result.shared_parameters
         record["excluded"] = ", ".join(excluded)
         records.append(record)
@@ -428,15 +592,20 @@ def paper_table2(architectures: Sequence[str] = tuple(ARCHITECTURE_ROWS)) -> pd.
 
 
 def training_history(result: BaselinesResult) -> pd.DataFrame:
-    """All runs' histories in one tidy frame (column ``run`` tells them apart)."""
-    return pd.concat([run.history for run in result.runs], ignore_index=True)
+    """All runs' histories in one tidy frame (column ``run`` tells the rows apart, ``seed``
+    the seeds; a plot averages a row's seeds per epoch)."""
+    return pd.concat(
+        [run.history.assign(seed=run.seed) for run in result.runs], ignore_index=True
+    )
 
 
 def sample_predictions(result: BaselinesResult) -> dict[str, dict[str, torch.Tensor]]:
-    """Row -> task -> prediction on the figure's test images (single-task rows gathered)."""
+    """Row -> task -> prediction on the figure's test images (the first seed's networks;
+    single-task rows gathered)."""
     out: dict[str, dict[str, torch.Tensor]] = {}
     for run in result.runs:
-        out.setdefault(run.row, {}).update(run.predictions)
+        if run.predictions:
+            out.setdefault(run.row, {}).update(run.predictions)
     return out
 
 
@@ -444,13 +613,15 @@ def sample_predictions(result: BaselinesResult) -> dict[str, dict[str, torch.Ten
 # metrics.json
 # --------------------------------------------------------------------------------------------
 def summary_metrics(result: BaselinesResult) -> dict[str, Any]:
-    """Nested numbers for ``metrics.json`` (read by ``dvc metrics show``)."""
+    """Nested numbers for ``metrics.json`` (read by ``dvc metrics show``): means over seeds,
+    with each Δ's std."""
     deltas = delta_table(result).set_index("method")
     return {
         "profile": result.profile,
         "config": {
             k: list(v) if isinstance(v, tuple) else v for k, v in asdict(result.config).items()
         },
+        "seeds": result.seeds,
         "delta": {
             row: deltas.loc[row].drop(["params_rel", "excluded"]).to_dict() for row in deltas.index
         },
