@@ -303,7 +303,8 @@ def test_mtan_beating_single_task_but_not_the_shared_bottom_flips_only_bl8():
     assert measured["BL7"].verdict == REPRODUCED
     assert measured["BL8"].verdict == NOT_REPRODUCED
     assert measured["BL8"].paper_value == pytest.approx(1.0)
-    assert measured["BL8"].our_value.startswith("-") and measured["BL8"].our_value.endswith("± 0.00")
+    assert measured["BL8"].our_value.startswith("-")  # one seed: "-x.xx ± 0.00"
+    assert measured["BL8"].our_value.endswith("± 0.00")
 
 
 def test_parameter_claims_say_why_a_ratio_differs():
