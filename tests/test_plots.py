@@ -376,6 +376,10 @@ def test_latency_vs_lambda_shows_absolute_ms_and_the_ratio_to_dense_per_setting(
     styles = {(str(line.get_color()), line.get_linestyle()) for line in ratio_lines[:3]}
     assert len({c for c, _ in styles}) == 3 and len({ls for _, ls in styles}) == 3
     np.testing.assert_allclose(ax_cost.get_lines()[0].get_ydata(), [400.0, 300.0, 200.0, 100.0])
+    # the per-λ panels use no setting's colour, so the legend does not claim them
+    per_lambda = {str(ax.get_lines()[0].get_color()) for ax in (ax_cost, ax_sparsity)}
+    legend_colours = {str(h.get_color()) for h in fig.legends[0].legend_handles}
+    assert per_lambda == {b_figures.PER_LAMBDA_COLOUR} and not per_lambda & legend_colours
     np.testing.assert_allclose(ax_sparsity.get_lines()[0].get_ydata(), [0.0, 25.0, 50.0, 75.0])
     assert ax_sparsity.get_ylabel() == "group sparsity (%)"
     assert "MMAC" in ax_cost.get_ylabel() and "FLOP" not in ax_cost.get_ylabel()

@@ -178,6 +178,11 @@ def plot_sparsity_over_training(history: pd.DataFrame) -> NotebookFigure:
     return fig
 
 
+PER_LAMBDA_COLOUR = "#404040"
+"""Colour of Fig. 3 (d)'s per-λ panels (cost, sparsity): dark grey, outside the settings'
+palette, so that no reader takes them for one of the legend's settings."""
+
+
 def plot_latency_vs_lambda(latency: pd.DataFrame) -> NotebookFigure:
     """Backbone inference time and cost vs λ (paper B, Fig. 3 (d)), four panels.
 
@@ -185,7 +190,9 @@ def plot_latency_vs_lambda(latency: pd.DataFrame) -> NotebookFigure:
     size) with a ± std band (log scale when the settings span more than a factor 20).  Top
     right: the same relative to the dense (λ = 0) backbone of the same setting, with a dotted
     line at 1.  Bottom: millions of multiply–accumulates (MMAC) per image of the slimmed
-    backbone, and its % group sparsity.  The settings' legend is below the figure.
+    backbone, and its % group sparsity: one value per λ, the same for every setting, so drawn
+    in :data:`PER_LAMBDA_COLOUR`, a colour no setting uses.  The settings' legend is below the
+    figure.
 
     Args:
         latency: tidy frame with one row per (``lam``, ``device``, ``batch_size``) and columns
@@ -237,20 +244,19 @@ def plot_latency_vs_lambda(latency: pd.DataFrame) -> NotebookFigure:
         ax_ratio.axhline(1.0, color="grey", linestyle=":", linewidth=1)
         ax_ratio.set_ylabel("relative latency (× dense λ = 0)")
         ax_ratio.set_title("relative to the dense backbone")
-        flops_colour, sparsity_colour = series_styles(2)[0]["color"], series_styles(2)[1]["color"]
         ax_cost.plot(
-            lam, cost["flops"].to_numpy(dtype=float) / 1e6, color=flops_colour, marker="o",
+            lam, cost["flops"].to_numpy(dtype=float) / 1e6, color=PER_LAMBDA_COLOUR, marker="o",
             markersize=3,
         )
         ax_cost.set_ylim(bottom=0.0)
         ax_cost.set_ylabel("MMAC per image (10⁶ multiply–accumulates)")
-        ax_cost.set_title("slimmed backbone cost")
+        ax_cost.set_title("slimmed backbone cost (every setting)")
         ax_sparsity.plot(
-            lam, cost["group_sparsity"].to_numpy(dtype=float), color=sparsity_colour,
-            marker="s", markersize=3, linestyle="--",
+            lam, cost["group_sparsity"].to_numpy(dtype=float), color=PER_LAMBDA_COLOUR,
+            marker="o", markersize=3,
         )
         percent_axis(ax_sparsity, "group sparsity (%)")
-        ax_sparsity.set_title("zero channel groups")
+        ax_sparsity.set_title("zero channel groups (every setting)")
         for ax in axes.ravel():
             _lambda_axis(ax, frame["lam"])
             ax.xaxis.set_tick_params(labelbottom=True)
