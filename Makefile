@@ -33,7 +33,7 @@ AVX2_TESTS := tests/test_onednn.py tests/test_train.py tests/test_train_seams.py
 	tests/test_experiments_distinctiveness.py tests/test_experiments_group_sparsity.py \
 	tests/test_overparam.py tests/test_experiments_overparam.py tests/test_dag.py \
 	tests/test_experiments_dag.py tests/test_partition_net.py tests/test_experiments_partition.py \
-	tests/test_inference.py tests/test_notebooks.py
+	tests/test_inference.py tests/test_pointwise_fusion.py tests/test_notebooks.py
 test-avx2: setup
 	ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest -q $(AVX2_TESTS)
 
