@@ -6,7 +6,8 @@ inconclusive one, its per-seed values)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import statistics
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -202,15 +203,19 @@ def _worst_task_sentence(result: BaselinesResult, table11: pd.DataFrame,
 
 
 def _seed_sentence(
-    config: BaselinesConfig, table2: pd.DataFrame, verdicts: Sequence[Claim]
+    config: BaselinesConfig,
+    table2: pd.DataFrame,
+    verdicts: Sequence[Claim],
+    values: Mapping[str, Sequence[float]],
 ) -> str:
     """What the seeds settle: with one seed, the signs within :data:`SIGN_MARGIN` of zero;
-    with several, the spread of Δ_T and the claims within it (inconclusive)."""
+    with several, the spread of Δ_T and the claims within it (inconclusive).  ``values``:
+    :func:`~mtlrepro.experiments.baselines.claims.seed_values`."""
     if len(config.seeds) == 1:
         close = [
             f"{c.claim_id} ({c.our_value})"
             for c in verdicts
-            if abs(_mean_of(c.our_value)) < SIGN_MARGIN
+            if abs(statistics.fmean(values[c.claim_id])) < SIGN_MARGIN
         ]
         text = (
             f"Every row comes from one seed ({config.seeds[0]}), so no seed spread is measured "
@@ -237,11 +242,6 @@ def _seed_sentence(
     return text
 
 
-def _mean_of(our_value: str | float) -> float:
-    """The mean of a claim's ``our_value`` (``"+1.23 ± 0.45"``, :mod:`.claims`)."""
-    return float(str(our_value).split("±")[0])
-
-
 def _delta_t_cause(row: str, table2: pd.DataFrame, tasks: Sequence[str], seeds: int) -> str:
     """Why a row's Δ_T has the sign it has: its Δ per task, the one that pulls hardest, and
     whether the seeds settle it."""
@@ -263,11 +263,11 @@ def _delta_t_cause(row: str, table2: pd.DataFrame, tasks: Sequence[str], seeds: 
 
 
 def _claim_sentences(result: BaselinesResult, table2: pd.DataFrame,
-                     verdicts: Sequence[Claim]) -> list[str]:
+                     verdicts: Sequence[Claim],
+                     values: Mapping[str, Sequence[float]]) -> list[str]:
     """One sentence per claim that did not reproduce, quoting ours and the paper's value: for
     a Δ_T claim its Δ per task, for another inconclusive claim its per-seed values, else the
     likeliest cause (:data:`CAUSES`)."""
-    values = seed_values(result)
     seeds = len(result.seeds)
     out = []
     for c in verdicts:
@@ -302,6 +302,7 @@ def discussion(result: BaselinesResult, verdicts: Sequence[Claim]) -> str:
     verdicts = claims_only(verdicts)
     table11 = metrics_table(result).set_index("method")
     table2 = delta_table(result).set_index("method")
+    values = seed_values(result)
     reproduced = [c.claim_id for c in verdicts if c.verdict == REPRODUCED]
     worst = _worst_task_sentence(result, table11, table2)
     architectures = [ARCHITECTURE_ROWS[a] for a in config.architectures]
@@ -310,9 +311,9 @@ def discussion(result: BaselinesResult, verdicts: Sequence[Claim]) -> str:
         "",
         f"* {_constant_sentence(config, table11)}",
         *([f"* {worst}"] if worst else []),
-        f"* {_seed_sentence(config, table2, verdicts)}",
+        f"* {_seed_sentence(config, table2, verdicts, values)}",
         f"* Reproduced: {', '.join(reproduced) or 'none'}.",
-        *(f"* {s}" for s in _claim_sentences(result, table2, verdicts)),
+        *(f"* {s}" for s in _claim_sentences(result, table2, verdicts, values)),
         *(f"* Check {c.claim_id} failed (ours {c.our_value}, paper {c.paper_value}): "
           f"{CAUSES.get(c.claim_id, 'see the check details')}." for c in failed_checks),
         "* At the paper profile (NYU-v2 at 288×384, MTAN's full-width SegNet with VGG-16's "
