@@ -41,7 +41,10 @@ writes six CSV files (atomically) into ``--out``:
   (:func:`mtlrepro.compress.slim`) and then exported (:func:`mtlrepro.inference.export`),
   beside Torch-Pruning's pruned network (:func:`torch_pruning_slim`, the ``bench`` extra),
   at batch 1 and 16 on one and two threads: latency speed-up over the dense network ÷ FLOPs
-  reduction (``ratio``) and ÷ Torch-Pruning's speed-up (``vs_torch_pruning``).
+  reduction (``ratio``) and ÷ Torch-Pruning's speed-up (``vs_torch_pruning``); ``form`` is the
+  form ``export`` chose (memory format, oneDNN fusion).  Each round times every variant
+  several times in a row (about :data:`mtlrepro.inference.ROUND_SECONDS` of the slimmed one):
+  a single 2-ms call is within the noise of a shared 2-core machine.
 
 * ``threads.csv`` -- :func:`mtlrepro.thread_bench.bench_threads`: the training step of the cpu
   profile's networks with one or two torch threads (and OpenMP's passive wait), and as two
@@ -82,7 +85,7 @@ from mtlrepro.config import check_choice, check_range
 from mtlrepro.data import get_dataset
 from mtlrepro.data.scenes import scenes_images_per_second
 from mtlrepro.files import atomic_write_text
-from mtlrepro.inference import export, interleaved_medians
+from mtlrepro.inference import ROUND_SECONDS, export, interleaved_medians, round_repeats
 from mtlrepro.models import count_parameters, create_model
 from mtlrepro.models.backbones import create_backbone
 from mtlrepro.models.onednn import SubsampledPointwiseConv2d
@@ -580,7 +583,7 @@ def bench_slimming(settings: BenchSettings) -> pd.DataFrame:
 
     Per network, fraction of zeroed input-channel groups, batch size and thread count, the
     dense network, :func:`mtlrepro.compress.slim` of it, the slimmed network's
-    :func:`mtlrepro.inference.export` (BatchNorm folded, the faster memory format) and
+    :func:`mtlrepro.inference.export` (BatchNorm folded, the fastest form) and
     :func:`torch_pruning_slim` are timed interleaved.  One row per variant: ``speedup`` =
     dense / variant latency, ``flops_reduction`` = dense / variant multiply-accumulates,
     ``ratio`` = speed-up ÷ FLOPs reduction (1: the latency falls as the FLOPs do) and
@@ -612,7 +615,8 @@ def bench_slimming(settings: BenchSettings) -> pd.DataFrame:
                     nets = {"dense": dense, **variants, "slim + export": exported}
                     with torch.inference_mode():
                         calls = {k: (lambda n=n, x=images: n(x)) for k, n in nets.items()}
-                        times = interleaved_medians(calls, settings.repeats)
+                        repeats = round_repeats(calls["slim"], ROUND_SECONDS)
+                        times = interleaved_medians(calls, settings.repeats, repeats)
                     speedups = {k: times["dense"] / times[k] for k in nets if k != "dense"}
                     reference = speedups.get("torch-pruning", math.nan)
                     for variant in ("slim", "slim + export", "torch-pruning"):
@@ -623,7 +627,7 @@ def bench_slimming(settings: BenchSettings) -> pd.DataFrame:
                         rows.append({
                             "model": name, "zero_groups": fraction, "batch_size": batch,
                             "torch_threads": threads, "variant": variant,
-                            "memory_format": exported.memory_format
+                            "form": exported.form
                             if variant == "slim + export" else "contiguous",
                             "parameters": parameter_count(net),
                             "dense_parameters": parameter_count(dense),

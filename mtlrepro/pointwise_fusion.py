@@ -1,15 +1,15 @@
 """oneDNN post-op fusion for an exported CPU network: each convolution with the ReLU (and the
 residual addition) after it run as one oneDNN primitive on a pre-packed weight.
 
-A candidate further step of :func:`mtlrepro.inference.export` (issue 14's 90 % goal; not yet
-used by it).  On the 90 %-slimmed ResNet-18 of ``make bench`` at 64×64 px (2-core AMD EPYC,
-channels-last, medians of 9 interleaved rounds) the fused export ran 1.61× / 1.73× faster than
-Torch-Pruning's pruned model at batch 16 with one / two threads, against 1.42× / 1.43× for the
-export alone, but slower at batch 1 (1.58× / 1.28× against 1.74× / 1.44×): a caller should
-time both forms and keep the faster, as ``export`` does for the memory format.
+A step of :func:`mtlrepro.inference.export`'s ``auto`` choice (its form
+``channels_last + fusion``, issue 14's 90 % goal), which keeps a fused chain only where it
+measures faster than the plain one (``choose``).  Measured on the 90 %-slimmed ResNet-18 of
+``make bench`` at 64×64 px (2-core AMD EPYC, channels-last, medians of 7 interleaved rounds),
+plain over fused time per chain: 1.0-1.5 at batch 16; at batch 1 0.4-1.2 (the stem and the
+widest chains gain, the narrow ones lose to oneDNN's per-call overhead).
 
-:func:`fuse_pointwise` rewrites a ``torch.fx`` graph module (e.g. an ``InferenceNetwork``'s
-``network``, BatchNorm already folded):
+:func:`fuse_pointwise` rewrites a ``torch.fx`` graph module whose BatchNorms are folded (what
+``export`` has before it makes module calls function calls):
 
 * ``conv → relu`` becomes :class:`FusedConv` (torch's ``mkldnn::_convolution_pointwise`` with
   the ``relu`` post-op); a conv without a ReLU after it becomes one too (the pre-packed weight
@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import copy
 import operator
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
@@ -39,6 +41,9 @@ from torch.nn import functional as F
 from mtlrepro.config import ConfigError
 
 _ADDS = (operator.add, operator.iadd, torch.add)
+Chooser = Callable[[Callable[[], Tensor], Callable[[], Tensor]], bool]
+"""``choose(unfused, fused)``: whether to keep a fusion, given the chain's two forms as calls
+of no argument on inputs of the example's shapes (e.g. the faster of them)."""
 _RELUS = (torch.relu, F.relu)
 
 
@@ -157,7 +162,29 @@ def _plan(
     return module, [node], None
 
 
-def fuse_pointwise(graph: fx.GraphModule, example: Tensor) -> fx.GraphModule:
+def _operands(chain: list[fx.Node]) -> list[fx.Node]:
+    """The nodes a fused chain reads: the conv's input, and the addition's other operand."""
+    conv = chain[-1]
+    if len(chain) < 3:
+        return [conv.args[0]]
+    return [conv.args[0], next(a for a in chain[1].args if a is not conv)]
+
+
+def _forms(conv: nn.Conv2d, chain: list[fx.Node], module: FusedConv,
+           metas: list[Any]) -> tuple[Callable[[], Tensor], Callable[[], Tensor]]:
+    """The unfused and the fused form of one chain as calls on random inputs with the shapes
+    and strides its operands had on the example."""
+    inputs = [torch.empty_strided(m.shape, m.stride, dtype=m.dtype).uniform_() for m in metas]
+    if len(chain) == 3:
+        return (lambda: torch.relu(conv(inputs[0]) + inputs[1]),
+                lambda: module(inputs[0], inputs[1]))
+    if len(chain) == 2:
+        return lambda: torch.relu(conv(inputs[0])), lambda: module(inputs[0])
+    return lambda: conv(inputs[0]), lambda: module(inputs[0])
+
+
+def fuse_pointwise(graph: fx.GraphModule, example: Tensor,
+                   choose: Chooser | None = None) -> fx.GraphModule:
     """A copy of ``graph`` with its convolutions fused with the ReLU / residual addition after
     them (module doc); ``graph`` itself is not changed.
 
@@ -165,6 +192,7 @@ def fuse_pointwise(graph: fx.GraphModule, example: Tensor) -> fx.GraphModule:
         graph: a traced float32 network in eval mode (BatchNorm folded first: a BatchNorm
             between a conv and its ReLU prevents the fusion).
         example: an input of the shape the network will serve (the weights are packed for it).
+        choose: which fusions to keep (:data:`Chooser`, asked once per chain); all without.
 
     Raises:
         ConfigError: this torch build lacks the operators, or ``example`` is not float32.
@@ -179,17 +207,20 @@ def fuse_pointwise(graph: fx.GraphModule, example: Tensor) -> fx.GraphModule:
     modules = dict(fused.named_modules())
     order = {node: i for i, node in enumerate(fused.graph.nodes)}
     claimed: set[fx.Node] = set()
-    plans = [(plan, node.args[0].meta["tensor_meta"].shape)  # before any node is replaced
+    plans = [(plan, [n.meta["tensor_meta"] for n in _operands(plan[1])])  # before replacing
              for node in fused.graph.nodes
              if (plan := _plan(node, modules, order, claimed)) is not None]
-    for index, ((conv, chain, in_place), shape) in enumerate(plans):
+    for index, ((conv, chain, in_place), metas) in enumerate(plans):
         # a replaced node's users (this chain's conv, the addition) now read its fused node
-        args = [chain[-1].args[0]]
+        args = _operands(chain)
         if in_place is not None:  # chain = [relu, add, conv]
-            module: FusedConv = FusedConvAdd(conv, shape, in_place)
-            args.append(next(a for a in chain[1].args if a is not chain[-1]))
+            module: FusedConv = FusedConvAdd(conv, metas[0].shape, in_place)
         else:
-            module = FusedConv(conv, shape, relu=len(chain) == 2)
+            module = FusedConv(conv, metas[0].shape, relu=len(chain) == 2)
+        if choose is not None:
+            with torch.inference_mode():
+                if not choose(*_forms(conv, chain, module, metas)):
+                    continue
         name = f"fused_{index}"
         fused.add_submodule(name, module)
         with fused.graph.inserting_before(chain[0]):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
+from mtlrepro import inference, pointwise_fusion
 from mtlrepro.compress import slim
 from mtlrepro.config import ConfigError
-from mtlrepro.inference import InferenceNetwork, export
+from mtlrepro.inference import FUSION, InferenceNetwork, export
 from mtlrepro.models import create_model
 from mtlrepro.tasks import TaskSpec
 
@@ -54,8 +57,14 @@ def test_segnet_folds_every_batchnorm_and_keeps_its_outputs(memory_format: str) 
     assert _close(model(images), exported(images))
     assert exported.memory_format in ("contiguous", "channels_last")
     assert bool(exported.timings_ms) == (memory_format == "auto")
-    if memory_format == "auto":  # the faster of the two, as served
-        assert exported.memory_format == min(exported.timings_ms, key=exported.timings_ms.get)
+    if memory_format == "auto":  # the fastest form, as served
+        assert exported.form == min(exported.timings_ms, key=exported.timings_ms.get)
+        assert set(exported.timings_ms) == {"contiguous", "channels_last", FUSION} or (
+            not pointwise_fusion.available())
+    else:  # module calls made function calls (step 5)
+        assert exported.form == memory_format and exported.fused == 0
+        code = exported.network.code
+        assert "torch.conv2d(" in code and "self.encoder" not in code.split("torch.conv2d")[0]
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is kept
     assert not model.training  # its mode untouched (eval, as given)
 
@@ -137,3 +146,32 @@ def test_export_refuses_bad_arguments() -> None:
         export(model, torch.rand(1, 3, 8, 8), rounds=0)
     with pytest.raises(ConfigError, match="image batch"):
         export(model, torch.rand(3, 8, 8))
+
+
+@pytest.mark.skipif(not pointwise_fusion.available(), reason="no oneDNN operators")
+def test_the_fused_form_keeps_the_outputs_when_it_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model("segnet", SPECS, widths=(8, 16, 32)))
+    images = torch.rand(2, 3, 16, 24)
+    measured = inference._timings
+    monkeypatch.setattr(inference, "_timings", lambda forms, example, rounds: {
+        **measured(forms, example, rounds), FUSION: 0.0})  # as if fusion measured fastest
+    exported = export(model, images, rounds=1)
+    assert exported.form == FUSION and exported.memory_format == "channels_last"
+    assert exported.fused > 0  # the chains that measured faster fused (at least one here)
+    assert _close(model(images), exported(images))
+    assert _close(model(images[:1]), exported(images[:1]))  # another shape: plain convs
+
+
+def test_inlined_calls_compute_bit_for_bit_what_the_modules_do() -> None:
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model("segnet", SPECS, widths=(8, 16, 32)))
+    images = torch.rand(2, 3, 16, 24)
+    folded, traced = inference._fold(model)
+    assert traced
+    modules = inference._inline_calls(copy.deepcopy(folded))
+    assert not [n for n in modules.graph.nodes if n.op == "call_module"
+                and isinstance(modules.get_submodule(n.target), (nn.Conv2d, nn.ReLU))]
+    with torch.inference_mode():
+        want, got = folded(images), modules(images)
+    assert all(torch.equal(want[k], got[k]) for k in want)

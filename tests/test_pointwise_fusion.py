@@ -7,11 +7,10 @@ import torch
 from torch import fx, nn
 from torchvision.models import resnet18
 
-from mtlrepro import pointwise_fusion
+from mtlrepro import inference, pointwise_fusion
 from mtlrepro.bench import zero_random_groups
 from mtlrepro.compress import slim
 from mtlrepro.config import ConfigError
-from mtlrepro.inference import export
 
 pytestmark = pytest.mark.skipif(not pointwise_fusion.available(), reason="no oneDNN operators")
 
@@ -28,7 +27,9 @@ def slimmed_resnet():
     torch.manual_seed(0)
     dense = zero_random_groups(resnet18(num_classes=10), 0.9)
     images = torch.rand(2, 3, 32, 32)
-    return export(slim(dense).eval(), images, memory_format="contiguous").network, images
+    folded, traced = inference._fold(slim(dense).eval())  # what export fuses: BN folded
+    assert traced
+    return folded, images
 
 
 def test_a_slimmed_resnet_fuses_every_conv_and_keeps_its_outputs(slimmed_resnet):
@@ -100,3 +101,24 @@ def test_fusion_refuses_what_it_cannot_run(slimmed_resnet, monkeypatch):
     monkeypatch.setattr(pointwise_fusion, "available", lambda: False)
     with pytest.raises(ConfigError, match="needs a torch build with oneDNN"):
         pointwise_fusion.fuse_pointwise(network, images)
+
+
+def test_a_chooser_keeps_only_the_fusions_it_picks(slimmed_resnet):
+    network, images = slimmed_resnet
+    asked = []
+
+    def every_other(plain, fused):
+        with torch.inference_mode():
+            want = plain().clone()  # first: the fused residual form adds into its operand
+            torch.testing.assert_close(fused(), want, rtol=1e-4, atol=1e-5)  # same chain
+        asked.append(len(asked) % 2 == 0)
+        return asked[-1]
+
+    fused = pointwise_fusion.fuse_pointwise(network, images, every_other)
+    kinds = _kinds(fused)
+    fusions = kinds.get("FusedConv", 0) + kinds.get("FusedConvAdd", 0)
+    assert len(asked) == 20 and fusions == 10 and kinds["Conv2d"] == 10
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(images), network(images), rtol=1e-4, atol=1e-5)
+    assert not {"FusedConv", "FusedConvAdd"} & set(_kinds(pointwise_fusion.fuse_pointwise(
+        network, images, lambda plain, fused: False)))
