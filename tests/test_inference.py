@@ -58,7 +58,10 @@ def test_segnet_folds_every_batchnorm_and_keeps_its_outputs(memory_format: str) 
     assert exported.memory_format in ("contiguous", "channels_last")
     assert bool(exported.timings_ms) == (memory_format == "auto")
     if memory_format == "auto":  # the fastest form, as served
-        assert exported.form == min(exported.timings_ms, key=exported.timings_ms.get)
+        fastest = min(exported.timings_ms, key=exported.timings_ms.get)
+        # a fused form whose every chain measured slower than plain is plain channels-last
+        assert exported.form == (fastest if fastest != FUSION or exported.fused
+                                 else "channels_last")
         assert set(exported.timings_ms) == {"contiguous", "channels_last", FUSION} or (
             not pointwise_fusion.available())
     else:  # module calls made function calls (step 5)
