@@ -347,16 +347,16 @@ def deployment_table(config: PartitionStudyConfig, masks: np.ndarray) -> pd.Data
     example = image.unsqueeze(0)
     rows = []
     for t, task in enumerate(full.task_names):
-        nets = {
-            "partitioned": export(task_network(partitioned, task), example,
-                                  memory_format="contiguous"),
-            "unpartitioned": export(task_network(full, task), example, memory_format="contiguous"),
-        }
+        paths = {"partitioned": task_network(partitioned, task),
+                 "unpartitioned": task_network(full, task)}
+        nets = {form: export(path, example, memory_format="contiguous")
+                for form, path in paths.items()}
         row: dict[str, Any] = {"task": task, "channels": int(np.asarray(masks)[:, t].sum()),
                                "of_channels": full.partition_channels}
         for form, net in nets.items():
             row[f"parameters_{form}"] = count_parameters(net)
-            row[f"macs_{form}"] = conv_flops(net, tuple(example.shape))
+            # the path's convolutions, which the deployed form calls as functions (no hooks)
+            row[f"macs_{form}"] = conv_flops(paths[form], tuple(example.shape))
         for batch in DEPLOYMENT_BATCH_SIZES:
             images = torch.rand(batch, *image.shape)
             times = interleaved_medians(
