@@ -36,15 +36,9 @@ writes six CSV files (atomically) into ``--out``:
   (:func:`mtlrepro.balancing.pcgrad_backward` vs torchjd's ``mtl_backward`` +
   ``jac_to_grad``); ``ratio`` = ours / torchjd (below 1: ours is faster).
 
-* ``slimming.csv`` -- :func:`bench_slimming`: torchvision's ResNet-18 and the scene SegNet
-  with 50 % and 90 % of their input-channel groups zeroed, slimmed
-  (:func:`mtlrepro.compress.slim`) and then exported (:func:`mtlrepro.inference.export`),
-  beside Torch-Pruning's pruned network (:func:`torch_pruning_slim`, the ``bench`` extra),
-  at batch 1 and 16 on one and two threads: latency speed-up over the dense network ÷ FLOPs
-  reduction (``ratio``) and ÷ Torch-Pruning's speed-up (``vs_torch_pruning``); ``form`` is the
-  form ``export`` chose (memory format, oneDNN fusion).  Each round times every variant
-  several times in a row (about :data:`mtlrepro.inference.ROUND_SECONDS` of the slimmed one):
-  a single 2-ms call is within the noise of a shared 2-core machine.
+* ``slimming.csv`` -- :func:`mtlrepro.slim_bench.bench_slimming`: paper B's slimmed network
+  and its inference form against Torch-Pruning's pruned network (latency speed-up ÷ FLOPs
+  reduction, ÷ Torch-Pruning's speed-up).
 
 * ``threads.csv`` -- :func:`mtlrepro.thread_bench.bench_threads`: the training step of the cpu
   profile's networks with one or two torch threads (and OpenMP's passive wait), and as two
@@ -62,7 +56,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import itertools
 import json
 import math
 import statistics
@@ -77,18 +70,17 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from torchvision.models import resnet18
 
 from mtlrepro.balancing import create_balancer, pcgrad_backward, pcgrad_combine
-from mtlrepro.compress import conv_flops, parameter_count, slim
 from mtlrepro.config import check_choice, check_range
 from mtlrepro.data import get_dataset
 from mtlrepro.data.scenes import scenes_images_per_second
 from mtlrepro.files import atomic_write_text
-from mtlrepro.inference import ROUND_SECONDS, export, interleaved_medians, round_repeats
+from mtlrepro.inference import interleaved_medians
 from mtlrepro.models import count_parameters, create_model
 from mtlrepro.models.backbones import create_backbone
 from mtlrepro.models.onednn import SubsampledPointwiseConv2d
+from mtlrepro.slim_bench import bench_slimming
 from mtlrepro.tasks import Task, make_tasks
 from mtlrepro.thread_bench import WORKLOADS, bench_threads
 from mtlrepro.train import Hooks, TrainConfig, epoch_batches, fit
@@ -121,6 +113,9 @@ class BenchSettings:
         slim_batches: its batch sizes.
         slim_threads: its torch thread counts.
         slim_profile: the profile of its SegNet (``smoke`` or ``cpu``).
+        slim_rounds: interleaved timing rounds of the slimming benchmark (more than
+            ``repeats``: its variants' latencies are a few ms, and the machine's noise moves a
+            median of 7 rounds by several per cent).
         export_rounds: timed rounds of ``export``'s choice of form (its forms differ by 5-15 %
             at batch 16, within the spread of 7 rounds on a shared machine).
         thread_steps: timed steps per measurement of the thread benchmark.
@@ -142,6 +137,7 @@ class BenchSettings:
     slim_batches: tuple[int, ...] = (1, 16)
     slim_threads: tuple[int, ...] = (1, 2)
     slim_profile: str = "cpu"
+    slim_rounds: int = 15
     export_rounds: int = 15
     thread_steps: int = 5
     thread_rounds: int = 7
@@ -150,7 +146,8 @@ class BenchSettings:
     def __post_init__(self) -> None:
         """Check ranges (``ConfigError`` otherwise)."""
         for name in ("steps", "repeats", "batch_size", "n_train", "generator_images", "threads",
-                     "pcgrad_step_batch", "thread_steps", "thread_rounds", "export_rounds"):
+                     "pcgrad_step_batch", "thread_steps", "thread_rounds", "slim_rounds",
+                     "export_rounds"):
             check_range(f"BenchSettings.{name}", getattr(self, name), 1, integer=True)
         for count in self.pcgrad_tasks:
             check_range("BenchSettings.pcgrad_tasks", count, 2, integer=True)
@@ -172,7 +169,7 @@ QUICK = BenchSettings(
     steps=6, repeats=1, batch_size=4, n_train=16, widths=(4, 8), generator_images=8,
     pcgrad_tasks=(2, 3), pcgrad_parameters=(1_000,), pcgrad_step_batch=2,
     slim_fractions=(0.5,), slim_batches=(2,), slim_threads=(1,), slim_profile="smoke",
-    export_rounds=1,
+    slim_rounds=1, export_rounds=1,
     thread_steps=1, thread_rounds=1, thread_workloads=(next(iter(WORKLOADS)),),
 )
 """Seconds-long settings for the tests (the numbers mean little)."""
@@ -511,141 +508,6 @@ def bench_pcgrad(settings: BenchSettings) -> pd.DataFrame:
     return frame
 
 
-def zero_random_groups(model: nn.Module, fraction: float, seed: int = 0) -> nn.Module:
-    """Zero a random ``fraction`` of the input-channel groups ``W[:, c]`` of every conv that
-    does not read the image (paper B's groups; what its group lasso drives to 0), in place."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in model.modules():
-            if isinstance(layer, nn.Conv2d) and layer.in_channels > 3:
-                zero = torch.rand(layer.in_channels, generator=generator) < fraction
-                layer.weight[:, zero] = 0
-    return model.eval()
-
-
-def torch_pruning_slim(dense: nn.Module, example: Tensor) -> nn.Module:
-    """Torch-Pruning's version of :func:`mtlrepro.compress.slim`: on a copy of ``dense``,
-    Torch-Pruning's dependency graph (DepGraph) finds every group of coupled channels, and
-    removes the channels that every convolution or linear layer reading them reads with an
-    all-zero input group (keeping the first when none is read, as ``slim`` does).
-
-    Args:
-        dense: a network in eval mode, with zeroed input groups.
-        example: an input batch to trace it on.
-
-    Raises:
-        ImportError: without the ``bench`` extra (``pip install -e '.[bench]'``).
-        RuntimeError: the pruned network no longer runs on ``example`` (the dependency graph
-            misses a coupling, e.g. SegNet's max-unpooling indices, which tie each decoder
-            stage's channels to an encoder stage's).
-    """
-    import torch_pruning as tp
-
-    model = copy.deepcopy(dense).eval()
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    plans = []
-    for group in graph.get_all_groups(root_module_types=(nn.Conv2d,)):
-        readers = [item for item in group
-                   if isinstance(item.dep.target.module, (nn.Conv2d, nn.Linear))
-                   and graph.is_in_channel_pruning_fn(item.dep.handler)]
-        if not readers:  # the network's output: nothing reads it
-            continue
-        root = group[0]
-        used = set()
-        for item in readers:
-            weight = item.dep.target.module.weight
-            used.update(r for i, r in zip(item.idxs, item.root_idxs, strict=True)
-                        if weight[:, i].any())
-        channels = sorted(set(root.root_idxs))
-        remove = [c for c in channels if c not in used] if used else channels[1:]
-        if remove:
-            plans.append((root.dep.target.module, root.dep.handler, remove))
-    for module, handler, remove in plans:
-        graph.get_pruning_group(module, handler, idxs=remove).prune()
-    try:
-        with torch.no_grad():
-            model(example)
-    except RuntimeError as err:
-        raise RuntimeError(f"Torch-Pruning's pruned network fails: {err}") from err
-    return model
-
-
-def _slimming_models(settings: BenchSettings) -> list[tuple[str, Callable[[], nn.Module],
-                                                            tuple[int, int]]]:
-    """(name, builder, image size) of the networks the slimming benchmark prunes."""
-    specs = get_dataset("scenes", "val", settings.slim_profile, tasks=BENCH_TASKS).task_specs
-    size = (48, 64) if settings.slim_profile == "cpu" else (24, 32)
-    return [
-        ("resnet18 (torchvision, 10 classes)", lambda: resnet18(num_classes=10), (64, 64)),
-        (f"segnet ({settings.slim_profile} profile, 3 scene tasks)",
-         lambda: create_model("segnet", specs, profile=settings.slim_profile), size),
-    ]
-
-
-def bench_slimming(settings: BenchSettings) -> pd.DataFrame:
-    """Paper B's compact network at inference against Torch-Pruning's (see the module doc).
-
-    Per network, fraction of zeroed input-channel groups, batch size and thread count, the
-    dense network, :func:`mtlrepro.compress.slim` of it, the slimmed network's
-    :func:`mtlrepro.inference.export` (BatchNorm folded, the fastest form) and
-    :func:`torch_pruning_slim` are timed interleaved.  One row per variant: ``speedup`` =
-    dense / variant latency, ``flops_reduction`` = dense / variant multiply-accumulates,
-    ``ratio`` = speed-up ÷ FLOPs reduction (1: the latency falls as the FLOPs do) and
-    ``vs_torch_pruning`` = speed-up ÷ Torch-Pruning's (NaN, with a ``status``, when it is not
-    installed)."""
-    previous_threads = torch.get_num_threads()
-    rows = []
-    try:
-        for name, build, (height, width) in _slimming_models(settings):
-            for fraction in settings.slim_fractions:
-                torch.manual_seed(0)
-                dense = zero_random_groups(build(), fraction)
-                shape = (1, 3, height, width)
-                variants = {"slim": slim(dense).eval()}
-                status = "ok"
-                try:
-                    variants["torch-pruning"] = torch_pruning_slim(dense, torch.rand(shape))
-                except ImportError:
-                    status = "torch-pruning not installed: pip install -e '.[bench]'"
-                except RuntimeError as err:
-                    status = str(err).splitlines()[0]
-                dense_flops = conv_flops(dense, shape)
-                flops = {k: conv_flops(net, shape) for k, net in variants.items()}
-                for threads, batch in itertools.product(settings.slim_threads,
-                                                        settings.slim_batches):
-                    torch.set_num_threads(threads)
-                    images = torch.rand(batch, 3, height, width)
-                    exported = export(variants["slim"], images, rounds=settings.export_rounds)
-                    nets = {"dense": dense, **variants, "slim + export": exported}
-                    with torch.inference_mode():
-                        calls = {k: (lambda n=n, x=images: n(x)) for k, n in nets.items()}
-                        repeats = round_repeats(calls["slim"], ROUND_SECONDS)
-                        times = interleaved_medians(calls, settings.repeats, repeats)
-                    speedups = {k: times["dense"] / times[k] for k in nets if k != "dense"}
-                    reference = speedups.get("torch-pruning", math.nan)
-                    for variant in ("slim", "slim + export", "torch-pruning"):
-                        if variant not in speedups:
-                            continue
-                        net = variants.get(variant, variants["slim"])
-                        reduction = dense_flops / flops.get(variant, flops["slim"])
-                        rows.append({
-                            "model": name, "zero_groups": fraction, "batch_size": batch,
-                            "torch_threads": threads, "variant": variant,
-                            "form": exported.form
-                            if variant == "slim + export" else "contiguous",
-                            "parameters": parameter_count(net),
-                            "dense_parameters": parameter_count(dense),
-                            "flops_reduction": reduction, "dense_ms": times["dense"] * 1e3,
-                            "variant_ms": times[variant] * 1e3, "speedup": speedups[variant],
-                            "ratio": speedups[variant] / reduction,
-                            "vs_torch_pruning": speedups[variant] / reference,
-                            "rounds": settings.repeats, "status": status,
-                        })
-    finally:
-        torch.set_num_threads(previous_threads)
-    return pd.DataFrame(rows)
-
-
 def run(out: str | Path, settings: BenchSettings) -> dict[str, pd.DataFrame]:
     """Run the benchmarks and write ``train_loop.csv``, ``scenes_generator.csv``,
     ``onednn_routing.csv``, ``pcgrad.csv``, ``slimming.csv`` and ``threads.csv``.
@@ -662,7 +524,10 @@ def run(out: str | Path, settings: BenchSettings) -> dict[str, pd.DataFrame]:
         "scenes_generator": bench_generator(settings),
         "onednn_routing": bench_onednn_routing(settings),
         "pcgrad": bench_pcgrad(settings),
-        "slimming": bench_slimming(settings),
+        "slimming": bench_slimming(
+            settings.slim_fractions, settings.slim_batches, settings.slim_threads,
+            settings.slim_profile, BENCH_TASKS, settings.slim_rounds, settings.export_rounds,
+        ),
         "threads": bench_threads(
             settings.thread_steps, settings.thread_rounds, settings.thread_workloads
         ),

@@ -30,11 +30,15 @@ contraction (paper C), finalisation (paper D) or partitioning (paper E).
    example's shape (:mod:`mtlrepro.pointwise_fusion`), kept chain by chain where the fused
    chain measures faster than the plain one (on a 90 %-slimmed ResNet-18 at 64×64 px, 2-core
    AMD EPYC: 1.0-1.5× faster per chain at batch 16; at batch 1 only the stem and the widest
-   chains gain).  Medians of interleaved timed calls of the network as it will be served, i.e.
-   with the conversion of the input to that format and of the outputs back to the standard
-   layout (for a dense-prediction network at batch 1 these conversions can cost more than
-   channels-last saves).  The chosen form is tuned for the example's shape; another shape gets
-   the same outputs, through plain convolutions where a fused one was packed for the example.
+   chains gain).  In a traced network's channels-last forms, parallel convolution branches
+   that read one tensor (the task heads) run as one wider convolution per layer
+   (:mod:`mtlrepro.parallel_branches`), kept group by group where that measures faster (the
+   50 %-slimmed SegNet's three heads at batch 1; not at batch 16).  Medians of interleaved
+   timed calls of the network as it will be served, i.e. with the conversion of the input to
+   that format and of the outputs back to the standard layout (for a dense-prediction network
+   at batch 1 these conversions can cost more than channels-last saves).  The chosen form is
+   tuned for the example's shape; another shape gets the same outputs, through plain
+   convolutions where a fused one was packed for the example.
 
 Branches that carry no channel (zero-width after slimming) are already gone from
 :func:`mtlrepro.compress.slim`'s output; unused edges of paper D's finalised network from
@@ -54,7 +58,7 @@ from torch import Tensor, fx, nn
 from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from mtlrepro import pointwise_fusion
+from mtlrepro import parallel_branches, pointwise_fusion
 from mtlrepro.config import ConfigError, check_choice, check_range
 
 MEMORY_FORMATS: tuple[str, ...] = ("auto", "contiguous", "channels_last")
@@ -68,10 +72,11 @@ RELATIVE_TOLERANCE = 1e-8
 """The largest float64 output difference the folding may make, relative to the output's
 largest magnitude (rounding: below 1e-12; MTAN folded twice: 0.1)."""
 ROUND_SECONDS = 0.02
-"""The ``auto`` memory format's timing rounds last at least this long (a few ms per call is
-below the noise of one call)."""
-CHAIN_ROUND_SECONDS = 0.005
-"""The same for the timing of one convolution chain, fused against plain (step 6)."""
+"""The timing rounds of ``auto``'s candidate forms last at least this long (a few ms per call
+is below the noise of one call)."""
+PART_ROUND_SECONDS = 0.005
+"""The same for the timing of one part of a network, rewritten against as it was (a fused
+convolution chain, merged parallel branches; step 6)."""
 _INLINED = (nn.Conv2d, nn.Linear, nn.ReLU)
 
 
@@ -99,17 +104,22 @@ class InferenceNetwork(nn.Module):
         timings_ms: each candidate form's median latency on the example (``auto`` only):
             ``contiguous``, ``channels_last`` and :data:`FUSION`.
         fused: convolution chains run as one oneDNN primitive (0 unless :data:`FUSION` won).
-        form: the chosen form: ``memory_format``, or :data:`FUSION`.
+        merged: groups of parallel convolution branches run merged (0 unless a
+            channels-last form won).
+        form: the chosen form: ``memory_format``, or :data:`FUSION` when at least one chain
+            is fused (a fused candidate whose chains all measured slower fused is plain
+            ``channels_last``, and is named so).
     """
 
     def __init__(self, network: nn.Module, memory_format: str, folded: int, removed: int,
-                 traced: bool, timings_ms: dict[str, float], fused: int = 0) -> None:
+                 traced: bool, timings_ms: dict[str, float], fused: int = 0,
+                 merged: int = 0) -> None:
         super().__init__()
         self.network = network
         self.memory_format = memory_format
         self.folded, self.removed, self.traced = folded, removed, traced
         self.timings_ms = dict(timings_ms)
-        self.fused = fused
+        self.fused, self.merged = fused, merged
         self.form = FUSION if fused else memory_format
 
     def forward(self, images: Tensor) -> Any:
@@ -236,13 +246,20 @@ def _check_folding(model: nn.Module, example: Tensor) -> None:
 
 
 def interleaved_medians(
-    calls: dict[str, Any], rounds: int, repeats: int = 1
+    calls: dict[str, Any], rounds: int, repeats: int = 1, *, min_round_seconds: float = 0.0
 ) -> dict[str, float]:
     """Median seconds per call of each of ``calls`` (name -> a function of no argument) over
     ``rounds`` interleaved rounds (the order reverses every round) of ``repeats`` calls each,
-    after one untimed call of each: what every side-by-side timing here uses."""
+    after one untimed call of each: what every side-by-side timing here uses.  With
+    ``min_round_seconds``, more calls per round where needed so that a round of the first
+    call lasts about that long (one call of a few ms is within a machine's noise)."""
     for call in calls.values():
         call()
+    if min_round_seconds > 0:
+        start = time.perf_counter()
+        next(iter(calls.values()))()
+        elapsed = max(time.perf_counter() - start, 1e-6)
+        repeats = max(repeats, math.ceil(min_round_seconds / elapsed))
     samples: dict[str, list[float]] = {name: [] for name in calls}
     names = list(calls)
     for k in range(rounds):
@@ -252,13 +269,6 @@ def interleaved_medians(
                 calls[name]()
             samples[name].append((time.perf_counter() - start) / repeats)
     return {name: statistics.median(values) for name, values in samples.items()}
-
-
-def round_repeats(call: Any, seconds: float) -> int:
-    """Calls per timing round so that one round of ``call`` lasts about ``seconds``."""
-    start = time.perf_counter()
-    call()
-    return max(1, math.ceil(seconds / max(time.perf_counter() - start, 1e-6)))
 
 
 def _inline_calls(graph: fx.GraphModule) -> fx.GraphModule:
@@ -290,26 +300,32 @@ def _inline_calls(graph: fx.GraphModule) -> fx.GraphModule:
     return graph
 
 
-def _chain_chooser(rounds: int) -> pointwise_fusion.Chooser:
-    """Keep a fused chain when it measures faster than the plain one (interleaved medians of
-    ``rounds`` rounds of about :data:`CHAIN_ROUND_SECONDS`)."""
-    def choose(plain: Any, fused: Any) -> bool:
-        repeats = round_repeats(plain, CHAIN_ROUND_SECONDS)
-        times = interleaved_medians({"plain": plain, "fused": fused}, rounds, repeats)
-        return times["fused"] < times["plain"]
+def _faster_chooser(rounds: int) -> pointwise_fusion.Chooser:
+    """Keep a rewritten part of a network when it measures faster than the part as it was
+    (interleaved medians of ``rounds`` rounds of about :data:`PART_ROUND_SECONDS`)."""
+    def choose(before: Any, after: Any) -> bool:
+        times = interleaved_medians({"before": before, "after": after}, rounds,
+                                    min_round_seconds=PART_ROUND_SECONDS)
+        return times["after"] < times["before"]
     return choose
 
 
 def _candidates(network: nn.Module, example: Tensor, traced: bool,
-                rounds: int) -> dict[str, nn.Module]:
-    """The forms ``export`` chooses from (module doc, step 6), keyed by name."""
+                rounds: int) -> tuple[dict[str, nn.Module], int]:
+    """The forms ``export`` chooses from (module doc, step 6), keyed by name, and the groups
+    of parallel branches merged in the channels-last ones."""
     channels_last = copy.deepcopy(network).to(memory_format=torch.channels_last)
+    example_last = example.contiguous(memory_format=torch.channels_last)
+    merged = 0
+    if traced:
+        channels_last, merged = parallel_branches.merge_parallel_convs(
+            channels_last, example_last, _faster_chooser(rounds))
     forms = {"contiguous": network, "channels_last": channels_last}
     if traced and example.dtype == torch.float32 and pointwise_fusion.available():
-        forms[FUSION] = pointwise_fusion.fuse_pointwise(
-            channels_last, example.contiguous(memory_format=torch.channels_last),
-            _chain_chooser(rounds))
-    return {name: _inline_calls(form) if traced else form for name, form in forms.items()}
+        forms[FUSION] = pointwise_fusion.fuse_pointwise(channels_last, example_last,
+                                                        _faster_chooser(rounds))
+    return {name: _inline_calls(form) if traced else form
+            for name, form in forms.items()}, merged
 
 
 def _format_of(form: str) -> str:
@@ -320,12 +336,11 @@ def _format_of(form: str) -> str:
 def _timings(forms: dict[str, nn.Module], example: Tensor, rounds: int) -> dict[str, float]:
     """Median ms per call of each form served (:func:`_serve`) on ``example``, input and
     output conversions included as a caller pays them (:func:`interleaved_medians`, with
-    enough calls per round that one round of the first form lasts at least
+    enough calls per round that one round of the first form lasts about
     :data:`ROUND_SECONDS`)."""
     calls = {name: (lambda form=form, name=name: _serve(form, _format_of(name), example))
              for name, form in forms.items()}
-    repeats = round_repeats(calls["contiguous"], ROUND_SECONDS)
-    seconds = interleaved_medians(calls, rounds, repeats)
+    seconds = interleaved_medians(calls, rounds, min_round_seconds=ROUND_SECONDS)
     return {name: value * 1e3 for name, value in seconds.items()}
 
 
@@ -354,15 +369,18 @@ def export(model: nn.Module, example: Tensor, *, memory_format: str = "auto",
     _drop_no_ops(network)
     removed = no_ops - _count(network, _NO_OPS)
     timings: dict[str, float] = {}
+    merged = 0
     if memory_format == "auto":
-        forms = _candidates(network, example, traced, rounds)
+        forms, merges = _candidates(network, example, traced, rounds)
         timings = _timings(forms, example, rounds)
         form = min(timings, key=timings.get)
         network = forms[form]
         memory_format = _format_of(form)
+        merged = merges if memory_format == "channels_last" else 0
     else:
         network = network.to(memory_format=_FORMATS[memory_format])
         if traced:
             network = _inline_calls(network)
     fused = _count(network, (pointwise_fusion.FusedConv,))
-    return InferenceNetwork(network, memory_format, folded, removed, traced, timings, fused)
+    return InferenceNetwork(network, memory_format, folded, removed, traced, timings, fused,
+                            merged)

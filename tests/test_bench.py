@@ -15,11 +15,10 @@ from mtlrepro.bench import (
     TARGET_RATIO,
     BenchSettings,
     main,
-    torch_pruning_slim,
-    zero_random_groups,
 )
 from mtlrepro.compress import slim
 from mtlrepro.config import ConfigError
+from mtlrepro.slim_bench import torch_pruning_slim, zero_random_groups
 from mtlrepro.thread_bench import LOADS, VARIANTS
 
 

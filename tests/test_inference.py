@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 
 import pytest
 import torch
@@ -184,3 +185,24 @@ def test_inlined_calls_compute_bit_for_bit_what_the_modules_do() -> None:
     with torch.inference_mode():
         want, got = folded(images), modules(images)
     assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_interleaved_rounds_repeat_short_calls_to_the_asked_length() -> None:
+    counts = {"short": 0, "long": 0}
+
+    def call(name: str, seconds: float) -> None:
+        counts[name] += 1
+        time.sleep(seconds)
+
+    times = inference.interleaved_medians(
+        {"short": lambda: call("short", 0.001), "long": lambda: call("long", 0.002)}, 3,
+        min_round_seconds=0.01)
+    # one untimed call each, one call of the first to size the rounds, then 3 rounds of the
+    # same number of calls each: about 10 of the 1-ms call (fewer if sleeping overshoots)
+    repeats = counts["long"] - 1
+    assert repeats % 3 == 0 and repeats >= 3 * 3
+    assert counts["short"] == 2 + repeats
+    assert times["short"] < times["long"]
+    counts["short"] = 0
+    inference.interleaved_medians({"short": lambda: call("short", 0.0)}, 4)
+    assert counts["short"] == 1 + 4  # without a round length: one call per round

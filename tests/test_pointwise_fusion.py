@@ -8,9 +8,9 @@ from torch import fx, nn
 from torchvision.models import resnet18
 
 from mtlrepro import inference, pointwise_fusion
-from mtlrepro.bench import zero_random_groups
 from mtlrepro.compress import slim
 from mtlrepro.config import ConfigError
+from mtlrepro.slim_bench import zero_random_groups
 
 pytestmark = pytest.mark.skipif(not pointwise_fusion.available(), reason="no oneDNN operators")
 
