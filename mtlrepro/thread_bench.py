@@ -18,15 +18,21 @@ every parallel region, and one of them has lost its core).  :func:`bench_threads
 
 Every measurement is its own process (the wait policy is read when OpenMP starts), run in
 ``rounds`` interleaved rounds (the order alternates) of ``steps`` timed steps after two
-untimed ones; ``step_ms`` is the median over rounds of each round's median step, divided by
-the number of processes stepping side by side (the wall time of one step's work: two processes
-finishing a step each in 80 ms do one step per 40 ms).  Per workload
-and variant, ``loaded_ratio`` is loaded ÷ unloaded and ``unloaded_ratio`` is unloaded ÷ the
-fastest unloaded variant; a variant ``meets`` the goal when ``loaded_ratio`` <=
-:data:`MAX_LOADED_RATIO` and ``unloaded_ratio`` <= :data:`MAX_UNLOADED_RATIO`.
+untimed ones.  The processes of one measurement start their timed steps together: each waits
+after its warm-up until all are ready (otherwise, with steps of 7-15 ms, the timed steps of two
+processes that started a few hundred ms apart need not overlap at all, and the measurement
+was not of two processes side by side: one run measured the dilated ResNet's two processes
+beside a busy one at 2.13× their time alone, the next at 0.98×); ``step_ms`` is the median
+over rounds of each round's median step, divided by the number of processes stepping side by
+side (the wall time of one step's work: two processes finishing a step each in 80 ms do one
+step per 40 ms).  Per workload and variant, ``loaded_ratio`` is loaded ÷ unloaded and
+``unloaded_ratio`` is unloaded ÷ the fastest unloaded variant; a variant ``meets`` the goal
+when ``loaded_ratio`` <= :data:`MAX_LOADED_RATIO` and ``unloaded_ratio`` <=
+:data:`MAX_UNLOADED_RATIO`.
 
 Command line (the worker of one measurement): ``python -m mtlrepro.thread_bench WORKLOAD
-THREADS STEPS`` prints the step seconds as JSON.
+THREADS STEPS`` warms up, prints :data:`READY`, waits for a line on its standard input, then
+prints the step seconds as JSON.
 """
 
 from __future__ import annotations
@@ -59,6 +65,8 @@ WARMUP_STEPS = 2
 """Untimed steps before a measurement (allocator, oneDNN kernel choice)."""
 BUSY_CODE = "while True: pass"
 """The competing process: one core spinning in Python."""
+READY = "ready"
+"""What a worker prints when it has warmed up (it then waits for a line on its input)."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +125,8 @@ def _loss(outputs: object) -> Tensor:
     return sum(v.float().square().mean() for v in values)
 
 
-def step_seconds(workload: str, threads: int, steps: int) -> list[float]:
+def step_seconds(workload: str, threads: int, steps: int,
+                 before_timing: Callable[[], None] | None = None) -> list[float]:
     """Seconds per training step of ``workload`` on ``threads`` torch threads, after
     :data:`WARMUP_STEPS` untimed steps (run in the measuring process).
 
@@ -125,6 +134,8 @@ def step_seconds(workload: str, threads: int, steps: int) -> list[float]:
         workload: one of :data:`WORKLOADS`.
         threads: torch intra-op threads.
         steps: timed steps.
+        before_timing: called between the warm-up and the timed steps (the workers of one
+            measurement wait there for each other).
     """
     check_choice("workload", workload, tuple(WORKLOADS))
     check_range("threads", threads, 1, integer=True)
@@ -142,6 +153,8 @@ def step_seconds(workload: str, threads: int, steps: int) -> list[float]:
 
     for _ in range(WARMUP_STEPS):
         step()
+    if before_timing is not None:
+        before_timing()
     times = []
     for _ in range(steps):
         start = time.perf_counter()
@@ -152,7 +165,7 @@ def step_seconds(workload: str, threads: int, steps: int) -> list[float]:
 
 def _measure(workload: str, variant: Variant, busy: bool, steps: int) -> float:
     """The median step seconds of one measurement ÷ its processes, each measuring process its
-    own (started together, beside a busy one)."""
+    own (beside a busy one), their timed steps started together (module doc)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(variant.threads)}
     env.pop("OMP_WAIT_POLICY", None)
     if variant.wait_policy is not None:
@@ -161,12 +174,19 @@ def _measure(workload: str, variant: Variant, busy: bool, steps: int) -> float:
                str(steps)]
     spinner = subprocess.Popen([sys.executable, "-c", BUSY_CODE]) if busy else None
     workers = [
-        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+        subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
         for _ in range(variant.processes)
     ]
     times: list[float] = []
     try:
+        for worker in workers:  # each has warmed up ...
+            if worker.stdout.readline().strip() != READY:
+                _, err = worker.communicate(timeout=60)
+                raise RuntimeError(f"thread_bench worker failed ({worker.returncode}): {err}")
+        for worker in workers:  # ... before any starts its timed steps
+            worker.stdin.write("start\n")
+            worker.stdin.flush()
         for worker in workers:
             out, err = worker.communicate(timeout=1800)
             if worker.returncode != 0:
@@ -232,7 +252,8 @@ def bench_threads(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """The worker of one measurement: ``WORKLOAD THREADS STEPS`` -> step seconds as JSON.
+    """The worker of one measurement: ``WORKLOAD THREADS STEPS`` -> :data:`READY` after the
+    warm-up, then (after a line on standard input) the step seconds as JSON.
 
     Args:
         argv: arguments (default: ``sys.argv[1:]``).
@@ -242,7 +263,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("threads", type=int)
     parser.add_argument("steps", type=int)
     args = parser.parse_args(argv)
-    print(json.dumps(step_seconds(args.workload, args.threads, args.steps)))
+    print(json.dumps(step_seconds(args.workload, args.threads, args.steps, _await_start)))
+
+
+def _await_start() -> None:
+    """Say the warm-up is done and wait for the measurement's start (a line on stdin)."""
+    print(READY, flush=True)
+    sys.stdin.readline()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from mtlrepro import thread_bench
 from mtlrepro.bench import (
     TARGET_IMAGES_PER_S,
     TARGET_RATIO,
@@ -132,3 +133,16 @@ def test_bench_settings_are_validated() -> None:
         BenchSettings(slim_fractions=(1.0,))
     with pytest.raises(ConfigError, match="slim_threads"):
         BenchSettings(slim_threads=(0,))
+
+
+def test_a_thread_bench_worker_times_its_steps_only_after_the_start_signal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    forwards: list[int] = []
+    model = torch.nn.Linear(4, 2)
+    model.register_forward_hook(lambda *_: forwards.append(1))
+    monkeypatch.setitem(thread_bench.WORKLOADS, "tiny", lambda: (model, torch.rand(3, 4)))
+    started: list[int] = []
+    times = thread_bench.step_seconds("tiny", 1, 3, lambda: started.append(len(forwards)))
+    assert started == [thread_bench.WARMUP_STEPS]  # called once, after the warm-up
+    assert len(times) == 3 and len(forwards) == thread_bench.WARMUP_STEPS + 3
