@@ -32,11 +32,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
-from torch.nn import functional as F
 
-from mtlrepro.pointwise_fusion import Chooser
-
-_RELUS = (torch.relu, F.relu)
+from mtlrepro.pointwise_fusion import Chooser, is_relu
 
 
 @dataclass
@@ -72,10 +69,8 @@ def _relu_after(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node | None:
     if len(users) != 1:
         return None
     user = users[0]
-    relu = ((user.op == "call_module" and isinstance(modules.get(user.target), nn.ReLU))
-            or (user.op == "call_function" and user.target in _RELUS and not user.kwargs)
-            or (user.op == "call_method" and user.target in ("relu", "relu_")))
-    return user if relu and len(user.args) == 1 else None
+    plain = len(user.args) == 1 and not user.kwargs
+    return user if plain and is_relu(user, modules) else None
 
 
 def _branches(source: fx.Node, modules: dict[str, nn.Module],
@@ -139,15 +134,21 @@ def _merged_conv(layers: list[_Layer], block_diagonal: bool) -> nn.Conv2d:
     return merged.to(memory_format=memory_format).eval()
 
 
+def _merged_layers(branches: list[list[_Layer]]) -> list[nn.Conv2d]:
+    """The merged convolution of each layer of ``branches`` (module doc)."""
+    return [_merged_conv(list(layers), block_diagonal=depth > 0)
+            for depth, layers in enumerate(zip(*branches, strict=True))]
+
+
 def _separate_and_merged(
-    branches: list[list[_Layer]], shape: torch.Size, channels_last: bool,
+    branches: list[list[_Layer]], merged: list[nn.Conv2d], shape: torch.Size,
+    channels_last: bool,
 ) -> tuple[Callable[[], Tensor], Callable[[], Tensor]]:
-    """The branches run separately and merged, as calls on one random input of ``shape``."""
+    """The branches run separately and as the ``merged`` layers, as calls on one random input
+    of ``shape``."""
     images = torch.rand(shape)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    merged = [_merged_conv(layers, block_diagonal=depth > 0)
-              for depth, layers in enumerate(zip(*branches, strict=True))]
     relus = [layer.relu is not None for layer in branches[0]]
 
     def run(convs: list[nn.Module], x: Tensor) -> Tensor:
@@ -184,13 +185,15 @@ def merge_parallel_convs(graph: fx.GraphModule, example: Tensor,
         branches = _branches(source, modules, calls)
         if not branches:
             continue
+        merged = _merged_layers(branches)
         meta = source.meta["tensor_meta"]
         channels_last = meta.memory_format == torch.channels_last
         if choose is not None:
             with torch.inference_mode():
-                if not choose(*_separate_and_merged(branches, meta.shape, channels_last)):
+                forms = _separate_and_merged(branches, merged, meta.shape, channels_last)
+                if not choose(*forms):
                     continue
-        _rewrite(merged_graph, source, branches, merges)
+        _rewrite(merged_graph, source, branches, merged, merges)
         merges += 1
     merged_graph.graph.lint()
     merged_graph.delete_all_unused_submodules()
@@ -199,19 +202,19 @@ def merge_parallel_convs(graph: fx.GraphModule, example: Tensor,
 
 
 def _rewrite(graph: fx.GraphModule, source: fx.Node, branches: list[list[_Layer]],
-             index: int) -> None:
-    """Replace ``branches`` (reading ``source``) in ``graph`` by merged layers and a channel
-    slice per branch of the last one."""
+             merged: list[nn.Conv2d], index: int) -> None:
+    """Replace ``branches`` (reading ``source``) in ``graph`` by their ``merged`` layers and a
+    channel slice per branch of the last one."""
     value = source
     last = [branch[-1] for branch in branches]
     firsts = {branch[0].conv for branch in branches}
     earliest = next(node for node in graph.graph.nodes if node in firsts)
     with graph.graph.inserting_before(earliest):
-        for depth, layers in enumerate(zip(*branches, strict=True)):
+        for depth, (conv, layer) in enumerate(zip(merged, branches[0], strict=True)):
             name = f"merged_{index}_{depth}"
-            graph.add_submodule(name, _merged_conv(list(layers), block_diagonal=depth > 0))
+            graph.add_submodule(name, conv)
             value = graph.graph.call_module(name, (value,))
-            if layers[0].relu is not None:
+            if layer.relu is not None:
                 value = graph.graph.call_function(torch.relu, (value,))
         start = 0
         slices = []

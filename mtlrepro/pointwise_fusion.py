@@ -120,7 +120,9 @@ class FusedConvAdd(FusedConv):
             self.groups, "add", None, "relu", [], None)
 
 
-def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+def is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Whether ``node`` of a traced graph (whose submodules are ``modules``) applies a ReLU:
+    an ``nn.ReLU`` module, ``torch.relu`` / ``F.relu`` or the ``relu(_)`` method."""
     if node.op == "call_module":
         return isinstance(modules.get(node.target), nn.ReLU)
     if node.op == "call_function":
@@ -150,11 +152,11 @@ def _plan(
     if len(users) != 1:
         return module, [node], None
     user = users[0]
-    if _is_relu(user, modules):
+    if is_relu(user, modules):
         return module, [user, node], None
     after = list(user.users)
     if (user.target in _ADDS and len(user.args) == 2 and not user.kwargs and len(after) == 1
-            and _is_relu(after[0], modules) and user not in claimed):
+            and is_relu(after[0], modules) and user not in claimed):
         other = user.args[1] if user.args[0] is node else user.args[0]
         if isinstance(other, fx.Node) and other is not node:
             claimed.add(user)
