@@ -25,15 +25,19 @@ contraction (paper C), finalisation (paper D) or partitioning (paper E).
    ResNet-18's 1.5-2 ms at batch 1);
 6. the form that measures fastest on the given example input, unless a memory format is asked
    for: ``contiguous``, ``channels_last`` and, for a traced float32 network where torch has
-   oneDNN, ``channels_last + fusion`` -- channels-last with each convolution and the ReLU /
-   residual addition after it run as one oneDNN primitive on a weight pre-packed for the
-   example's shape (:mod:`mtlrepro.pointwise_fusion`), kept chain by chain where the fused
+   oneDNN, ``contiguous + fusion`` and ``channels_last + fusion`` -- that format with each
+   convolution and the ReLU / residual addition after it run as one oneDNN primitive on a
+   weight pre-packed for the example's shape (:mod:`mtlrepro.pointwise_fusion`; the
+   contiguous one was the fastest form of the 50 %-slimmed SegNet at 1 thread and batch 16
+   in a probe, by 2 %), kept chain by chain where the fused
    chain measures faster than the plain one (on a 90 %-slimmed ResNet-18 at 64×64 px, 2-core
    AMD EPYC: 1.0-1.5× faster per chain at batch 16; at batch 1 only the stem and the widest
    chains gain).  In a traced network's channels-last forms, parallel convolution branches
    that read one tensor (the task heads) run as one wider convolution per layer
    (:mod:`mtlrepro.parallel_branches`), kept group by group where that measures faster (the
-   50 %-slimmed SegNet's three heads at batch 1; not at batch 16).  Medians of interleaved
+   50 %-slimmed SegNet's three heads at batch 1; not at batch 16), and the 1×1 convolutions
+   whose outputs are returned in the standard layout write it directly, as a matrix product
+   (:mod:`mtlrepro.output_convs`), where that measures faster.  Medians of interleaved
    timed calls of the network as it will be served, i.e. with the conversion of the input to
    that format and of the outputs back to the standard layout (for a dense-prediction network
    at batch 1 these conversions can cost more than channels-last saves).  The chosen form is
@@ -58,13 +62,15 @@ from torch import Tensor, fx, nn
 from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from mtlrepro import parallel_branches, pointwise_fusion
+from mtlrepro import output_convs, parallel_branches, pointwise_fusion
 from mtlrepro.config import ConfigError, check_choice, check_range
 
 MEMORY_FORMATS: tuple[str, ...] = ("auto", "contiguous", "channels_last")
 """``export``'s choices of memory format (``auto``: the fastest form on the example)."""
 FUSION = "channels_last + fusion"
 """The name of the channels-last form with oneDNN post-op fusion (module doc, step 6)."""
+CONTIGUOUS_FUSION = "contiguous + fusion"
+"""The name of the contiguous form with oneDNN post-op fusion (module doc, step 6)."""
 _FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 _FOLDABLE = ((nn.Conv2d, nn.BatchNorm2d), (nn.Linear, nn.BatchNorm1d))
 _NO_OPS = (nn.Identity, nn.Dropout, nn.Dropout2d)
@@ -76,7 +82,7 @@ ROUND_SECONDS = 0.02
 is below the noise of one call)."""
 PART_ROUND_SECONDS = 0.005
 """The same for the timing of one part of a network, rewritten against as it was (a fused
-convolution chain, merged parallel branches; step 6)."""
+convolution chain, merged parallel branches, an output convolution; step 6)."""
 _INLINED = (nn.Conv2d, nn.Linear, nn.ReLU)
 
 
@@ -102,25 +108,27 @@ class InferenceNetwork(nn.Module):
         removed: eval-mode no-op modules dropped.
         traced: whether the folding ran over the fx graph (else inside ``nn.Sequential``).
         timings_ms: each candidate form's median latency on the example (``auto`` only):
-            ``contiguous``, ``channels_last`` and :data:`FUSION`.
-        fused: convolution chains run as one oneDNN primitive (0 unless :data:`FUSION` won).
+            ``contiguous``, ``channels_last``, :data:`CONTIGUOUS_FUSION` and :data:`FUSION`.
+        fused: convolution chains run as one oneDNN primitive (0 unless a fused form won).
         merged: groups of parallel convolution branches run merged (0 unless a
             channels-last form won).
-        form: the chosen form: ``memory_format``, or :data:`FUSION` when at least one chain
-            is fused (a fused candidate whose chains all measured slower fused is plain
-            ``channels_last``, and is named so).
+        matmul_outputs: output 1×1 convolutions run as a matrix product that writes the
+            standard layout (:mod:`mtlrepro.output_convs`; 0 unless a channels-last form won).
+        form: the chosen form: ``memory_format``, or ``memory_format + fusion`` when at
+            least one chain is fused (a fused candidate whose chains all measured slower fused
+            is the plain form of its memory format, and is named so).
     """
 
     def __init__(self, network: nn.Module, memory_format: str, folded: int, removed: int,
                  traced: bool, timings_ms: dict[str, float], fused: int = 0,
-                 merged: int = 0) -> None:
+                 merged: int = 0, matmul_outputs: int = 0) -> None:
         super().__init__()
         self.network = network
         self.memory_format = memory_format
         self.folded, self.removed, self.traced = folded, removed, traced
         self.timings_ms = dict(timings_ms)
-        self.fused, self.merged = fused, merged
-        self.form = FUSION if fused else memory_format
+        self.fused, self.merged, self.matmul_outputs = fused, merged, matmul_outputs
+        self.form = f"{memory_format} + fusion" if fused else memory_format
 
     def forward(self, images: Tensor) -> Any:
         """The network's outputs on ``images`` (no gradient is recorded)."""
@@ -311,26 +319,31 @@ def _faster_chooser(rounds: int) -> pointwise_fusion.Chooser:
 
 
 def _candidates(network: nn.Module, example: Tensor, traced: bool,
-                rounds: int) -> tuple[dict[str, nn.Module], int]:
-    """The forms ``export`` chooses from (module doc, step 6), keyed by name, and the groups
-    of parallel branches merged in the channels-last ones."""
+                rounds: int) -> tuple[dict[str, nn.Module], dict[str, int]]:
+    """The forms ``export`` chooses from (module doc, step 6), keyed by name, and what the
+    channels-last ones rewrite: groups of parallel branches ``merged``, output convolutions
+    as ``matmul_outputs``."""
     channels_last = copy.deepcopy(network).to(memory_format=torch.channels_last)
     example_last = example.contiguous(memory_format=torch.channels_last)
-    merged = 0
+    rewrites = {"merged": 0, "matmul_outputs": 0}
     if traced:
-        channels_last, merged = parallel_branches.merge_parallel_convs(
+        channels_last, rewrites["merged"] = parallel_branches.merge_parallel_convs(
+            channels_last, example_last, _faster_chooser(rounds))
+        channels_last, rewrites["matmul_outputs"] = output_convs.standard_layout_outputs(
             channels_last, example_last, _faster_chooser(rounds))
     forms = {"contiguous": network, "channels_last": channels_last}
     if traced and example.dtype == torch.float32 and pointwise_fusion.available():
+        forms[CONTIGUOUS_FUSION] = pointwise_fusion.fuse_pointwise(network, example,
+                                                                   _faster_chooser(rounds))
         forms[FUSION] = pointwise_fusion.fuse_pointwise(channels_last, example_last,
                                                         _faster_chooser(rounds))
     return {name: _inline_calls(form) if traced else form
-            for name, form in forms.items()}, merged
+            for name, form in forms.items()}, rewrites
 
 
 def _format_of(form: str) -> str:
     """The memory format of a candidate form (:func:`_candidates`)."""
-    return "contiguous" if form == "contiguous" else "channels_last"
+    return form.split(" + ")[0]
 
 
 def _timings(forms: dict[str, nn.Module], example: Tensor, rounds: int) -> dict[str, float]:
@@ -369,18 +382,19 @@ def export(model: nn.Module, example: Tensor, *, memory_format: str = "auto",
     _drop_no_ops(network)
     removed = no_ops - _count(network, _NO_OPS)
     timings: dict[str, float] = {}
-    merged = 0
+    rewrites = {"merged": 0, "matmul_outputs": 0}
     if memory_format == "auto":
-        forms, merges = _candidates(network, example, traced, rounds)
+        forms, candidate_rewrites = _candidates(network, example, traced, rounds)
         timings = _timings(forms, example, rounds)
         form = min(timings, key=timings.get)
         network = forms[form]
         memory_format = _format_of(form)
-        merged = merges if memory_format == "channels_last" else 0
+        if memory_format == "channels_last":
+            rewrites = candidate_rewrites
     else:
         network = network.to(memory_format=_FORMATS[memory_format])
         if traced:
             network = _inline_calls(network)
     fused = _count(network, (pointwise_fusion.FusedConv,))
     return InferenceNetwork(network, memory_format, folded, removed, traced, timings, fused,
-                            merged)
+                            **rewrites)

@@ -46,7 +46,7 @@ class _Layer:
     relu: fx.Node | None
 
 
-def _conv_called_once(node: fx.Node, modules: dict[str, nn.Module],
+def conv_called_once(node: fx.Node, modules: dict[str, nn.Module],
                       calls: dict[str, int]) -> nn.Conv2d | None:
     """The module of a plain convolution node called at this one place, else ``None``."""
     module = modules.get(node.target) if node.op == "call_module" else None
@@ -80,7 +80,7 @@ def _branches(source: fx.Node, modules: dict[str, nn.Module],
     read only by the next); ``[]`` when fewer than two convolutions read it alike."""
     groups: dict[tuple, list[fx.Node]] = {}
     for user in source.users:
-        module = _conv_called_once(user, modules, calls)
+        module = conv_called_once(user, modules, calls)
         if module is not None:
             groups.setdefault(_signature(module), []).append(user)
     starts = max(groups.values(), key=len, default=[])
@@ -100,7 +100,7 @@ def _branches(source: fx.Node, modules: dict[str, nn.Module],
         if layers[0].relu is None or not all(len(users) == 1 for users in following):
             return branches
         nexts = [users[0] for users in following]
-        modules_next = [_conv_called_once(node, modules, calls) for node in nexts]
+        modules_next = [conv_called_once(node, modules, calls) for node in nexts]
         if (any(module is None for module in modules_next)
                 or len({_signature(module) for module in modules_next}) != 1):
             return branches

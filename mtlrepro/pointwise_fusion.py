@@ -1,12 +1,13 @@
 """oneDNN post-op fusion for an exported CPU network: each convolution with the ReLU (and the
 residual addition) after it run as one oneDNN primitive on a pre-packed weight.
 
-A step of :func:`mtlrepro.inference.export`'s ``auto`` choice (its form
-``channels_last + fusion``, issue 14's 90 % goal), which keeps a fused chain only where it
-measures faster than the plain one (``choose``).  Measured on the 90 %-slimmed ResNet-18 of
-``make bench`` at 64×64 px (2-core AMD EPYC, channels-last, medians of 7 interleaved rounds),
-plain over fused time per chain: 1.0-1.5 at batch 16; at batch 1 0.4-1.2 (the stem and the
-widest chains gain, the narrow ones lose to oneDNN's per-call overhead).
+A step of :func:`mtlrepro.inference.export`'s ``auto`` choice (its forms
+``contiguous + fusion`` and ``channels_last + fusion``; issue 14's 90 % goal), which keeps a
+fused chain only where it measures faster than the plain one (``choose``).  Measured on the
+90 %-slimmed ResNet-18 of ``make bench`` at 64×64 px (2-core AMD EPYC, channels-last, medians
+of 7 interleaved rounds), plain over fused time per chain: 1.0-1.5 at batch 16; at batch 1
+0.4-1.2 (the stem and the widest chains gain, the narrow ones lose to oneDNN's per-call
+overhead).
 
 :func:`fuse_pointwise` rewrites a ``torch.fx`` graph module whose BatchNorms are folded (what
 ``export`` has before it makes module calls function calls):

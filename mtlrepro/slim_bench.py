@@ -8,7 +8,8 @@ Torch-Pruning's pruned network (:func:`torch_pruning_slim`, the ``bench`` extra)
 and 16 on one and two threads: latency speed-up over the dense network ÷ FLOPs reduction
 (``ratio``) and ÷ Torch-Pruning's speed-up (``vs_torch_pruning``); ``form`` is the form
 ``export`` chose (memory format, oneDNN fusion), ``merged_branches`` the groups of parallel
-task-head convolutions it runs merged.  Each round times every variant several times in a row
+task-head convolutions it runs merged, ``matmul_outputs`` the output convolutions it runs as a
+matrix product into the standard layout.  Each round times every variant several times in a row
 (about :data:`mtlrepro.inference.ROUND_SECONDS` of the slimmed one): a single 2-ms call is
 within the noise of a shared 2-core machine.
 """
@@ -167,6 +168,8 @@ def bench_slimming(fractions: Sequence[float], batches: Sequence[int],
                             "form": exported.form
                             if variant == "slim + export" else "contiguous",
                             "merged_branches": exported.merged
+                            if variant == "slim + export" else 0,
+                            "matmul_outputs": exported.matmul_outputs
                             if variant == "slim + export" else 0,
                             "parameters": parameter_count(net),
                             "dense_parameters": parameter_count(dense),
