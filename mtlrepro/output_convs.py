@@ -21,15 +21,13 @@ measures faster (``choose``).
 
 from __future__ import annotations
 
-import copy
 import operator
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
-from mtlrepro.parallel_branches import conv_called_once
+from mtlrepro.parallel_branches import annotated_copy, conv_called_once
 from mtlrepro.pointwise_fusion import Chooser
 
 ChannelSlice = tuple[slice, slice] | None
@@ -111,14 +109,7 @@ def standard_layout_outputs(graph: fx.GraphModule, example: Tensor,
             per convolution with the convolution and the matrix product, each followed by
             the ``.contiguous()`` calls); all without.
     """
-    rewritten = copy.deepcopy(graph).eval()
-    with torch.no_grad():
-        ShapeProp(rewritten).propagate(example)
-    modules = dict(rewritten.named_modules())
-    calls: dict[str, int] = {}
-    for node in rewritten.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    rewritten, modules, calls = annotated_copy(graph, example)
     count = 0
     for node in list(rewritten.graph.nodes):
         conv = conv_called_once(node, modules, calls)

@@ -57,6 +57,21 @@ def conv_called_once(node: fx.Node, modules: dict[str, nn.Module],
     return module
 
 
+def annotated_copy(graph: fx.GraphModule, example: Tensor
+                   ) -> tuple[fx.GraphModule, dict[str, nn.Module], dict[str, int]]:
+    """A copy of ``graph`` in eval mode whose nodes carry the shapes and strides of their
+    values on ``example`` (``node.meta["tensor_meta"]``), its modules by name, and how many
+    times each module is called: what a rewrite of export's graph starts from."""
+    annotated = copy.deepcopy(graph).eval()
+    with torch.no_grad():
+        ShapeProp(annotated).propagate(example)
+    calls: dict[str, int] = {}
+    for node in annotated.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    return annotated, dict(annotated.named_modules()), calls
+
+
 def _signature(module: nn.Conv2d) -> tuple:
     """What branches' convolutions at one layer must share to merge."""
     return (module.kernel_size, module.stride, module.padding, module.dilation,
@@ -172,14 +187,7 @@ def merge_parallel_convs(graph: fx.GraphModule, example: Tensor,
         choose: which merges to keep (:data:`mtlrepro.pointwise_fusion.Chooser`, asked once
             per group with the separate and the merged branches); all without.
     """
-    merged_graph = copy.deepcopy(graph).eval()
-    with torch.no_grad():
-        ShapeProp(merged_graph).propagate(example)
-    modules = dict(merged_graph.named_modules())
-    calls: dict[str, int] = {}
-    for node in merged_graph.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    merged_graph, modules, calls = annotated_copy(graph, example)
     merges = 0
     for source in list(merged_graph.graph.nodes):
         branches = _branches(source, modules, calls)

@@ -5,41 +5,22 @@ from __future__ import annotations
 
 import pytest
 import torch
+from export_helpers import assert_same_outputs, segnet_with_heads
 from torch import Tensor, fx, nn
 
 from mtlrepro import inference
-from mtlrepro.models import create_model
 from mtlrepro.output_convs import PointwiseMatmul, standard_layout_outputs
 from mtlrepro.parallel_branches import merge_parallel_convs
-from mtlrepro.tasks import TaskSpec
-
-SPECS = (
-    TaskSpec("segmentation", "segmentation", 5),
-    TaskSpec("depth", "depth"),
-    TaskSpec("normal", "normal"),
-    TaskSpec("colour", "classification", 4),
-)
 
 
 def _matmuls(graph: fx.GraphModule) -> int:
     return sum(isinstance(m, PointwiseMatmul) for m in graph.modules())
 
 
-def _assert_same(want: dict[str, Tensor], got: dict[str, Tensor]) -> None:
-    assert want.keys() == got.keys()
-    for key in want:
-        torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-5)
-
-
-def _segnet() -> nn.Module:
-    torch.manual_seed(0)
-    return create_model("segnet", SPECS, widths=(8, 16, 32)).eval()
-
-
 @pytest.fixture(scope="module")
 def channels_last_segnet() -> tuple[fx.GraphModule, Tensor]:
     """A folded channels-last SegNet (as export's channels-last forms have it) and an input."""
-    graph, traced = inference._fold(_segnet())
+    graph, traced = inference._fold(segnet_with_heads())
     assert traced
     images = torch.rand(2, 3, 16, 24).contiguous(memory_format=torch.channels_last)
     return graph.to(memory_format=torch.channels_last), images
@@ -68,9 +49,9 @@ def test_the_dense_heads_last_convolutions_are_rewritten(channels_last_segnet):
     # the input graph is left as it was
     assert [n.target for n in network.graph.nodes if n.op == "call_module"] == before
     with torch.inference_mode():
-        _assert_same(network(images), rewritten(images))
+        assert_same_outputs(network(images), rewritten(images))
         more = torch.rand(1, 3, 32, 8)  # the rewrite does not depend on the example's shape
-        _assert_same(network(more), rewritten(more))
+        assert_same_outputs(network(more), rewritten(more))
 
 
 def test_merged_heads_are_written_through_their_channel_slices(channels_last_segnet):
@@ -81,7 +62,7 @@ def test_merged_heads_are_written_through_their_channel_slices(channels_last_seg
     assert count == 1  # the block-diagonal last layer, read through three slices
     with torch.inference_mode():
         outputs = rewritten(images)
-        _assert_same(network(images), outputs)
+        assert_same_outputs(network(images), outputs)
     assert all(outputs[name].is_contiguous() for name in ("segmentation", "depth", "normal"))
 
 
@@ -134,13 +115,13 @@ def test_only_convolutions_read_as_contiguous_outputs_are_rewritten() -> None:
     assert "last" not in targets
     assert {"activated", "strided", "shared", "wide", "stem"} <= targets
     with torch.inference_mode():
-        _assert_same(model(images), rewritten(images))
+        assert_same_outputs(model(images), rewritten(images))
 
 
-def test_export_serves_the_rewritten_heads_when_they_measure_faster(
+def test_export_serves_merged_and_rewritten_heads_when_they_measure_faster(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    model = _segnet()
+    model = segnet_with_heads()
     images = torch.rand(2, 3, 16, 24)
     monkeypatch.setattr(inference, "_faster_chooser", lambda rounds: lambda *forms: True)
     measured = inference._timings
@@ -150,4 +131,4 @@ def test_export_serves_the_rewritten_heads_when_they_measure_faster(
     assert exported.form == "channels_last" and exported.matmul_outputs == 1
     assert exported.merged == 1  # the heads merge first; their last layer is rewritten
     with torch.inference_mode():
-        _assert_same(model(images), exported(images))
+        assert_same_outputs(model(images), exported(images))

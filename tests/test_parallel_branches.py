@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from export_helpers import assert_same_outputs, segnet_with_heads
 from torch import Tensor, fx, nn
 
 from mtlrepro import inference
-from mtlrepro.models import create_model
 from mtlrepro.parallel_branches import merge_parallel_convs
-from mtlrepro.tasks import TaskSpec
-
-SPECS = (
-    TaskSpec("segmentation", "segmentation", 5),
-    TaskSpec("depth", "depth"),
-    TaskSpec("normal", "normal"),
-    TaskSpec("colour", "classification", 4),
-)
 
 
 def _convs(graph: fx.GraphModule) -> int:
@@ -24,18 +16,11 @@ def _convs(graph: fx.GraphModule) -> int:
                for n in graph.graph.nodes)
 
 
-def _assert_same(want: dict[str, Tensor], got: dict[str, Tensor]) -> None:
-    assert want.keys() == got.keys()
-    for key in want:
-        torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-5)
-
-
 @pytest.fixture(scope="module")
 def folded_segnet() -> fx.GraphModule:
     """A SegNet with three dense-prediction heads (conv 3×3 → ReLU → conv 1×1 each) and a
     classification head, BatchNorm folded as export has it."""
-    torch.manual_seed(0)
-    graph, traced = inference._fold(create_model("segnet", SPECS, widths=(8, 16, 32)).eval())
+    graph, traced = inference._fold(segnet_with_heads())
     assert traced
     return graph
 
@@ -53,9 +38,9 @@ def test_the_dense_prediction_heads_merge_into_two_convolutions(folded_segnet, c
     assert _convs(merged) == _convs(network) - 3 * 2 + 2
     assert _convs(folded_segnet) == _convs(network)  # the input graph is left as it was
     with torch.inference_mode():
-        _assert_same(network(images), merged(images))
+        assert_same_outputs(network(images), merged(images))
         more = torch.rand(3, 3, 32, 16)  # the merge does not depend on the example's shape
-        _assert_same(network(more), merged(more))
+        assert_same_outputs(network(more), merged(more))
 
 
 def test_a_refusing_chooser_keeps_the_branches(folded_segnet):
@@ -109,20 +94,5 @@ def test_branches_merge_only_as_deep_as_they_match() -> None:
     assert not any(t.startswith("first") for t in targets)
     assert {"second.0", "second.1", "second.2", "shared", "stem"} <= targets
     with torch.inference_mode():
-        _assert_same(model(images), merged(images))
+        assert_same_outputs(model(images), merged(images))
 
-
-def test_export_serves_merged_heads_when_they_measure_faster(
-    folded_segnet, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    torch.manual_seed(0)
-    model = create_model("segnet", SPECS, widths=(8, 16, 32)).eval()
-    images = torch.rand(2, 3, 16, 24)
-    monkeypatch.setattr(inference, "_faster_chooser", lambda rounds: lambda *forms: True)
-    measured = inference._timings
-    monkeypatch.setattr(inference, "_timings", lambda forms, example, rounds: {
-        **measured(forms, example, rounds), "channels_last": 0.0})  # as if it were fastest
-    exported = inference.export(model, images, rounds=1)
-    assert exported.form == "channels_last" and exported.merged == 1
-    with torch.inference_mode():
-        _assert_same(model(images), exported(images))
